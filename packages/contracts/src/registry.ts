@@ -1,0 +1,374 @@
+/**
+ * Contracts in a Confluent-compatible schema registry.
+ *
+ * Subjects are named after the event type (record-name strategy: a type's contract is the same on
+ * every topic) with compatibility BACKWARD. Registration and compatibility checks go through the
+ * plain Confluent REST API, because `@kafkajs/confluent-schema-registry`'s `register()` insists on
+ * reading `/config/{subject}` in Confluent's exact shape, which Apicurio's ccompat API answers
+ * differently (Apicurio issue #1097). Ids, schema fetches and encoding use the library. The same code
+ * runs unchanged against the Confluent Schema Registry and Apicurio's `/apis/ccompat/v7`.
+ */
+import { SchemaRegistry, SchemaType } from '@kafkajs/confluent-schema-registry';
+import { Ajv, type ValidateFunction } from 'ajv';
+import addFormatsModule from 'ajv-formats';
+import { MeshError, retryable, terminal } from '@mesh/errors';
+import { loadContracts, type Contract } from './schemas.ts';
+
+export interface RegistryConnection {
+  url: string;
+  username?: string;
+  password?: string;
+}
+
+const addFormats = addFormatsModule as unknown as (ajv: Ajv) => Ajv;
+
+/** The magic byte and 4-byte big-endian schema id of the Confluent wire format. */
+export const wireHeaderBytes = 5;
+
+/** The library's compiled JSON schema exposes the ajv validator it compiled. */
+interface ValidatingSchema {
+  validate: ValidateFunction;
+}
+
+export interface DecodeOptions {
+  /** Accept a value that is plain JSON (no magic byte), validated against the latest schema of the subject. */
+  acceptPlainJson?: boolean;
+}
+
+export interface CompatibilityReport {
+  type: string;
+  compatible: boolean;
+  /** True when the subject does not exist yet (first registration). */
+  isNew: boolean;
+  messages: string[];
+}
+
+function statusOf(error: unknown): number | undefined {
+  if (typeof error === 'object' && error !== null && 'status' in error) {
+    const status = error.status;
+    return typeof status === 'number' ? status : undefined;
+  }
+  return undefined;
+}
+
+export class ContractRegistry {
+  readonly url: string;
+  readonly #contracts: Map<string, Contract>;
+  readonly #authHeader: string | undefined;
+  readonly #registry: SchemaRegistry;
+  readonly #latestIds = new Map<string, Promise<number>>();
+  readonly #subjectsOfId = new Map<number, Promise<string[]>>();
+
+  constructor(connection: RegistryConnection, contracts: Map<string, Contract> = loadContracts()) {
+    this.url = connection.url.replace(/\/+$/, '');
+    this.#contracts = contracts;
+    this.#authHeader =
+      connection.username === undefined
+        ? undefined
+        : `Basic ${Buffer.from(`${connection.username}:${connection.password ?? ''}`).toString('base64')}`;
+    const ajv = addFormats(new Ajv({ strict: false, allErrors: false }));
+    this.#registry = new SchemaRegistry(
+      {
+        host: this.url,
+        ...(connection.username === undefined
+          ? {}
+          : { auth: { username: connection.username, password: connection.password ?? '' } }),
+        retry: { retries: 2 },
+      },
+      { [SchemaType.JSON]: { ajvInstance: ajv } },
+    );
+  }
+
+  get types(): string[] {
+    return [...this.#contracts.keys()];
+  }
+
+  async #request(
+    method: string,
+    path: string,
+    body?: unknown,
+  ): Promise<{ status: number; json: unknown }> {
+    let response: Response;
+    try {
+      response = await fetch(`${this.url}${path}`, {
+        method,
+        headers: {
+          accept: 'application/vnd.schemaregistry.v1+json, application/json',
+          ...(body === undefined
+            ? {}
+            : { 'content-type': 'application/vnd.schemaregistry.v1+json' }),
+          ...(this.#authHeader === undefined ? {} : { authorization: this.#authHeader }),
+        },
+        ...(body === undefined ? {} : { body: JSON.stringify(body) }),
+        signal: AbortSignal.timeout(10_000),
+      });
+    } catch (error) {
+      throw retryable(
+        'registry_unavailable',
+        `schema registry at ${this.url} is unreachable: ${(error as Error).message}`,
+        { cause: error },
+      );
+    }
+    const text = await response.text();
+    let json: unknown = undefined;
+    try {
+      json = text.length > 0 ? JSON.parse(text) : undefined;
+    } catch {
+      json = { message: text.slice(0, 300) };
+    }
+    if (response.status === 401 || response.status === 403) {
+      throw terminal(
+        'unauthorized',
+        `schema registry refused the credentials (${response.status})`,
+      );
+    }
+    if (response.status >= 500) {
+      throw retryable(
+        'registry_unavailable',
+        `schema registry answered ${response.status} to ${method} ${path}`,
+      );
+    }
+    return { status: response.status, json };
+  }
+
+  /** Answers when the registry serves its API. @throws MeshError `registry_unavailable`. */
+  async ping(): Promise<void> {
+    const { status } = await this.#request('GET', '/subjects');
+    if (status !== 200)
+      throw retryable(
+        'registry_unavailable',
+        `schema registry answered ${status} to GET /subjects`,
+      );
+  }
+
+  /**
+   * Registers every contract (or the given types): sets the subject's compatibility to BACKWARD and
+   * registers the schema, which is a no-op when that exact schema is already registered.
+   *
+   * @returns the schema id of each type.
+   * @throws MeshError `schema_incompatible` (terminal) when the registry refuses a schema as
+   *   incompatible with the subject's history: the caller must stop, not fall back.
+   */
+  async registerAll(types: string[] = this.types): Promise<Map<string, number>> {
+    const ids = new Map<string, number>();
+    for (const type of types) ids.set(type, await this.register(type));
+    return ids;
+  }
+
+  async register(type: string, schema: object = this.#contract(type).schema): Promise<number> {
+    const subject = encodeURIComponent(type);
+    const config = await this.#request('PUT', `/config/${subject}`, { compatibility: 'BACKWARD' });
+    if (config.status !== 200) {
+      throw terminal(
+        'schema_incompatible',
+        `registry refused compatibility BACKWARD for ${type}: ${describeBody(config.json)}`,
+      );
+    }
+    const result = await this.#request('POST', `/subjects/${subject}/versions`, {
+      schemaType: 'JSON',
+      schema: JSON.stringify(schema),
+    });
+    if (result.status === 409) {
+      throw terminal(
+        'schema_incompatible',
+        `registry refused the schema of ${type} as incompatible with its registered versions (BACKWARD): ${describeBody(result.json)}`,
+      );
+    }
+    if (
+      result.status !== 200 ||
+      typeof (result.json as { id?: unknown } | undefined)?.id !== 'number'
+    ) {
+      throw terminal(
+        'schema_incompatible',
+        `registry refused the schema of ${type} (${result.status}): ${describeBody(result.json)}`,
+      );
+    }
+    const id = (result.json as { id: number }).id;
+    this.#latestIds.set(type, Promise.resolve(id));
+    return id;
+  }
+
+  /** Tests each contract against the registered versions without registering anything. */
+  async check(types: string[] = this.types): Promise<CompatibilityReport[]> {
+    const reports: CompatibilityReport[] = [];
+    for (const type of types) {
+      const subject = encodeURIComponent(type);
+      const result = await this.#request(
+        'POST',
+        `/compatibility/subjects/${subject}/versions/latest?verbose=true`,
+        {
+          schemaType: 'JSON',
+          schema: JSON.stringify(this.#contract(type).schema),
+        },
+      );
+      if (result.status === 404) {
+        reports.push({ type, compatible: true, isNew: true, messages: [] });
+        continue;
+      }
+      const body = result.json as { is_compatible?: boolean; messages?: string[] } | undefined;
+      reports.push({
+        type,
+        compatible: result.status === 200 && body?.is_compatible === true,
+        isNew: false,
+        messages: body?.messages ?? (result.status === 200 ? [] : [describeBody(result.json)]),
+      });
+    }
+    return reports;
+  }
+
+  /** The id of the latest registered schema of `type`, cached. @throws MeshError. */
+  async idOf(type: string): Promise<number> {
+    let id = this.#latestIds.get(type);
+    if (id === undefined) {
+      id = this.#registry.getLatestSchemaId(type).then(
+        (value) => value,
+        (error: unknown) => {
+          this.#latestIds.delete(type);
+          if (statusOf(error) === 404)
+            throw terminal('schema_violation', `no contract is registered for event type ${type}`);
+          throw retryable(
+            'registry_unavailable',
+            `could not read the latest schema of ${type}: ${(error as Error).message}`,
+            { cause: error },
+          );
+        },
+      );
+      this.#latestIds.set(type, id);
+    }
+    return id;
+  }
+
+  /** The `dataschema` attribute for a schema id: its URI in the registry. */
+  dataschema(id: number): string {
+    return `${this.url}/schemas/ids/${id}`;
+  }
+
+  /**
+   * Validates `data` against the latest contract of `type` and encodes it in the Confluent wire format.
+   *
+   * @throws MeshError `schema_violation` (terminal) when the data breaks the contract; that is a bug
+   *   in the producing service and the event must not be published.
+   */
+  async encode(type: string, data: unknown): Promise<{ value: Buffer; schemaId: number }> {
+    const schemaId = await this.idOf(type);
+    await this.#validate(type, schemaId, data);
+    const header = Buffer.alloc(wireHeaderBytes);
+    header.writeUInt32BE(schemaId, 1);
+    return { value: Buffer.concat([header, Buffer.from(JSON.stringify(data))]), schemaId };
+  }
+
+  /** @throws MeshError `schema_violation` listing the first faults, with their paths. */
+  async #validate(type: string, schemaId: number, data: unknown): Promise<void> {
+    const { validate } = await this.#schemaOf(schemaId);
+    if (typeof data === 'object' && data !== null && validate(data)) return;
+    const faults = (validate.errors ?? []).slice(0, 5).map((e) => {
+      const extra =
+        'additionalProperty' in e.params ? ` (${String(e.params.additionalProperty)})` : '';
+      return `${e.instancePath || '/'} ${e.message ?? 'is invalid'}${extra}`;
+    });
+    throw terminal(
+      'schema_violation',
+      `data of ${type} breaks its contract: ${faults.join('; ') || 'not an object'}`,
+      { details: { schemaId } },
+    );
+  }
+
+  async #schemaOf(id: number): Promise<ValidatingSchema> {
+    try {
+      return (await this.#registry.getSchema(id)) as unknown as ValidatingSchema;
+    } catch (error) {
+      const status = statusOf(error);
+      if (status === 404) throw terminal('malformed_event', `unknown schema id ${id}`);
+      throw retryable(
+        'registry_unavailable',
+        `could not fetch schema ${id}: ${(error as Error).message}`,
+        { cause: error },
+      );
+    }
+  }
+
+  async #subjectsOf(id: number): Promise<string[]> {
+    let subjects = this.#subjectsOfId.get(id);
+    if (subjects === undefined) {
+      subjects = this.#request('GET', `/schemas/ids/${id}/versions`).then(({ status, json }) => {
+        if (status === 404) throw terminal('malformed_event', `unknown schema id ${id}`);
+        if (status !== 200 || !Array.isArray(json))
+          throw retryable(
+            'registry_unavailable',
+            `registry answered ${status} for the versions of schema ${id}`,
+          );
+        return (json as { subject?: unknown }[]).map((entry) => String(entry.subject));
+      });
+      subjects.catch(() => this.#subjectsOfId.delete(id));
+      this.#subjectsOfId.set(id, subjects);
+    }
+    return subjects;
+  }
+
+  /**
+   * Decodes and validates the data of an event of `type` from its Kafka value.
+   *
+   * @throws MeshError `malformed_event` (bad magic byte, unknown schema id, invalid UTF-8 or JSON,
+   *   plain JSON where not accepted), `schema_violation` (data breaks the contract, or the schema id
+   *   is not a version of the type's subject) — both terminal — or a retryable `registry_unavailable`
+   *   when the registry cannot be reached, which must not dead-letter the event.
+   */
+  async decode(type: string, value: Buffer, options: DecodeOptions = {}): Promise<unknown> {
+    let schemaId: number;
+    let json: Buffer;
+    if (value.length > 0 && value[0] === 0) {
+      if (value.length <= wireHeaderBytes)
+        throw terminal('malformed_event', 'wire-format value is shorter than its header');
+      schemaId = value.readUInt32BE(1);
+      json = value.subarray(wireHeaderBytes);
+      const subjects = await this.#subjectsOf(schemaId);
+      if (!subjects.includes(type)) {
+        throw terminal(
+          'schema_violation',
+          `schema id ${schemaId} is not a version of the contract of ${type}`,
+        );
+      }
+    } else if (options.acceptPlainJson === true && value.length > 0) {
+      schemaId = await this.idOf(type);
+      json = value;
+    } else if (value.length > 0 && (value[0] === 0x7b || value[0] === 0x5b)) {
+      throw terminal(
+        'malformed_event',
+        'plain JSON value where the Confluent wire format is required',
+      );
+    } else {
+      throw terminal(
+        'malformed_event',
+        `bad wire format: magic byte ${value[0] ?? 'missing'}, expected 0`,
+      );
+    }
+    let data: unknown;
+    try {
+      data = JSON.parse(new TextDecoder('utf-8', { fatal: true }).decode(json));
+    } catch (error) {
+      throw terminal(
+        'malformed_event',
+        error instanceof TypeError
+          ? 'event data is not valid UTF-8'
+          : 'event data is not valid JSON',
+      );
+    }
+    await this.#validate(type, schemaId, data);
+    return data;
+  }
+
+  #contract(type: string): Contract {
+    const contract = this.#contracts.get(type);
+    if (contract === undefined)
+      throw new MeshError('not_found', `no contract file for event type ${type}`);
+    return contract;
+  }
+}
+
+function describeBody(json: unknown): string {
+  if (typeof json === 'object' && json !== null) {
+    const body = json as { message?: unknown; error_code?: unknown };
+    if (typeof body.message === 'string') return body.message.slice(0, 300);
+  }
+  return JSON.stringify(json ?? null).slice(0, 300);
+}

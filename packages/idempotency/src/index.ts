@@ -1,0 +1,182 @@
+/**
+ * Effectively-once processing over at-least-once delivery (docs/contract.md, "Delivery guarantees").
+ *
+ * A key `mesh:idem:<group>:<event id>` holds either a processing lease `lease:<token>` that expires
+ * after the lease TTL unless renewed, or a done marker `done:<outcome>` kept for the idempotency TTL.
+ * Two replicas never run the same event at once (only one holds the lease); a replica that dies
+ * loses its lease when it expires and another takes the event over; an event already done is not
+ * run again. Every change is one Lua script, so it is atomic on the server.
+ */
+import { randomUUID } from 'node:crypto';
+import { redisFailure, type Redis } from '@mesh/redis';
+
+const claimScript = `
+local v = redis.call('GET', KEYS[1])
+if not v then
+  redis.call('SET', KEYS[1], 'lease:' .. ARGV[1], 'PX', ARGV[2])
+  return {'claimed', ''}
+end
+if string.sub(v, 1, 5) == 'done:' then return {'done', string.sub(v, 6)} end
+if v == 'lease:' .. ARGV[1] then
+  redis.call('PEXPIRE', KEYS[1], ARGV[2])
+  return {'claimed', ''}
+end
+return {'leased', tostring(redis.call('PTTL', KEYS[1]))}
+`;
+const renewScript = `
+if redis.call('GET', KEYS[1]) == 'lease:' .. ARGV[1] then
+  return redis.call('PEXPIRE', KEYS[1], ARGV[2])
+end
+return 0
+`;
+const completeScript = `
+local v = redis.call('GET', KEYS[1])
+if v and string.sub(v, 1, 5) == 'done:' then return 0 end
+redis.call('SET', KEYS[1], 'done:' .. ARGV[2], 'PX', ARGV[3])
+return 1
+`;
+const releaseScript = `
+if redis.call('GET', KEYS[1]) == 'lease:' .. ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+`;
+
+export type Claim =
+  | { state: 'claimed'; lease: Lease }
+  | { state: 'done'; outcome: string }
+  /** Another holder runs it now; try again after `retryInMs` (the lease's remaining time). */
+  | { state: 'leased'; retryInMs: number };
+
+export interface Lease {
+  readonly key: string;
+  readonly token: string;
+  /** The key every external side effect of this event should carry (`ctx.idempotencyKey`). */
+  readonly idempotencyKey: string;
+}
+
+export interface IdempotencyOptions {
+  leaseTtlMs: number;
+  doneTtlMs: number;
+  keyPrefix?: string;
+}
+
+export class IdempotencyStore {
+  readonly #redis: Redis;
+  readonly #options: Required<IdempotencyOptions>;
+
+  constructor(redis: Redis, options: IdempotencyOptions) {
+    this.#redis = redis;
+    this.#options = { keyPrefix: 'mesh:idem:', ...options };
+  }
+
+  get leaseTtlMs(): number {
+    return this.#options.leaseTtlMs;
+  }
+
+  key(group: string, eventId: string): string {
+    return `${this.#options.keyPrefix}${group}:${eventId}`;
+  }
+
+  /**
+   * Claims `eventId` for `group`.
+   * @throws MeshError `redis_unavailable` (retryable): the event must be tried again later, not run.
+   */
+  async claim(group: string, eventId: string): Promise<Claim> {
+    const key = this.key(group, eventId);
+    const token = randomUUID();
+    let reply: [string, string];
+    try {
+      reply = (await this.#redis.eval(claimScript, 1, key, token, this.#options.leaseTtlMs)) as [
+        string,
+        string,
+      ];
+    } catch (error) {
+      throw redisFailure(error, 'could not claim an event');
+    }
+    const [state, detail] = reply;
+    if (state === 'claimed')
+      return { state, lease: { key, token, idempotencyKey: `${group}:${eventId}` } };
+    if (state === 'done') return { state, outcome: detail };
+    const ttl = Number(detail);
+    return {
+      state: 'leased',
+      retryInMs: Number.isFinite(ttl) && ttl > 0 ? ttl : this.#options.leaseTtlMs,
+    };
+  }
+
+  /** Extends the lease; false when it was lost (expired and taken over). @throws MeshError `redis_unavailable`. */
+  async renew(lease: Lease): Promise<boolean> {
+    try {
+      return (
+        (await this.#redis.eval(
+          renewScript,
+          1,
+          lease.key,
+          lease.token,
+          this.#options.leaseTtlMs,
+        )) === 1
+      );
+    } catch (error) {
+      throw redisFailure(error, 'could not renew a lease');
+    }
+  }
+
+  /**
+   * Marks the event done with its outcome, kept for the idempotency TTL. Called only after the
+   * outcome was acknowledged by Kafka. @throws MeshError `redis_unavailable`.
+   */
+  async complete(lease: Lease, outcome: string): Promise<void> {
+    try {
+      await this.#redis.eval(
+        completeScript,
+        1,
+        lease.key,
+        lease.token,
+        outcome,
+        this.#options.doneTtlMs,
+      );
+    } catch (error) {
+      throw redisFailure(error, 'could not mark an event done');
+    }
+  }
+
+  /** Gives the lease up so that a retry may claim the event at once. @throws MeshError `redis_unavailable`. */
+  async release(lease: Lease): Promise<void> {
+    try {
+      await this.#redis.eval(releaseScript, 1, lease.key, lease.token);
+    } catch (error) {
+      throw redisFailure(error, 'could not release a lease');
+    }
+  }
+
+  /**
+   * Runs `work` while renewing the lease every third of its TTL. `onLost` is called once if the lease
+   * cannot be renewed (the caller should treat its result as possibly duplicated).
+   */
+  async withRenewal<T>(
+    lease: Lease,
+    work: () => Promise<T>,
+    onLost?: (reason: string) => void,
+  ): Promise<T> {
+    let lost = false;
+    const timer = setInterval(
+      () => {
+        this.renew(lease).then(
+          (held) => {
+            if (!held && !lost) {
+              lost = true;
+              onLost?.('lease expired and was taken over');
+            }
+          },
+          (error: unknown) => onLost?.((error as Error).message),
+        );
+      },
+      Math.max(250, Math.floor(this.#options.leaseTtlMs / 3)),
+    );
+    timer.unref();
+    try {
+      return await work();
+    } finally {
+      clearInterval(timer);
+    }
+  }
+}

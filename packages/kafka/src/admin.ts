@@ -1,0 +1,138 @@
+/**
+ * Topic management and the offsets that consumer lag is computed from, through the kafkajs admin.
+ */
+import type { Admin, Kafka } from 'kafkajs';
+import { retryable } from '@mesh/errors';
+
+export interface TopicSpec {
+  topic: string;
+  numPartitions: number;
+  replicationFactor: number;
+  configs?: Record<string, string>;
+}
+
+export interface PartitionLag {
+  topic: string;
+  partition: number;
+  /** Next offset the group will read; -1 when the group has never committed. */
+  committed: number;
+  /** Earliest offset still in the log (a group without commit starts there). */
+  low: number;
+  /** Next offset to be written (high watermark). */
+  high: number;
+  lag: number;
+}
+
+export class MeshAdmin {
+  readonly #admin: Admin;
+  #connected: Promise<void> | undefined;
+
+  constructor(kafka: Kafka) {
+    this.#admin = kafka.admin({
+      retry: { retries: 5, initialRetryTime: 200, maxRetryTime: 3_000 },
+    });
+  }
+
+  async #ready(): Promise<Admin> {
+    this.#connected ??= this.#admin.connect().catch((error: unknown) => {
+      this.#connected = undefined;
+      throw retryable('kafka_unavailable', `admin could not connect: ${(error as Error).message}`, {
+        cause: error,
+      });
+    });
+    await this.#connected;
+    return this.#admin;
+  }
+
+  async listTopics(): Promise<string[]> {
+    return (await this.#ready()).listTopics();
+  }
+
+  /** Creates the topics that do not exist; existing ones are left as they are. Returns the created names. */
+  async ensureTopics(specs: TopicSpec[]): Promise<string[]> {
+    const admin = await this.#ready();
+    const existing = new Set(await admin.listTopics());
+    const missing = specs.filter((spec) => !existing.has(spec.topic));
+    if (missing.length === 0) return [];
+    try {
+      await admin.createTopics({
+        waitForLeaders: true,
+        topics: missing.map((spec) => ({
+          topic: spec.topic,
+          numPartitions: spec.numPartitions,
+          replicationFactor: spec.replicationFactor,
+          configEntries: Object.entries(spec.configs ?? {}).map(([name, value]) => ({
+            name,
+            value,
+          })),
+        })),
+      });
+    } catch (error) {
+      // Another service may have created them at the same moment.
+      const after = new Set(await admin.listTopics());
+      if (!missing.every((spec) => after.has(spec.topic))) throw error;
+    }
+    return missing.map((spec) => spec.topic);
+  }
+
+  async deleteTopics(topics: string[]): Promise<void> {
+    if (topics.length === 0) return;
+    await (await this.#ready()).deleteTopics({ topics, timeout: 10_000 });
+  }
+
+  /** Committed vs end offsets of `groupId` on `topics`. */
+  async lag(groupId: string, topics: string[]): Promise<PartitionLag[]> {
+    const admin = await this.#ready();
+    const committed = await admin.fetchOffsets({ groupId, topics });
+    const result: PartitionLag[] = [];
+    for (const { topic, partitions } of committed) {
+      const ends = await admin.fetchTopicOffsets(topic);
+      for (const end of ends) {
+        const commit = Number(partitions.find((p) => p.partition === end.partition)?.offset ?? -1);
+        const low = Number(end.low);
+        const high = Number(end.high);
+        const from = commit < 0 ? low : Math.max(commit, low);
+        result.push({
+          topic,
+          partition: end.partition,
+          committed: commit,
+          low,
+          high,
+          lag: Math.max(0, high - from),
+        });
+      }
+    }
+    return result;
+  }
+
+  /** End offsets of every partition of `topic`. */
+  async endOffsets(topic: string): Promise<{ partition: number; high: number; low: number }[]> {
+    const offsets = await (await this.#ready()).fetchTopicOffsets(topic);
+    return offsets.map((o) => ({
+      partition: o.partition,
+      high: Number(o.high),
+      low: Number(o.low),
+    }));
+  }
+
+  /** For each partition, the earliest offset whose timestamp is at or after `timestamp` (ms). */
+  async offsetsAt(
+    topic: string,
+    timestamp: number,
+  ): Promise<{ partition: number; offset: number }[]> {
+    const offsets = await (await this.#ready()).fetchTopicOffsetsByTimestamp(topic, timestamp);
+    return offsets.map((o) => ({ partition: o.partition, offset: Number(o.offset) }));
+  }
+
+  /** Consumer groups known to the broker. */
+  async listGroups(): Promise<string[]> {
+    const { groups } = await (await this.#ready()).listGroups();
+    return groups.map((g) => g.groupId);
+  }
+
+  /** Closes the connection, also one still being retried. */
+  async disconnect(): Promise<void> {
+    this.#connected = undefined;
+    await this.#admin.disconnect();
+  }
+}

@@ -1,0 +1,53 @@
+import { Kafka, logLevel, type KafkaConfig, type SASLOptions } from 'kafkajs';
+
+/** How to reach the brokers. SASL and TLS are optional; both are needed for most managed clusters. */
+export interface KafkaConnection {
+  brokers: string[];
+  clientId: string;
+  ssl?: boolean | { rejectUnauthorized?: boolean; ca?: string[] };
+  sasl?: {
+    mechanism: 'plain' | 'scram-sha-256' | 'scram-sha-512';
+    username: string;
+    password: string;
+  };
+  /** How long one connection attempt may take; kafkajs's default of 1 s is short for a loaded CI box. */
+  connectionTimeoutMs?: number;
+  requestTimeoutMs?: number;
+  /** Log kafkajs's own messages (errors only by default; they go to the `log` sink). */
+  log?: (
+    level: 'error' | 'warn' | 'info' | 'debug',
+    message: string,
+    extra: Record<string, unknown>,
+  ) => void;
+}
+
+const levelNames = {
+  [logLevel.ERROR]: 'error',
+  [logLevel.WARN]: 'warn',
+  [logLevel.INFO]: 'info',
+  [logLevel.DEBUG]: 'debug',
+  [logLevel.NOTHING]: 'debug',
+} as const;
+
+/** Builds the one kafkajs client a process uses. Throws nothing: connecting happens on first use. */
+export function createKafka(connection: KafkaConnection): Kafka {
+  const config: KafkaConfig = {
+    clientId: connection.clientId,
+    brokers: connection.brokers,
+    connectionTimeout: connection.connectionTimeoutMs ?? 5_000,
+    requestTimeout: connection.requestTimeoutMs ?? 30_000,
+    retry: { initialRetryTime: 200, retries: 8, maxRetryTime: 5_000 },
+    logLevel: logLevel.ERROR,
+    logCreator:
+      () =>
+      ({ level, log }) => {
+        const { message, ...extra } = log;
+        connection.log?.(levelNames[level], String(message), extra);
+      },
+  };
+  if (connection.ssl !== undefined) config.ssl = connection.ssl;
+  if (connection.sasl !== undefined) config.sasl = connection.sasl as SASLOptions;
+  return new Kafka(config);
+}
+
+export type { Kafka };

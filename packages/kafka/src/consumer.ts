@@ -1,0 +1,177 @@
+/**
+ * A kafkajs consumer group member that hands records over without waiting for them to be processed.
+ *
+ * kafkajs heartbeats from its fetch loop, so a long `eachMessage` handler starves the heartbeat and
+ * the member is evicted (kafkajs issues #447, #1083). Here `eachBatch` only offers the records to the
+ * runtime (which queues them) and returns at once: the loop keeps fetching and heartbeating while
+ * handlers take minutes. Offsets are never auto-committed or auto-resolved: the runtime resolves what
+ * it has taken (so fetching moves on) and commits only offsets whose outcome is durable.
+ */
+import type { Consumer, IHeaders, Kafka } from 'kafkajs';
+import { retryable } from '@mesh/errors';
+
+export interface ConsumedRecord {
+  topic: string;
+  partition: number;
+  offset: string;
+  key: Buffer | null;
+  value: Buffer | null;
+  headers: IHeaders;
+  timestamp: string;
+}
+
+export interface TopicPartition {
+  topic: string;
+  partition: number;
+}
+
+export interface GroupConsumerOptions {
+  groupId: string;
+  sessionTimeoutMs?: number;
+  heartbeatIntervalMs?: number;
+  rebalanceTimeoutMs?: number;
+  maxBytesPerPartition?: number;
+  maxWaitTimeMs?: number;
+}
+
+export interface GroupConsumerHandlers {
+  /**
+   * Offers the records of one partition, in offset order. Returns how many of them were taken; the
+   * rest are fetched again after the partition is resumed (the runtime pauses it when it is full).
+   */
+  take(topic: string, partition: number, records: ConsumedRecord[]): number;
+  /** The partitions this member owns after a (re)join, replacing any earlier assignment. */
+  assigned(partitions: TopicPartition[]): void;
+  /** kafkajs crashed; it restarts itself and rejoins. */
+  crashed?(error: Error): void;
+}
+
+export class GroupConsumer {
+  readonly groupId: string;
+  readonly #consumer: Consumer;
+  #running = false;
+  #lastHeartbeat = 0;
+  #joined = false;
+
+  constructor(kafka: Kafka, options: GroupConsumerOptions) {
+    this.groupId = options.groupId;
+    this.#consumer = kafka.consumer({
+      groupId: options.groupId,
+      sessionTimeout: options.sessionTimeoutMs ?? 30_000,
+      heartbeatInterval: options.heartbeatIntervalMs ?? 3_000,
+      rebalanceTimeout: options.rebalanceTimeoutMs ?? 60_000,
+      maxBytesPerPartition: options.maxBytesPerPartition ?? 1_048_576,
+      maxWaitTimeInMs: options.maxWaitTimeMs ?? 100,
+      allowAutoTopicCreation: false,
+      // Never give up: a retriable crash (broker gone) restarts the member, which rejoins.
+      retry: {
+        retries: Number.MAX_SAFE_INTEGER,
+        initialRetryTime: 200,
+        maxRetryTime: 5_000,
+        restartOnFailure: () => Promise.resolve(true),
+      },
+    });
+    this.#consumer.on(this.#consumer.events.HEARTBEAT, () => {
+      this.#lastHeartbeat = Date.now();
+    });
+  }
+
+  /** True once the member has joined its group and its fetch loop has run recently. */
+  get healthy(): boolean {
+    return this.#running && this.#joined;
+  }
+
+  get lastHeartbeat(): number {
+    return this.#lastHeartbeat;
+  }
+
+  /** Joins the group and starts fetching. @throws MeshError `kafka_unavailable`. */
+  async start(topics: string[], handlers: GroupConsumerHandlers): Promise<void> {
+    const consumer = this.#consumer;
+    consumer.on(consumer.events.GROUP_JOIN, (event) => {
+      this.#joined = true;
+      const partitions: TopicPartition[] = [];
+      for (const [topic, ids] of Object.entries(event.payload.memberAssignment)) {
+        for (const partition of ids) partitions.push({ topic, partition });
+      }
+      handlers.assigned(partitions);
+    });
+    consumer.on(consumer.events.CRASH, (event) => {
+      this.#joined = false;
+      handlers.crashed?.(event.payload.error);
+    });
+    consumer.on(consumer.events.REBALANCING, () => {
+      this.#joined = false;
+    });
+    try {
+      await consumer.connect();
+      // A group with no committed offset starts at the earliest one (docs/contract.md).
+      await consumer.subscribe({ topics, fromBeginning: true });
+      await consumer.run({
+        autoCommit: false,
+        eachBatchAutoResolve: false,
+        partitionsConsumedConcurrently: 1,
+        eachBatch: async (payload) => {
+          const { batch } = payload;
+          if (!payload.isRunning() || payload.isStale() || batch.messages.length === 0) return;
+          const records: ConsumedRecord[] = batch.messages.map((message) => ({
+            topic: batch.topic,
+            partition: batch.partition,
+            offset: message.offset,
+            key: message.key ?? null,
+            value: message.value ?? null,
+            headers: message.headers ?? {},
+            timestamp: message.timestamp,
+          }));
+          const taken = handlers.take(batch.topic, batch.partition, records);
+          const last = records[taken - 1];
+          if (last !== undefined) payload.resolveOffset(last.offset);
+          await payload.heartbeat();
+        },
+      });
+      this.#running = true;
+    } catch (error) {
+      throw retryable(
+        'kafka_unavailable',
+        `consumer ${this.groupId} could not start: ${(error as Error).message}`,
+        { cause: error },
+      );
+    }
+  }
+
+  pause(partitions: TopicPartition[]): void {
+    if (!this.#running || partitions.length === 0) return;
+    this.#consumer.pause(groupByTopic(partitions));
+  }
+
+  resume(partitions: TopicPartition[]): void {
+    if (!this.#running || partitions.length === 0) return;
+    this.#consumer.resume(groupByTopic(partitions));
+  }
+
+  /**
+   * Commits `offset` (the next offset to read) for each partition.
+   * @throws the kafkajs error when the group is rebalancing; the caller tries again after the rejoin.
+   */
+  async commit(offsets: (TopicPartition & { offset: string })[]): Promise<void> {
+    if (offsets.length === 0) return;
+    await this.#consumer.commitOffsets(
+      offsets.map(({ topic, partition, offset }) => ({ topic, partition, offset })),
+    );
+  }
+
+  async stop(): Promise<void> {
+    this.#running = false;
+    await this.#consumer.disconnect();
+  }
+}
+
+function groupByTopic(partitions: TopicPartition[]): { topic: string; partitions: number[] }[] {
+  const byTopic = new Map<string, number[]>();
+  for (const { topic, partition } of partitions) {
+    const list = byTopic.get(topic);
+    if (list === undefined) byTopic.set(topic, [partition]);
+    else list.push(partition);
+  }
+  return [...byTopic].map(([topic, ids]) => ({ topic, partitions: ids }));
+}

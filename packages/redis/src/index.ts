@@ -1,0 +1,66 @@
+/**
+ * The only package that imports ioredis. Services and other packages get a connected client from
+ * `createRedis` and use the `Redis` type re-exported here.
+ */
+import { Redis } from 'ioredis';
+import { retryable } from '@mesh/errors';
+
+export interface RedisConnection {
+  url: string;
+  password?: string;
+}
+
+export interface CreateRedisOptions {
+  /** Shown in `CLIENT LIST`, so an operator can tell the mesh's connections apart. */
+  connectionName: string;
+  /**
+   * Fail commands at once while disconnected instead of queueing them (the default): a consumer then
+   * sees `redis_unavailable`, stops taking work and retries, rather than piling up promises.
+   */
+  offlineQueue?: boolean;
+}
+
+/** A client that reconnects forever with capped backoff; connecting starts at once. */
+export function createRedis(connection: RedisConnection, options: CreateRedisOptions): Redis {
+  const client = new Redis(connection.url, {
+    ...(connection.password === undefined ? {} : { password: connection.password }),
+    connectionName: options.connectionName,
+    enableOfflineQueue: options.offlineQueue ?? false,
+    maxRetriesPerRequest: 1,
+    connectTimeout: 5_000,
+    retryStrategy: (attempt) => Math.min(100 * 2 ** Math.min(attempt, 6), 2_000),
+    lazyConnect: false,
+  });
+  // Connection errors are reported through readiness and command failures; without a listener
+  // ioredis prints each reconnect failure as an unhandled error event.
+  client.on('error', () => undefined);
+  return client;
+}
+
+/** Waits until the client is connected. @throws MeshError `redis_unavailable` after `timeoutMs`. */
+export async function waitForRedis(client: Redis, timeoutMs = 30_000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  const status = (): string => client.status;
+  while (Date.now() < deadline) {
+    if (status() === 'ready') return;
+    await new Promise((resolve) => setTimeout(resolve, 50));
+  }
+  throw retryable('redis_unavailable', `Redis did not answer within ${timeoutMs} ms`);
+}
+
+/** True when Redis answers PING now. */
+export async function pingRedis(client: Redis): Promise<boolean> {
+  if (client.status !== 'ready') return false;
+  try {
+    return (await client.ping()) === 'PONG';
+  } catch {
+    return false;
+  }
+}
+
+/** Maps an ioredis failure onto the taxonomy: any command failure is a retryable `redis_unavailable`. */
+export function redisFailure(error: unknown, what: string): Error {
+  return retryable('redis_unavailable', `${what}: ${(error as Error).message}`, { cause: error });
+}
+
+export type { Redis };

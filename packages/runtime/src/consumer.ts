@@ -1,0 +1,618 @@
+/**
+ * The consumer runtime: the one way a service consumes.
+ *
+ * - Different keys of one partition run concurrently, the same key in order; at most
+ *   `partitionConcurrency` events per partition and `concurrency` per process are taken, and a full
+ *   partition is paused until it drains (backpressure).
+ * - Handlers never block the fetch loop, so the member keeps heartbeating while handlers take minutes.
+ * - An offset is committed only when it and every earlier offset of its partition have a durable
+ *   outcome: the handler's events acknowledged by Kafka (acks=all), or the event on a retry tier or
+ *   on `mesh.dlq`. After a rebalance nothing is committed for partitions this member lost.
+ * - Malformed input never reaches a handler and goes to `mesh.dlq`; a handler's error is routed by the
+ *   error taxonomy: retryable → the next retry tier, terminal or out of attempts → `mesh.dlq`.
+ * - Infrastructure faults (Kafka, Redis or the registry unreachable) dead-letter nothing: the event is
+ *   tried again in place with backoff, and its partition stops moving until they are back.
+ */
+import { setTimeout as sleep } from 'node:timers/promises';
+import type { MeshConfig } from '@mesh/config';
+import type { EventCodec } from '@mesh/contracts';
+import { checkLoopGuards, deriveEvent, type DeriveInit, type MeshEvent } from '@mesh/envelope';
+import { failureClassOf, safeDetail, terminal, toMeshError, type MeshError } from '@mesh/errors';
+import type { IdempotencyStore, Lease } from '@mesh/idempotency';
+import type {
+  ConsumedRecord,
+  GroupConsumer,
+  MeshProducer,
+  OutgoingRecord,
+  TopicPartition,
+} from '@mesh/kafka';
+import type { Logger, MeshMetrics } from '@mesh/telemetry';
+import { PartitionTracker } from './tracker.ts';
+import type { TopicNames } from './topics.ts';
+
+export interface HandlerContext<D = unknown> {
+  event: MeshEvent<D>;
+  topic: string;
+  partition: number;
+  offset: string;
+  /** Delivery attempt of this event, from 1 (`meshattempt`). */
+  attempt: number;
+  /** Stable across redeliveries of this event to this group: pass it to the tools the handler calls. */
+  idempotencyKey: string;
+  /** Aborted when the lease is lost or the process is shutting down past its drain timeout. */
+  signal: AbortSignal;
+  log: Logger;
+  /** A child event of this one, with this service as source (see `deriveEvent`). */
+  derive<T>(init: Omit<DeriveInit<T>, 'source'> & { source?: string }): MeshEvent<T>;
+}
+
+export interface Emit {
+  topic: string;
+  event: MeshEvent;
+}
+
+export interface HandlerResult {
+  emit?: Emit[];
+}
+
+export type Handler = (ctx: HandlerContext) => Promise<HandlerResult | undefined | void>;
+
+export interface ConsumeOptions {
+  groupId: string;
+  topics: string[];
+  /** Handlers by event type; an event of another type is dead-lettered as `malformed_event`. */
+  handlers: Record<string, Handler>;
+  /** Topics that also accept structured mode and plain JSON (the intake topic). */
+  intakeTopics?: string[];
+  /** Claim events in Redis so a completed one never runs again (default true). */
+  idempotency?: boolean;
+  /** Check hop and revisit limits before the handler (default true). The target agent is `event.agent`. */
+  loopGuards?: boolean;
+  /** Hold an event until this time (ms since epoch) before handling it: the retry tiers' `meshnotbefore`. */
+  holdUntil?: (event: MeshEvent) => number | undefined;
+  /** Events to publish besides the dead letter when an event fails for good (e.g. `subtask.failed`). */
+  onTerminalFailure?: (ctx: HandlerContext, error: MeshError) => Emit[];
+  /** Label for `mesh_inflight` and the handler histogram; defaults to `event.agent`. */
+  agentLabel?: (event: MeshEvent) => string;
+  sessionTimeoutMs?: number;
+  heartbeatIntervalMs?: number;
+  commitIntervalMs?: number;
+}
+
+export interface ConsumerDeps {
+  config: MeshConfig;
+  createGroupConsumer: (options: {
+    groupId: string;
+    sessionTimeoutMs?: number;
+    heartbeatIntervalMs?: number;
+  }) => GroupConsumer;
+  producer: MeshProducer;
+  codec: EventCodec;
+  idempotency: IdempotencyStore;
+  metrics: MeshMetrics;
+  log: Logger;
+  topics: TopicNames;
+}
+
+interface Item {
+  record: ConsumedRecord;
+  tracker: PartitionTracker;
+  key: string;
+}
+
+const infraCodes = new Set(['kafka_unavailable', 'redis_unavailable', 'registry_unavailable']);
+
+/** Thrown inside processing when the work must be abandoned without an outcome (shutdown, revocation). */
+class Abandoned extends Error {}
+
+export class MeshConsumer {
+  readonly groupId: string;
+  readonly #options: ConsumeOptions;
+  readonly #deps: ConsumerDeps;
+  readonly #consumer: GroupConsumer;
+  readonly #trackers = new Map<string, PartitionTracker>();
+  readonly #keyQueues = new Map<string, Item[]>();
+  readonly #abort = new AbortController();
+  readonly #service: string;
+  #pending = 0;
+  #stopping = false;
+  #commitTimer: NodeJS.Timeout | undefined;
+  #committing: Promise<void> | undefined;
+  #drained: (() => void) | undefined;
+  #degradedSince: number | undefined;
+  #processPaused = false;
+  #assignments = 0;
+
+  constructor(deps: ConsumerDeps, options: ConsumeOptions) {
+    this.#deps = deps;
+    this.#options = options;
+    this.groupId = options.groupId;
+    this.#service = deps.config.service;
+    this.#consumer = deps.createGroupConsumer({
+      groupId: options.groupId,
+      ...(options.sessionTimeoutMs === undefined
+        ? {}
+        : { sessionTimeoutMs: options.sessionTimeoutMs }),
+      ...(options.heartbeatIntervalMs === undefined
+        ? {}
+        : { heartbeatIntervalMs: options.heartbeatIntervalMs }),
+    });
+  }
+
+  /** How many times the group assigned partitions to this member (1 when it never rebalanced). */
+  get assignments(): number {
+    return this.#assignments;
+  }
+
+  /** Events taken and not yet finished. */
+  get pending(): number {
+    return this.#pending;
+  }
+
+  /** Joined and not stuck on an infrastructure fault. */
+  get healthy(): boolean {
+    return this.#consumer.healthy && this.#degradedSince === undefined;
+  }
+
+  /** When processing first failed on Kafka, Redis or the registry being unreachable, if it still does. */
+  get degradedSince(): number | undefined {
+    return this.#degradedSince;
+  }
+
+  async start(): Promise<void> {
+    await this.#consumer.start(this.#options.topics, {
+      take: (topic, partition, records) => this.#take(topic, partition, records),
+      assigned: (partitions) => this.#assigned(partitions),
+      crashed: (error) =>
+        this.#deps.log.warn(
+          { group: this.groupId, err: safeDetail(error) },
+          'consumer crashed; kafkajs restarts it',
+        ),
+    });
+    const interval = this.#options.commitIntervalMs ?? 200;
+    this.#commitTimer = setInterval(() => void this.#commit(), interval);
+    this.#commitTimer.unref();
+  }
+
+  /**
+   * Stops fetching, waits up to `timeoutMs` for running handlers, commits what finished and leaves
+   * the group. Handlers still running then are abandoned uncommitted: their events are redelivered.
+   */
+  async stop(timeoutMs = this.#deps.config.shutdownTimeoutMs): Promise<void> {
+    if (this.#stopping) return;
+    this.#stopping = true;
+    this.#consumer.pause(
+      [...this.#trackers.values()].map(({ topic, partition }) => ({ topic, partition })),
+    );
+    if (this.#pending > 0) {
+      const drained = new Promise<void>((resolve) => (this.#drained = resolve));
+      await Promise.race([drained, sleep(timeoutMs, undefined, { ref: false })]);
+    }
+    this.#abort.abort();
+    clearInterval(this.#commitTimer);
+    await this.#commit();
+    await this.#consumer.stop();
+  }
+
+  #trackerKey(topic: string, partition: number): string {
+    return `${topic}\u0000${partition}`;
+  }
+
+  #assigned(partitions: TopicPartition[]): void {
+    this.#assignments += 1;
+    const keep = new Set(partitions.map((p) => this.#trackerKey(p.topic, p.partition)));
+    for (const [key, tracker] of this.#trackers) {
+      if (!keep.has(key)) {
+        // Lost in the rebalance: its running work finishes but is never committed by this member.
+        tracker.revoked = true;
+        this.#trackers.delete(key);
+      }
+    }
+    const paused = [...this.#trackers.values()].filter(
+      (t) => t.paused || this.#processPaused || this.#stopping,
+    );
+    this.#consumer.pause(paused.map(({ topic, partition }) => ({ topic, partition })));
+    this.#deps.log.info(
+      { group: this.groupId, partitions: partitions.length },
+      'partitions assigned',
+    );
+  }
+
+  #take(topic: string, partition: number, records: ConsumedRecord[]): number {
+    if (this.#stopping) return 0;
+    const key = this.#trackerKey(topic, partition);
+    let tracker = this.#trackers.get(key);
+    if (tracker === undefined)
+      this.#trackers.set(key, (tracker = new PartitionTracker(topic, partition)));
+    const limit = this.#deps.config.partitionConcurrency;
+    const processLimit = this.#deps.config.concurrency;
+    for (let i = 0; i < records.length; i += 1) {
+      const record = records[i] as ConsumedRecord;
+      const offset = Number(record.offset);
+      if (tracker.seen(offset)) continue;
+      if (tracker.pending >= limit || this.#pending >= processLimit) {
+        this.#pausePartition(tracker);
+        if (this.#pending >= processLimit) this.#pauseProcess();
+        return i;
+      }
+      tracker.take(offset);
+      this.#pending += 1;
+      const itemKey = record.key === null ? `\u0000${offset}` : record.key.toString('latin1');
+      const queueKey = `${key}\u0000${itemKey}`;
+      const item: Item = { record, tracker, key: queueKey };
+      const queue = this.#keyQueues.get(queueKey);
+      if (queue === undefined) {
+        this.#keyQueues.set(queueKey, [item]);
+        this.#run(item);
+      } else {
+        queue.push(item);
+      }
+    }
+    return records.length;
+  }
+
+  #pausePartition(tracker: PartitionTracker): void {
+    if (tracker.paused) return;
+    tracker.paused = true;
+    this.#consumer.pause([{ topic: tracker.topic, partition: tracker.partition }]);
+  }
+
+  #pauseProcess(): void {
+    if (this.#processPaused) return;
+    this.#processPaused = true;
+    this.#consumer.pause(
+      [...this.#trackers.values()].map(({ topic, partition }) => ({ topic, partition })),
+    );
+  }
+
+  #maybeResume(tracker: PartitionTracker): void {
+    if (this.#stopping) return;
+    const processLimit = this.#deps.config.concurrency;
+    if (this.#processPaused && this.#pending <= processLimit / 2) {
+      this.#processPaused = false;
+      const resumable = [...this.#trackers.values()].filter((t) => !t.paused);
+      this.#consumer.resume(resumable.map(({ topic, partition }) => ({ topic, partition })));
+    }
+    if (
+      tracker.paused &&
+      !tracker.revoked &&
+      tracker.pending <= this.#deps.config.partitionConcurrency / 2 &&
+      !this.#processPaused
+    ) {
+      tracker.paused = false;
+      this.#consumer.resume([{ topic: tracker.topic, partition: tracker.partition }]);
+    }
+  }
+
+  #run(item: Item): void {
+    this.#process(item).then(
+      (finished) => this.#after(item, finished),
+      (error: unknown) => {
+        // #process handles every error itself; reaching this is a bug, and the event stays uncommitted.
+        this.#deps.log.error(
+          { err: safeDetail(error), group: this.groupId },
+          'unexpected failure in the consumer runtime',
+        );
+        this.#after(item, false);
+      },
+    );
+  }
+
+  #after(item: Item, finished: boolean): void {
+    if (finished) item.tracker.finish(Number(item.record.offset));
+    this.#pending -= 1;
+    const queue = this.#keyQueues.get(item.key);
+    queue?.shift();
+    const next = queue?.[0];
+    if (next === undefined) this.#keyQueues.delete(item.key);
+    else this.#run(next);
+    this.#maybeResume(item.tracker);
+    if (this.#pending === 0) this.#drained?.();
+  }
+
+  /** Runs one record to a durable outcome; false when abandoned (shutdown or revocation). */
+  async #process(item: Item): Promise<boolean> {
+    let backoff = 200;
+    for (;;) {
+      if (this.#abort.signal.aborted) return false;
+      try {
+        await this.#processOnce(item);
+        this.#degradedSince = undefined;
+        return true;
+      } catch (error) {
+        if (error instanceof Abandoned) return false;
+        const mesh = toMeshError(error);
+        this.#degradedSince ??= Date.now();
+        this.#deps.log.warn(
+          {
+            group: this.groupId,
+            topic: item.record.topic,
+            offset: item.record.offset,
+            err: safeDetail(mesh),
+          },
+          'infrastructure unavailable; will retry this event',
+        );
+        if (item.tracker.revoked && this.#stopping) return false;
+        try {
+          await sleep(backoff, undefined, { signal: this.#abort.signal });
+        } catch {
+          return false;
+        }
+        backoff = Math.min(backoff * 2, 5_000);
+      }
+    }
+  }
+
+  async #processOnce(item: Item): Promise<void> {
+    const { record } = item;
+    const { codec, metrics } = this.#deps;
+    const intake = this.#options.intakeTopics?.includes(record.topic) ?? false;
+    let event: MeshEvent;
+    try {
+      event = await codec.decode(record, { intake });
+    } catch (error) {
+      const mesh = toMeshError(error);
+      if (infraCodes.has(mesh.code)) throw mesh;
+      metrics.consumed.inc({ service: this.#service, topic: record.topic, type: 'invalid' });
+      await this.#deadLetter(record, mesh);
+      return;
+    }
+    metrics.consumed.inc({ service: this.#service, topic: record.topic, type: event.type });
+    const handler = this.#options.handlers[event.type];
+    if (handler === undefined) {
+      await this.#deadLetter(
+        record,
+        terminal('malformed_event', `event type ${event.type} is not accepted on ${record.topic}`),
+      );
+      return;
+    }
+    if (this.#options.loopGuards ?? true) {
+      try {
+        checkLoopGuards(event, {
+          maxHops: this.#deps.config.maxHops,
+          maxRevisits: this.#deps.config.maxRevisits,
+        });
+      } catch (error) {
+        const mesh = toMeshError(error);
+        metrics.loopGuards.inc({ service: this.#service, failure: mesh.code });
+        await this.#deadLetter(record, mesh);
+        return;
+      }
+    }
+    const due = this.#options.holdUntil?.(event);
+    if (due !== undefined && due > Date.now()) {
+      try {
+        await sleep(due - Date.now(), undefined, { signal: this.#abort.signal });
+      } catch {
+        throw new Abandoned();
+      }
+    }
+    if (this.#options.idempotency ?? true) {
+      const lease = await this.#claim(item, event);
+      if (lease === undefined) return;
+      await this.#deps.idempotency.withRenewal(
+        lease,
+        () => this.#handle(item, event, handler, lease),
+        (reason) =>
+          this.#deps.log.warn(
+            { group: this.groupId, id: event.id, reason },
+            'lease lost while the handler ran',
+          ),
+      );
+    } else {
+      await this.#handle(item, event, handler, undefined);
+    }
+  }
+
+  /** Claims the event; undefined when it was already completed by this group (an idempotent skip). */
+  async #claim(item: Item, event: MeshEvent): Promise<Lease | undefined> {
+    for (;;) {
+      const claim = await this.#deps.idempotency.claim(this.groupId, event.id);
+      if (claim.state === 'claimed') return claim.lease;
+      if (claim.state === 'done') {
+        this.#deps.metrics.idempotentSkips.inc({ service: this.#service });
+        return undefined;
+      }
+      // Another member runs it (e.g. the owner before a rebalance); wait for its outcome or its lease to lapse.
+      if (item.tracker.revoked || this.#stopping) throw new Abandoned();
+      try {
+        await sleep(Math.min(claim.retryInMs, 1_000), undefined, { signal: this.#abort.signal });
+      } catch {
+        throw new Abandoned();
+      }
+    }
+  }
+
+  async #handle(
+    item: Item,
+    event: MeshEvent,
+    handler: Handler,
+    lease: Lease | undefined,
+  ): Promise<void> {
+    const { record } = item;
+    const { metrics, idempotency } = this.#deps;
+    const agent = this.#options.agentLabel?.(event) ?? event.agent ?? '';
+    const source = `/mesh/${this.#service}`;
+    const ctx: HandlerContext = {
+      event,
+      topic: record.topic,
+      partition: record.partition,
+      offset: record.offset,
+      attempt: event.meshattempt ?? 1,
+      idempotencyKey: lease?.idempotencyKey ?? `${this.groupId}:${event.id}`,
+      signal: this.#abort.signal,
+      log: this.#deps.log.child({
+        id: event.id,
+        correlationid: event.correlationid,
+        type: event.type,
+      }),
+      derive: (init) => deriveEvent(event, { source, ...init }),
+    };
+    metrics.inflight.inc({ service: this.#service, agent });
+    const timer = metrics.handlerDuration.startTimer({ service: this.#service, agent });
+    let result: HandlerResult | undefined | void;
+    let failure: MeshError | undefined;
+    try {
+      result = await handler(ctx);
+    } catch (error) {
+      failure = toMeshError(error);
+    } finally {
+      timer();
+      metrics.inflight.dec({ service: this.#service, agent });
+    }
+    if (failure === undefined) {
+      try {
+        await this.#emit(result?.emit ?? []);
+      } catch (error) {
+        const mesh = toMeshError(error);
+        if (infraCodes.has(mesh.code)) {
+          if (lease !== undefined) await idempotency.release(lease).catch(() => undefined);
+          throw mesh;
+        }
+        failure = terminal(mesh.code, `output of the handler was refused: ${mesh.message}`);
+      }
+    }
+    if (failure === undefined) {
+      if (lease !== undefined) await idempotency.complete(lease, 'ok');
+      return;
+    }
+    if (infraCodes.has(failure.code) && failure.retryable) {
+      // The handler hit an unreachable dependency of the mesh itself: try again in place.
+      if (lease !== undefined) await idempotency.release(lease).catch(() => undefined);
+      throw failure;
+    }
+    const maxAttempts = this.#deps.config.maxAttempts;
+    const tiers = this.#deps.config.retryTiers;
+    if (failure.retryable && ctx.attempt < maxAttempts && tiers.length > 0) {
+      await this.#retry(record, ctx.attempt, failure);
+      // The retried delivery carries the same id and must be able to claim it again.
+      if (lease !== undefined) await idempotency.release(lease);
+      return;
+    }
+    const extra = this.#options.onTerminalFailure?.(ctx, failure) ?? [];
+    await this.#emit(extra);
+    await this.#deadLetter(
+      record,
+      failure,
+      ctx.attempt >= maxAttempts && failure.retryable ? `after ${ctx.attempt} attempts: ` : '',
+    );
+    if (lease !== undefined) await idempotency.complete(lease, 'dlq');
+  }
+
+  async #emit(emits: Emit[]): Promise<void> {
+    if (emits.length === 0) return;
+    const records: OutgoingRecord[] = [];
+    for (const { topic, event } of emits) {
+      const message = await this.#deps.codec.encode(event);
+      records.push({ topic, key: message.key, value: message.value, headers: message.headers });
+    }
+    await this.#deps.producer.send(records);
+    for (const { topic, event } of emits)
+      this.#deps.metrics.produced.inc({ service: this.#service, topic, type: event.type });
+  }
+
+  #failureHeaders(
+    record: ConsumedRecord,
+    error: MeshError,
+    prefix = '',
+  ): Record<string, string | Buffer> {
+    const headers: Record<string, string | Buffer> = {};
+    for (const [name, value] of Object.entries(record.headers)) {
+      if (value === undefined) continue;
+      const one = Array.isArray(value) ? value[value.length - 1] : value;
+      if (one !== undefined) headers[name] = one;
+    }
+    headers.ce_meshfailure = failureClassOf(error);
+    headers.ce_meshfailuredetail = safeDetail(`${prefix}${error.message}`);
+    headers.ce_meshfailedby = `${this.#service}/${this.groupId}`;
+    headers.ce_meshorigintopic = record.topic;
+    return headers;
+  }
+
+  /** Puts the record, unchanged but for headers, on `mesh.dlq`. Resolves once Kafka acknowledged it. */
+  async #deadLetter(record: ConsumedRecord, error: MeshError, prefix = ''): Promise<void> {
+    const headers = this.#failureHeaders(record, error, prefix);
+    await this.#deps.producer.send([
+      {
+        topic: this.#deps.topics.dlq,
+        key: keyOf(record),
+        value: record.value ?? Buffer.alloc(0),
+        headers,
+      },
+    ]);
+    this.#deps.metrics.dlq.inc({ service: this.#service, failure: failureClassOf(error) });
+    this.#deps.log.warn(
+      {
+        group: this.groupId,
+        topic: record.topic,
+        offset: record.offset,
+        failure: failureClassOf(error),
+        detail: headers.ce_meshfailuredetail,
+      },
+      'event dead-lettered',
+    );
+  }
+
+  /**
+   * Puts the record on the retry tier for its attempt with `meshattempt + 1` and `meshnotbefore`.
+   * Each tier has one fixed delay, so a tier's events come due in the order they were written; a
+   * provider's Retry-After picks the first tier at least that long.
+   */
+  async #retry(record: ConsumedRecord, attempt: number, error: MeshError): Promise<void> {
+    const tiers = this.#deps.config.retryTiers;
+    let tier = tiers[Math.min(attempt - 1, tiers.length - 1)] ?? tiers[0];
+    if (tier === undefined) throw new Error('no retry tier configured');
+    if (error.retryAfterMs !== undefined && error.retryAfterMs > tier.delayMs) {
+      tier =
+        tiers.find((t) => t.delayMs >= (error.retryAfterMs ?? 0)) ??
+        tiers[tiers.length - 1] ??
+        tier;
+    }
+    const headers = this.#failureHeaders(record, error);
+    headers.ce_meshattempt = String(attempt + 1);
+    headers.ce_meshnotbefore = new Date(Date.now() + tier.delayMs).toISOString();
+    const topic = this.#deps.topics.retry(tier.name);
+    await this.#deps.producer.send([
+      { topic, key: keyOf(record), value: record.value ?? Buffer.alloc(0), headers },
+    ]);
+    this.#deps.metrics.retries.inc({ tier: tier.name });
+  }
+
+  async #commit(): Promise<void> {
+    if (this.#committing !== undefined) return this.#committing;
+    const offsets: (TopicPartition & { offset: string; tracker: PartitionTracker })[] = [];
+    for (const tracker of this.#trackers.values()) {
+      const position = tracker.commitPosition();
+      if (position !== undefined)
+        offsets.push({
+          topic: tracker.topic,
+          partition: tracker.partition,
+          offset: String(position),
+          tracker,
+        });
+    }
+    if (offsets.length === 0) return;
+    this.#committing = this.#consumer
+      .commit(offsets)
+      .then(
+        () => {
+          for (const { tracker, offset } of offsets) tracker.markCommitted(Number(offset));
+        },
+        (error: unknown) => {
+          // A rebalance is in progress or the coordinator moved; the next tick tries again.
+          this.#deps.log.debug(
+            { group: this.groupId, err: safeDetail(error) },
+            'commit failed; will retry',
+          );
+        },
+      )
+      .finally(() => {
+        this.#committing = undefined;
+      });
+    return this.#committing;
+  }
+}
+
+function keyOf(record: ConsumedRecord): string | null {
+  return record.key === null ? null : record.key.toString('utf8');
+}

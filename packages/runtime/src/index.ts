@@ -1,0 +1,4 @@
+export * from './consumer.ts';
+export * from './runtime.ts';
+export * from './topics.ts';
+export * from './tracker.ts';

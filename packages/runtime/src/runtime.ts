@@ -1,0 +1,199 @@
+/**
+ * The shared clients of one service process, built once from its config: Kafka (producer, admin,
+ * group consumers), the registry contracts and codec, Redis with the idempotency store, metrics and
+ * logs. A service is its config, a runtime, its handlers and its HTTP routes.
+ */
+import type { MeshConfig } from '@mesh/config';
+import { ContractRegistry, EventCodec } from '@mesh/contracts';
+import type { MeshEvent } from '@mesh/envelope';
+import { IdempotencyStore } from '@mesh/idempotency';
+import { GroupConsumer, MeshAdmin, MeshProducer, createKafka, type Kafka } from '@mesh/kafka';
+import { createRedis, pingRedis, type Redis } from '@mesh/redis';
+import {
+  LagCollector,
+  createLogger,
+  createMetrics,
+  type Logger,
+  type MeshMetrics,
+} from '@mesh/telemetry';
+import { safeDetail } from '@mesh/errors';
+import { MeshConsumer, type ConsumeOptions } from './consumer.ts';
+import { topicNames, topicSpecs, type TopicNames } from './topics.ts';
+
+export interface RuntimeOptions {
+  logger?: Logger;
+  metrics?: MeshMetrics;
+  /** Agents whose work topics this process needs (created at start when allowed). */
+  agents?: string[];
+  /** Register the contracts at start (default true). An incompatible contract stops the start. */
+  registerContracts?: boolean;
+}
+
+export interface Readiness {
+  ready: boolean;
+  kafka: boolean;
+  redis: boolean;
+  registry: boolean;
+  consumers: boolean;
+}
+
+export class MeshRuntime {
+  readonly config: MeshConfig;
+  readonly log: Logger;
+  readonly metrics: MeshMetrics;
+  readonly topics: TopicNames;
+  readonly kafka: Kafka;
+  readonly producer: MeshProducer;
+  readonly admin: MeshAdmin;
+  readonly registry: ContractRegistry;
+  readonly codec: EventCodec;
+  readonly redis: Redis;
+  readonly idempotency: IdempotencyStore;
+  readonly lag: LagCollector;
+  readonly #consumers: MeshConsumer[] = [];
+  readonly #options: RuntimeOptions;
+  #registryOk = false;
+  #registryCheckedAt = 0;
+  #lagTimer: NodeJS.Timeout | undefined;
+  #closed = false;
+
+  constructor(config: MeshConfig, options: RuntimeOptions = {}) {
+    this.config = config;
+    this.#options = options;
+    this.log = options.logger ?? createLogger(config.service, config.logLevel);
+    this.metrics = options.metrics ?? createMetrics();
+    this.topics = topicNames(config.topicPrefix);
+    this.kafka = createKafka({
+      ...config.kafka,
+      log: (level, message, extra) => this.log[level]({ kafka: extra }, message),
+    });
+    this.producer = new MeshProducer(this.kafka);
+    this.admin = new MeshAdmin(this.kafka);
+    this.registry = new ContractRegistry(config.registry);
+    this.codec = new EventCodec(this.registry, { maxBytes: config.maxEventBytes });
+    this.redis = createRedis(config.redis, { connectionName: `mesh-${config.service}` });
+    this.idempotency = new IdempotencyStore(this.redis, {
+      leaseTtlMs: config.leaseTtlMs,
+      doneTtlMs: config.idempotencyTtlMs,
+    });
+    this.lag = new LagCollector(
+      this.admin,
+      {},
+      { lag: this.metrics.consumerLag, seconds: this.metrics.consumerLagSeconds },
+    );
+  }
+
+  /**
+   * Connects the producer, creates missing topics (when `MESH_CREATE_TOPICS`) and registers the
+   * contracts. @throws MeshError `schema_incompatible` when the registry refuses a contract — the
+   * service must stop, not fall back — or `kafka_unavailable` / `registry_unavailable`.
+   */
+  async start(): Promise<void> {
+    await this.producer.connect();
+    if (this.config.createTopics) {
+      const created = await this.admin.ensureTopics(
+        topicSpecs(this.config, this.#options.agents ?? []),
+      );
+      if (created.length > 0) this.log.info({ topics: created }, 'topics created');
+    }
+    if (this.#options.registerContracts ?? true) {
+      const ids = await this.registry.registerAll();
+      this.log.info({ contracts: ids.size }, 'contracts registered');
+    }
+    this.#registryOk = true;
+    this.#registryCheckedAt = Date.now();
+    this.#lagTimer = setInterval(() => {
+      this.lag
+        .collect()
+        .catch((error: unknown) =>
+          this.log.debug({ err: safeDetail(error) }, 'lag collection failed'),
+        );
+    }, this.config.lagIntervalMs);
+    this.#lagTimer.unref();
+  }
+
+  /**
+   * Starts a consumer group member that runs `options.handlers`; its lag is exported too. The group
+   * id is put under the topic prefix (`mesh.worker.echo`), so two meshes on one cluster never share
+   * a group.
+   */
+  async consume(options: ConsumeOptions): Promise<MeshConsumer> {
+    options = { ...options, groupId: this.groupId(options.groupId) };
+    const consumer = new MeshConsumer(
+      {
+        config: this.config,
+        createGroupConsumer: (o) => new GroupConsumer(this.kafka, o),
+        producer: this.producer,
+        codec: this.codec,
+        idempotency: this.idempotency,
+        metrics: this.metrics,
+        log: this.log,
+        topics: this.topics,
+      },
+      options,
+    );
+    await consumer.start();
+    this.#consumers.push(consumer);
+    this.lag.watch(options.groupId, options.topics);
+    return consumer;
+  }
+
+  /** The full consumer group id of a service-local group name. */
+  groupId(name: string): string {
+    return `${this.config.topicPrefix}${name}`;
+  }
+
+  /** Encodes and publishes events, resolving once Kafka acknowledged all of them (acks=all). */
+  async publish(emits: { topic: string; event: MeshEvent }[]): Promise<void> {
+    const records = [];
+    for (const { topic, event } of emits) {
+      const message = await this.codec.encode(event);
+      records.push({ topic, key: message.key, value: message.value, headers: message.headers });
+    }
+    await this.producer.send(records);
+    for (const { topic, event } of emits)
+      this.metrics.produced.inc({ service: this.config.service, topic, type: event.type });
+  }
+
+  /** Kafka, Redis and the registry reachable, and every consumer joined and not stuck. */
+  async readiness(): Promise<Readiness> {
+    const redis = await pingRedis(this.redis);
+    if (Date.now() - this.#registryCheckedAt > 5_000) {
+      this.#registryCheckedAt = Date.now();
+      this.#registryOk = await this.registry.ping().then(
+        () => true,
+        () => false,
+      );
+    }
+    let kafka = this.producer.connected;
+    if (kafka) {
+      kafka = await this.admin.listTopics().then(
+        () => true,
+        () => false,
+      );
+    }
+    const consumers = this.#consumers.every((c) => c.healthy);
+    return {
+      ready: redis && this.#registryOk && kafka && consumers,
+      kafka,
+      redis,
+      registry: this.#registryOk,
+      consumers,
+    };
+  }
+
+  get consumers(): readonly MeshConsumer[] {
+    return this.#consumers;
+  }
+
+  /** Drains and stops every consumer, then closes the clients. Safe to call twice. */
+  async close(): Promise<void> {
+    if (this.#closed) return;
+    this.#closed = true;
+    clearInterval(this.#lagTimer);
+    await Promise.all(this.#consumers.map((c) => c.stop()));
+    await this.producer.disconnect().catch(() => undefined);
+    await this.admin.disconnect().catch(() => undefined);
+    this.redis.disconnect();
+  }
+}

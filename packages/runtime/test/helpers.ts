@@ -1,0 +1,130 @@
+/**
+ * Shared set-up of the runtime integration tests: a runtime on a fresh topic prefix against the real
+ * stack, a probe on its outputs, and sample data for every event type.
+ */
+import type { TestContext } from 'node:test';
+import { newEvent, type MeshEvent } from '@mesh/envelope';
+import { meshEnv, onCleanup, probeTopics, testConfig, type TopicProbe } from '@mesh/testkit';
+import { MeshRuntime, topicSpecs } from '../src/index.ts';
+
+export interface Harness {
+  runtime: MeshRuntime;
+  probe: TopicProbe;
+}
+
+export async function startRuntime(
+  t: TestContext,
+  vars: Record<string, string> = {},
+  agents: string[] = ['echo'],
+): Promise<Harness> {
+  const env = await meshEnv();
+  const config = testConfig(env, 'runtime-test', vars);
+  const runtime = new MeshRuntime(config, { agents });
+  onCleanup(t, async () => {
+    await runtime.close();
+    await runtime.admin
+      .deleteTopics(topicSpecs(config, agents).map((s) => s.topic))
+      .catch(() => undefined);
+    await runtime.admin.disconnect();
+  });
+  await runtime.start();
+  const probe = await probeTopics(runtime.kafka, [
+    runtime.topics.results,
+    runtime.topics.dlq,
+    ...config.retryTiers.map((tier) => runtime.topics.retry(tier.name)),
+  ]);
+  onCleanup(t, () => probe.stop());
+  return { runtime, probe };
+}
+
+export const sampleData: Record<string, Record<string, unknown>> = {
+  'io.mesh.task.requested': {
+    input: { topic: 'tides' },
+    template: 'research',
+    budget: { maxSteps: 10, maxTokens: 1000, maxCostUsd: 0.5 },
+    timeoutMs: 60_000,
+  },
+  'io.mesh.subtask.assigned': {
+    taskId: 't1',
+    stageId: 's1',
+    nodeId: 'n1',
+    agent: 'echo',
+    input: { text: 'hi' },
+    flags: { strictOutput: true },
+  },
+  'io.mesh.subtask.completed': {
+    taskId: 't1',
+    stageId: 's1',
+    nodeId: 'n1',
+    agent: 'echo',
+    output: { text: 'hi' },
+    usage: { promptTokens: 1, completionTokens: 2, costUsd: 0 },
+    durationMs: 3,
+  },
+  'io.mesh.subtask.failed': {
+    taskId: 't1',
+    stageId: 's1',
+    nodeId: 'n1',
+    agent: 'echo',
+    failure: 'timeout',
+    detail: 'took too long',
+    attempts: 3,
+  },
+  'io.mesh.stage.completed': {
+    taskId: 't1',
+    stageId: 's1',
+    status: 'partial',
+    results: { n1: { text: 'hi' } },
+    failures: { n2: { failure: 'timeout' } },
+  },
+  'io.mesh.task.completed': {
+    taskId: 't1',
+    output: { summary: 'done' },
+    status: 'completed',
+    durationMs: 10,
+  },
+  'io.mesh.task.failed': { taskId: 't1', reason: 'budget_exceeded', detail: 'token budget spent' },
+  'io.mesh.task.cancelled': { taskId: 't1', reason: 'user asked' },
+  'io.mesh.task.cancel': { taskId: 't1', reason: 'user asked' },
+  'io.mesh.approval.granted': { taskId: 't1', gateId: 'review', by: 'ada' },
+  'io.mesh.approval.denied': { taskId: 't1', gateId: 'review', by: 'ada', comment: 'no' },
+  'io.mesh.approval.requested': { taskId: 't1', gateId: 'review', stageId: 's2', prompt: 'ok?' },
+  'io.mesh.escalation.opened': {
+    taskId: 't1',
+    eventId: 'e1',
+    eventType: 'io.mesh.subtask.assigned',
+    failure: 'schema_violation',
+    detail: 'bad',
+    originTopic: 'mesh.work.echo',
+  },
+};
+
+/** An assigned subtask for `agent`, ready to publish to its work topic. */
+export function assigned(
+  agent: string,
+  input: Record<string, unknown>,
+  taskId?: string,
+): MeshEvent {
+  return newEvent({
+    type: 'io.mesh.subtask.assigned',
+    source: '/test',
+    ...(taskId === undefined ? {} : { correlationid: taskId }),
+    agent,
+    data: { taskId: taskId ?? 'task', stageId: 's1', nodeId: 'n1', agent, input },
+  });
+}
+
+/** The handler output every echo test agent returns: a completed subtask for the assignment. */
+export function completedFor(
+  event: MeshEvent,
+  output: Record<string, unknown>,
+): Record<string, unknown> {
+  const data = event.data as { taskId: string; stageId: string; nodeId: string; agent: string };
+  return {
+    taskId: data.taskId,
+    stageId: data.stageId,
+    nodeId: data.nodeId,
+    agent: data.agent,
+    output,
+  };
+}

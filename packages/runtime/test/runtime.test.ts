@@ -1,0 +1,480 @@
+/**
+ * The consumer runtime against the real Kafka, registry and Redis.
+ */
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { newEvent, toKafka, type MeshEvent } from '@mesh/envelope';
+import { retryable, terminal } from '@mesh/errors';
+import { waitFor } from '@mesh/testkit';
+import type { HandlerContext } from '../src/index.ts';
+import { assigned, completedFor, sampleData, startRuntime } from './helpers.ts';
+
+test('every event type round-trips through Kafka and the registry', async (t) => {
+  const { runtime } = await startRuntime(t);
+  const received = new Map<string, MeshEvent>();
+  const handlers = Object.fromEntries(
+    Object.keys(sampleData).map((type) => [
+      type,
+      async ({ event }: HandlerContext) => {
+        received.set(event.type, event);
+      },
+    ]),
+  );
+  await runtime.consume({
+    groupId: 'roundtrip',
+    topics: [runtime.topics.control],
+    handlers,
+    loopGuards: false,
+  });
+  const sent = Object.entries(sampleData).map(([type, data]) =>
+    newEvent({ type, source: '/test', data, correlationid: `task-${type}` }),
+  );
+  await runtime.publish(sent.map((event) => ({ topic: runtime.topics.control, event })));
+  await waitFor(() => received.size === sent.length, {
+    message: `received ${received.size} of ${sent.length}`,
+  });
+  for (const event of sent) {
+    const got = received.get(event.type);
+    assert.ok(got, event.type);
+    assert.deepEqual(got.data, event.data, `${event.type} data`);
+    for (const attr of [
+      'id',
+      'source',
+      'type',
+      'time',
+      'subject',
+      'correlationid',
+      'hopcount',
+      'traceparent',
+      'partitionkey',
+    ] as const) {
+      assert.equal(got[attr], event[attr], `${event.type} ${attr}`);
+    }
+    assert.match(got.dataschema ?? '', /\/schemas\/ids\/\d+$/);
+  }
+});
+
+test('intake accepts a structured-mode CloudEvent and a plain-JSON binary event', async (t) => {
+  const { runtime } = await startRuntime(t);
+  const received: MeshEvent[] = [];
+  await runtime.consume({
+    groupId: 'intake',
+    topics: [runtime.topics.requests],
+    intakeTopics: [runtime.topics.requests],
+    handlers: { 'io.mesh.task.requested': async ({ event }) => void received.push(event) },
+  });
+  const structured = {
+    specversion: '1.0',
+    id: 'req-structured',
+    source: 'kcat',
+    type: 'io.mesh.task.requested',
+    data: { input: { q: 1 } },
+  };
+  const plain = newEvent({
+    type: 'io.mesh.task.requested',
+    source: 'script',
+    id: 'req-plain',
+    data: { input: { q: 2 } },
+  });
+  const plainMessage = toKafka(plain, Buffer.from(JSON.stringify(plain.data)));
+  await runtime.producer.send([
+    {
+      topic: runtime.topics.requests,
+      key: null,
+      value: Buffer.from(JSON.stringify(structured)),
+      headers: { 'content-type': 'application/cloudevents+json' },
+    },
+    {
+      topic: runtime.topics.requests,
+      key: plainMessage.key,
+      value: plainMessage.value,
+      headers: plainMessage.headers,
+    },
+  ]);
+  await waitFor(() => received.length === 2);
+  const byId = new Map(received.map((e) => [e.id, e]));
+  assert.deepEqual(byId.get('req-structured')?.data, { input: { q: 1 } });
+  assert.equal(byId.get('req-structured')?.source, 'kcat');
+  assert.deepEqual(byId.get('req-plain')?.data, { input: { q: 2 } });
+});
+
+test('same key runs in order, different keys overlap', async (t) => {
+  const { runtime } = await startRuntime(t, { MESH_PARTITIONS: '1' });
+  const order = new Map<string, number[]>();
+  const running = new Set<string>();
+  let overlap = 0;
+  let sameKeyOverlap = 0;
+  await runtime.consume({
+    groupId: 'order',
+    topics: [runtime.topics.work('echo')],
+    handlers: {
+      'io.mesh.subtask.assigned': async ({ event }) => {
+        const key = event.correlationid ?? '';
+        if (running.has(key)) sameKeyOverlap += 1;
+        running.add(key);
+        overlap = Math.max(overlap, running.size);
+        await sleep(5 + Math.random() * 20);
+        const seq = (event.data as { input: { seq: number } }).input.seq;
+        order.set(key, [...(order.get(key) ?? []), seq]);
+        running.delete(key);
+      },
+    },
+  });
+  const keys = ['a', 'b', 'c', 'd', 'e', 'f'];
+  const events = [];
+  for (let seq = 0; seq < 15; seq += 1)
+    for (const key of keys) events.push(assigned('echo', { seq }, key));
+  await runtime.publish(events.map((event) => ({ topic: runtime.topics.work('echo'), event })));
+  await waitFor(
+    () => [...order.values()].reduce((n, list) => n + list.length, 0) === events.length,
+    { timeout: 30_000 },
+  );
+  for (const key of keys)
+    assert.deepEqual(
+      order.get(key),
+      Array.from({ length: 15 }, (_, i) => i),
+      `order of key ${key}`,
+    );
+  assert.equal(sameKeyOverlap, 0, 'two events of one key never ran at once');
+  assert.ok(overlap > 1, `different keys of one partition ran concurrently (max ${overlap})`);
+});
+
+test('handler results are produced and a redelivered event is not run again', async (t) => {
+  const { runtime, probe } = await startRuntime(t);
+  let runs = 0;
+  const handlers = {
+    'io.mesh.subtask.assigned': async (ctx: HandlerContext) => {
+      runs += 1;
+      return {
+        emit: [
+          {
+            topic: runtime.topics.results,
+            event: ctx.derive({
+              type: 'io.mesh.subtask.completed',
+              data: completedFor(ctx.event, { ok: true }),
+              visited: 'echo',
+            }),
+          },
+        ],
+      };
+    },
+  };
+  await runtime.consume({ groupId: 'idem', topics: [runtime.topics.work('echo')], handlers });
+  const event = assigned('echo', { n: 1 }, 'task-idem');
+  await runtime.publish([{ topic: runtime.topics.work('echo'), event }]);
+  await waitFor(() => probe.on(runtime.topics.results).length === 1);
+  // The same event again (a producer retry, a replayed offset): completed once, skipped after.
+  await runtime.publish([{ topic: runtime.topics.work('echo'), event }]);
+  await waitFor(async () => (await runtime.metrics.idempotentSkips.get()).values[0]?.value === 1, {
+    message: 'no idempotent skip',
+  });
+  assert.equal(runs, 1);
+  assert.equal(probe.on(runtime.topics.results).length, 1);
+  const result = probe.on(runtime.topics.results)[0];
+  assert.ok(result);
+  assert.equal(probe.header(result, 'ce_causationid'), event.id);
+  assert.equal(probe.header(result, 'ce_correlationid'), 'task-idem');
+  assert.equal(probe.header(result, 'ce_hopcount'), '1');
+  assert.equal(probe.header(result, 'ce_agentpath'), 'echo');
+  assert.equal(result.key?.toString(), 'task-idem');
+});
+
+test('retryable failures go through the retry tiers, then to mesh.dlq when attempts run out', async (t) => {
+  const { runtime, probe } = await startRuntime(t, {
+    MESH_MAX_ATTEMPTS: '2',
+    MESH_RETRY_TIERS: '1s,2s',
+  });
+  const consumer = await runtime.consume({
+    groupId: 'retry',
+    topics: [runtime.topics.work('echo')],
+    handlers: {
+      'io.mesh.subtask.assigned': async () => {
+        throw retryable('rate_limited', 'provider said 429', { retryAfterMs: 1_500 });
+      },
+    },
+  });
+  const event = assigned('echo', { n: 1 }, 'task-retry');
+  await runtime.publish([{ topic: runtime.topics.work('echo'), event }]);
+  const retried = await waitFor(() => probe.on(runtime.topics.retry('2s'))[0], {
+    message: 'nothing on the 2s tier',
+  });
+  assert.equal(
+    probe.header(retried, 'ce_meshattempt'),
+    '2',
+    'Retry-After of 1.5s picks the first tier at least that long',
+  );
+  assert.equal(probe.header(retried, 'ce_meshfailure'), 'rate_limited');
+  assert.equal(probe.header(retried, 'ce_meshorigintopic'), runtime.topics.work('echo'));
+  assert.equal(probe.header(retried, 'ce_id'), event.id);
+  const notBefore = Date.parse(probe.header(retried, 'ce_meshnotbefore') ?? '');
+  assert.ok(
+    notBefore >= Number(retried.timestamp) + 1_500,
+    'meshnotbefore is the 2s tier delay after the retry was written',
+  );
+  // Re-dispatch it as dlq-triage would: the original value with the retry headers, on the origin topic.
+  await runtime.producer.send([
+    {
+      topic: runtime.topics.work('echo'),
+      key: retried.key?.toString() ?? null,
+      value: retried.value ?? Buffer.alloc(0),
+      headers: Object.fromEntries(Object.entries(retried.headers).map(([k, v]) => [k, String(v)])),
+    },
+  ]);
+  const dead = await waitFor(() => probe.on(runtime.topics.dlq)[0], {
+    message: 'nothing on mesh.dlq',
+  });
+  assert.equal(probe.header(dead, 'ce_meshfailure'), 'rate_limited');
+  assert.match(probe.header(dead, 'ce_meshfailuredetail') ?? '', /after 2 attempts/);
+  assert.equal(probe.header(dead, 'ce_meshfailedby'), `runtime-test/${consumer.groupId}`);
+  assert.equal(
+    consumer.groupId,
+    `${runtime.config.topicPrefix}retry`,
+    'group ids live under the topic prefix',
+  );
+  assert.deepEqual(
+    dead.value,
+    retried.value,
+    'the dead letter is the original event, unchanged but for headers',
+  );
+});
+
+test('a poison message ends on mesh.dlq and the rest of its partition is processed', async (t) => {
+  const { runtime, probe } = await startRuntime(t, { MESH_PARTITIONS: '1' });
+  const done: number[] = [];
+  const consumer = await runtime.consume({
+    groupId: 'poison',
+    topics: [runtime.topics.work('echo')],
+    handlers: {
+      'io.mesh.subtask.assigned': async ({ event }) => {
+        const n = (event.data as { input: { n: number } }).input.n;
+        if (n === 3) throw terminal('handler_error', 'cannot handle this input');
+        done.push(n);
+      },
+    },
+  });
+  const events = Array.from({ length: 8 }, (_, n) =>
+    assigned('echo', { n }, n === 3 ? 'poisoned' : `task-${n % 2}`),
+  );
+  await runtime.publish(events.map((event) => ({ topic: runtime.topics.work('echo'), event })));
+  await runtime.producer.send([
+    {
+      topic: runtime.topics.work('echo'),
+      key: 'x',
+      value: Buffer.from('not an event'),
+      headers: {},
+    },
+  ]);
+  await runtime.publish([
+    { topic: runtime.topics.work('echo'), event: assigned('echo', { n: 9 }, 'after') },
+  ]);
+  await waitFor(() => done.length === 8 && probe.on(runtime.topics.dlq).length === 2, {
+    message: `done ${done.length}, dlq ${probe.on(runtime.topics.dlq).length}`,
+  });
+  assert.deepEqual([...done].sort(), [0, 1, 2, 4, 5, 6, 7, 9]);
+  const classes = probe
+    .on(runtime.topics.dlq)
+    .map((r) => probe.header(r, 'ce_meshfailure'))
+    .sort();
+  assert.deepEqual(classes, ['handler_error', 'malformed_event']);
+  await waitFor(
+    async () =>
+      (await runtime.admin.lag(consumer.groupId, [runtime.topics.work('echo')]))[0]?.lag === 0,
+    { message: 'offsets not committed past the poison message' },
+  );
+});
+
+test('each malformed-input class ends on mesh.dlq with its failure class, the handler never runs', async (t) => {
+  const { runtime, probe } = await startRuntime(t, { MESH_MAX_EVENT_BYTES: '2048' });
+  const topic = runtime.topics.work('echo');
+  let handled = 0;
+  await runtime.consume({
+    groupId: 'malformed',
+    topics: [topic],
+    handlers: { 'io.mesh.subtask.assigned': async () => void handled++ },
+  });
+  const good = assigned('echo', { ok: true }, 'mal');
+  const { value: goodValue, headers: goodHeaders } = await runtime.codec.encode(good);
+  const id = goodValue.readUInt32BE(1);
+  const wire = (schemaId: number, body: Buffer): Buffer =>
+    Buffer.concat([
+      Buffer.from([0]),
+      Buffer.from([
+        schemaId >>> 24,
+        (schemaId >>> 16) & 255,
+        (schemaId >>> 8) & 255,
+        schemaId & 255,
+      ]),
+      body,
+    ]);
+  const cases: [string, Buffer, Record<string, string>, string][] = [
+    ['not a CloudEvent', Buffer.from('hello'), {}, 'malformed_event'],
+    ['missing id', goodValue, { ...goodHeaders, ce_id: '' }, 'malformed_event'],
+    ['bad specversion', goodValue, { ...goodHeaders, ce_specversion: '0.3' }, 'malformed_event'],
+    ['negative hopcount', goodValue, { ...goodHeaders, ce_hopcount: '-1' }, 'malformed_event'],
+    ['non-integer hopcount', goodValue, { ...goodHeaders, ce_hopcount: '2.5' }, 'malformed_event'],
+    [
+      'bad magic byte',
+      Buffer.concat([Buffer.from([1]), goodValue.subarray(1)]),
+      goodHeaders,
+      'malformed_event',
+    ],
+    ['unknown schema id', wire(987_654_321, Buffer.from('{}')), goodHeaders, 'malformed_event'],
+    [
+      'schema violation',
+      wire(id, Buffer.from(JSON.stringify({ taskId: 't' }))),
+      goodHeaders,
+      'schema_violation',
+    ],
+    [
+      'oversized value',
+      wire(id, Buffer.from(JSON.stringify({ ...(good.data as object), pad: 'x'.repeat(4096) }))),
+      goodHeaders,
+      'malformed_event',
+    ],
+    [
+      'invalid UTF-8 JSON',
+      wire(id, Buffer.from([0x7b, 0x22, 0xff, 0xfe, 0x22, 0x7d])),
+      goodHeaders,
+      'malformed_event',
+    ],
+    [
+      'wrong content-type',
+      goodValue,
+      { ...goodHeaders, 'content-type': 'text/plain' },
+      'malformed_event',
+    ],
+    [
+      'plain JSON off the intake topic',
+      Buffer.from(JSON.stringify(good.data)),
+      goodHeaders,
+      'malformed_event',
+    ],
+    [
+      'unexpected type on the topic',
+      (
+        await runtime.codec.encode(
+          newEvent({ type: 'io.mesh.task.cancel', source: '/t', data: { taskId: 't' } }),
+        )
+      ).value,
+      { ...goodHeaders, ce_type: 'io.mesh.task.cancel' },
+      'malformed_event',
+    ],
+  ];
+  await runtime.producer.send(
+    cases.map(([name, value, headers]) => ({
+      topic,
+      key: name,
+      value,
+      headers: { ...headers, 'x-case': name },
+    })),
+  );
+  await runtime.publish([{ topic, event: good }]);
+  await waitFor(() => probe.on(runtime.topics.dlq).length === cases.length && handled === 1, {
+    message: `dlq ${probe.on(runtime.topics.dlq).length} of ${cases.length}, handled ${handled}`,
+  });
+  for (const [name, , , failure] of cases) {
+    const dead = probe.on(runtime.topics.dlq).find((r) => probe.header(r, 'x-case') === name);
+    assert.ok(dead, `${name} is on mesh.dlq`);
+    assert.equal(
+      probe.header(dead, 'ce_meshfailure'),
+      failure,
+      `${name}: ${probe.header(dead, 'ce_meshfailuredetail')}`,
+    );
+    assert.equal(probe.header(dead, 'ce_meshorigintopic'), topic);
+    assert.ok(
+      (probe.header(dead, 'ce_meshfailuredetail') ?? '').length > 0,
+      `${name} has a detail`,
+    );
+  }
+  assert.equal(handled, 1, 'only the good event reached the handler');
+});
+
+test('a hop loop is stopped at the limit and a revisit cycle is detected', async (t) => {
+  for (const [vars, expected] of [
+    [{ MESH_MAX_HOPS: '6', MESH_MAX_REVISITS: '100' }, 'hop_limit_exceeded'],
+    [{ MESH_MAX_HOPS: '100', MESH_MAX_REVISITS: '2' }, 'cycle_detected'],
+  ] as const) {
+    const { runtime, probe } = await startRuntime(t, vars, ['ping', 'pong']);
+    let runs = 0;
+    // Two agents that delegate to each other for ever.
+    const delegate = (self: string, other: string) => async (ctx: HandlerContext) => {
+      runs += 1;
+      return {
+        emit: [
+          {
+            topic: runtime.topics.work(other),
+            event: ctx.derive({
+              type: 'io.mesh.subtask.assigned',
+              agent: other,
+              visited: self,
+              data: { ...(ctx.event.data as object), agent: other },
+            }),
+          },
+        ],
+      };
+    };
+    await runtime.consume({
+      groupId: 'ping',
+      topics: [runtime.topics.work('ping')],
+      handlers: { 'io.mesh.subtask.assigned': delegate('ping', 'pong') },
+    });
+    await runtime.consume({
+      groupId: 'pong',
+      topics: [runtime.topics.work('pong')],
+      handlers: { 'io.mesh.subtask.assigned': delegate('pong', 'ping') },
+    });
+    await runtime.publish([
+      { topic: runtime.topics.work('ping'), event: assigned('ping', {}, `loop-${expected}`) },
+    ]);
+    const dead = await waitFor(() => probe.on(runtime.topics.dlq)[0], {
+      message: `loop not stopped (${expected})`,
+    });
+    assert.equal(probe.header(dead, 'ce_meshfailure'), expected);
+    if (expected === 'hop_limit_exceeded') {
+      assert.equal(probe.header(dead, 'ce_hopcount'), '7');
+      assert.equal(runs, 7, 'hops 0 to 6 ran, hop 7 was stopped');
+    } else {
+      assert.equal(
+        probe
+          .header(dead, 'ce_agentpath')
+          ?.split(',')
+          .filter((a) => a === probe.header(dead, 'ce_agent')).length,
+        3,
+      );
+    }
+    const counted = (await runtime.metrics.loopGuards.get()).values.find(
+      (v) => v.labels.failure === expected,
+    );
+    assert.equal(counted?.value, 1);
+  }
+});
+
+test('stop() drains running handlers and commits; a restarted member does not run them again', async (t) => {
+  const { runtime } = await startRuntime(t, { MESH_PARTITIONS: '1' });
+  const topic = runtime.topics.work('echo');
+  let runs = 0;
+  const handlers = {
+    'io.mesh.subtask.assigned': async () => {
+      runs += 1;
+      await sleep(1_000);
+    },
+  };
+  const first = await runtime.consume({ groupId: 'drain', topics: [topic], handlers });
+  await runtime.publish(
+    Array.from({ length: 5 }, (_, i) => ({ topic, event: assigned('echo', { i }, `drain-${i}`) })),
+  );
+  await waitFor(() => runs === 5, { message: 'handlers did not start' });
+  await first.stop(10_000);
+  const lag = await runtime.admin.lag(first.groupId, [topic]);
+  assert.deepEqual(
+    lag.map((l) => l.lag),
+    [0],
+    'all drained work committed',
+  );
+  await runtime.consume({ groupId: 'drain', topics: [topic], handlers });
+  await runtime.publish([{ topic, event: assigned('echo', { i: 99 }, 'drain-after') }]);
+  await waitFor(() => runs === 6);
+  await sleep(500);
+  assert.equal(runs, 6, 'nothing drained before the stop ran again');
+});

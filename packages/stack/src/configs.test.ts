@@ -1,0 +1,72 @@
+import assert from 'node:assert/strict';
+import { test } from 'node:test';
+import { newClusterId, renderKafkaLog4j, renderServerProperties } from './kafka.ts';
+import { renderRedisConf } from './redis.ts';
+import { registrySystemProperties } from './registry.ts';
+
+function properties(text: string): Map<string, string> {
+  const map = new Map<string, string>();
+  for (const line of text.split('\n')) {
+    if (line === '' || line.startsWith('#')) continue;
+    const eq = line.indexOf('=');
+    map.set(line.slice(0, eq), line.slice(eq + 1));
+  }
+  return map;
+}
+
+test('server.properties: combined KRaft node on loopback, single-replica internals, no auto-creation', () => {
+  const p = properties(
+    renderServerProperties({
+      host: '127.0.0.1',
+      port: 19092,
+      controllerPort: 19093,
+      logDir: '/s/data',
+    }),
+  );
+  assert.equal(p.get('process.roles'), 'broker,controller');
+  assert.equal(p.get('controller.quorum.voters'), '1@127.0.0.1:19093');
+  assert.equal(p.get('listeners'), 'PLAINTEXT://127.0.0.1:19092,CONTROLLER://127.0.0.1:19093');
+  assert.equal(p.get('advertised.listeners'), 'PLAINTEXT://127.0.0.1:19092');
+  assert.equal(p.get('log.dirs'), '/s/data');
+  assert.equal(p.get('offsets.topic.replication.factor'), '1');
+  assert.equal(p.get('transaction.state.log.replication.factor'), '1');
+  assert.equal(p.get('transaction.state.log.min.isr'), '1');
+  assert.equal(p.get('group.initial.rebalance.delay.ms'), '0');
+  assert.equal(p.get('auto.create.topics.enable'), 'false');
+  assert.equal(p.get('num.partitions'), '3');
+});
+
+test('log4j config sends everything to stdout', () => {
+  assert.match(renderKafkaLog4j(), /^log4j\.rootLogger=INFO, stdout$/m);
+});
+
+test('cluster ids are 22 URL-safe base64 characters and never start with "-"', () => {
+  for (let i = 0; i < 200; i += 1) assert.match(newClusterId(), /^[A-Za-z0-9_][A-Za-z0-9_-]{21}$/);
+});
+
+test('redis.conf: loopback, password, no persistence, foreground', () => {
+  const conf = renderRedisConf({
+    host: '127.0.0.1',
+    port: 16379,
+    password: 'pw',
+    dir: '/s/redis',
+  }).split('\n');
+  for (const line of [
+    'bind 127.0.0.1',
+    'port 16379',
+    'requirepass pw',
+    'daemonize no',
+    'save ""',
+    'appendonly no',
+    'dir /s/redis',
+  ]) {
+    assert.ok(conf.includes(line), line);
+  }
+});
+
+test('Apicurio binds loopback and keeps Confluent-style content ids', () => {
+  const props = registrySystemProperties('127.0.0.1', 18081);
+  assert.equal(props['quarkus.http.host'], '127.0.0.1');
+  assert.equal(props['quarkus.http.port'], '18081');
+  assert.equal(props['apicurio.ccompat.legacy-id-mode.enabled'], 'false');
+});

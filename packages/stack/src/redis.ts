@@ -1,0 +1,108 @@
+import { randomBytes } from 'node:crypto';
+import { mkdir, readFile, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import type { Component } from './component.ts';
+import { redisPing } from './resp.ts';
+import { componentPaths, type StackSettings } from './settings.ts';
+import { errorMessage, findOnPath, runCommand, type Reporter } from './tools.ts';
+
+export interface RedisServerConfig {
+  host: string;
+  port: number;
+  password: string;
+  dir: string;
+}
+
+/** redis.conf: loopback only, password required, nothing persisted, logs to stdout (appended to logs/redis.log). */
+export function renderRedisConf(config: RedisServerConfig): string {
+  return [
+    '# Written by @mesh/stack on every start; edits are overwritten.',
+    `bind ${config.host}`,
+    `port ${config.port}`,
+    'protected-mode yes',
+    `requirepass ${config.password}`,
+    'daemonize no',
+    'supervised no',
+    'save ""',
+    'appendonly no',
+    `dir ${config.dir}`,
+    'logfile ""',
+    'databases 16',
+    '',
+  ].join('\n');
+}
+
+/** The Redis password of this checkout: generated once, kept in the state dir so `.env.mesh` stays valid. */
+export async function redisPassword(settings: StackSettings): Promise<string> {
+  const file = join(componentPaths(settings, 'redis').configDir, 'password');
+  try {
+    const stored = (await readFile(file, 'utf8')).trim();
+    if (/^[0-9a-f]{32,}$/.test(stored)) return stored;
+  } catch {
+    // first start
+  }
+  const password = randomBytes(24).toString('hex');
+  await mkdir(join(file, '..'), { recursive: true });
+  await writeFile(file, `${password}\n`, { mode: 0o600 });
+  return password;
+}
+
+export function createRedisComponent(settings: StackSettings): Component {
+  const { host, ports } = settings;
+  const paths = componentPaths(settings, 'redis');
+  const confFile = join(paths.configDir, 'redis.conf');
+  let server = 'redis-server';
+
+  return {
+    name: 'redis',
+    address: `${host}:${ports.redis}`,
+    ports: [ports.redis],
+    stopTimeoutMs: 10_000,
+
+    async prepare(report) {
+      server = await ensureRedisServer(report);
+      const password = await redisPassword(settings);
+      await mkdir(paths.dataDir, { recursive: true });
+      await writeFile(
+        confFile,
+        renderRedisConf({ host, port: ports.redis, password, dir: paths.dataDir }),
+        { mode: 0o600 },
+      );
+    },
+
+    async command() {
+      return { file: server, args: [confFile], cwd: paths.dataDir };
+    },
+
+    async probe({ timeoutMs }) {
+      await redisPing(host, ports.redis, await redisPassword(settings), timeoutMs);
+    },
+  };
+}
+
+/** The redis-server executable, installed with apt-get when missing. Rejects when it cannot be installed. */
+async function ensureRedisServer(report: Reporter): Promise<string> {
+  const found = await findOnPath('redis-server');
+  if (found !== undefined) return found;
+  const aptGet = await findOnPath('apt-get');
+  if (aptGet === undefined)
+    throw new Error(
+      'redis-server is not on PATH and there is no apt-get to install it: install Redis 7',
+    );
+  report('redis: redis-server is missing; running `apt-get install -y redis-server`');
+  try {
+    await runCommand(aptGet, ['install', '-y', 'redis-server'], {
+      cwd: '/',
+      env: { ...process.env, DEBIAN_FRONTEND: 'noninteractive' },
+    });
+  } catch (error) {
+    throw new Error(
+      `redis: installing redis-server failed (run it as root, or install Redis 7 yourself): ${errorMessage(error)}`,
+      { cause: error },
+    );
+  }
+  const installed = await findOnPath('redis-server');
+  if (installed === undefined)
+    throw new Error('redis: apt-get installed redis-server but it is not on PATH');
+  return installed;
+}

@@ -1,0 +1,125 @@
+/**
+ * The test harness: the real stack (see `environment.ts`), per-test isolation and polling.
+ *
+ * Each test gets its own topic prefix and group ids (`randomUUID()`), registers cleanup as soon as it
+ * creates a client, and polls with `waitFor` instead of sleeping.
+ */
+import { randomUUID } from 'node:crypto';
+import { loadConfig, type MeshConfig } from '@mesh/config';
+import { resolveEnvironment, verifyEnvironment, type StackEnv } from './environment.ts';
+
+export * from './environment.ts';
+export * from './probe.ts';
+
+let cached: Promise<StackEnv> | undefined;
+
+/**
+ * The stack's three addresses, verified reachable. Under `npm test` they come from the runner's
+ * environment; a test file run on its own resolves them the same way the runner does.
+ * @throws Error naming the unreachable component and the three ways to provide it.
+ */
+export function meshEnv(): Promise<StackEnv> {
+  cached ??= (async () => {
+    const { env } = await resolveEnvironment();
+    await verifyEnvironment(env);
+    return env;
+  })();
+  return cached;
+}
+
+/** A short unique name for topics, groups and ids of one test. */
+export function uniqueName(prefix = 't'): string {
+  return `${prefix}-${randomUUID().slice(0, 8)}`;
+}
+
+/**
+ * A validated MeshConfig for a test: the stack's addresses, a fresh topic prefix, quick timeouts,
+ * and any `vars` on top.
+ */
+export function testConfig(
+  env: StackEnv,
+  service: string,
+  vars: Record<string, string> = {},
+): MeshConfig {
+  return loadConfig(
+    {
+      ...env,
+      MESH_TOPIC_PREFIX: `${uniqueName('t')}.`,
+      MESH_PARTITIONS: '3',
+      MESH_RETRY_TIERS: '1s,2s',
+      MESH_SHUTDOWN_TIMEOUT: '5s',
+      MESH_LOG_LEVEL: 'warn',
+      ...vars,
+    },
+    { service, defaultHttpPort: 0 },
+  );
+}
+
+export interface WaitOptions {
+  timeout?: number;
+  interval?: number;
+  message?: string;
+}
+
+/**
+ * Polls `fn` until it returns a truthy value (which is returned) or stops throwing.
+ * @throws Error with `message` and the last failure when `timeout` (default 20 s) passes.
+ */
+export async function waitFor<T>(
+  fn: () => T | Promise<T>,
+  options: WaitOptions = {},
+): Promise<NonNullable<T>> {
+  const deadline = Date.now() + (options.timeout ?? 20_000);
+  let last: unknown;
+  for (;;) {
+    try {
+      const value = await fn();
+      if (value !== undefined && value !== null && value !== false) return value;
+      last = new Error(`condition returned ${String(value)}`);
+    } catch (error) {
+      last = error;
+    }
+    if (Date.now() > deadline) {
+      throw new Error(
+        `${options.message ?? 'waitFor timed out'} after ${options.timeout ?? 20_000} ms: ${(last as Error).message}`,
+        { cause: last },
+      );
+    }
+    await new Promise((resolve) => setTimeout(resolve, options.interval ?? 50));
+  }
+}
+
+/** The minimal part of node:test's TestContext the harness needs. */
+export interface CleanupContext {
+  after(fn: () => unknown): void;
+}
+
+const stacks = new WeakMap<CleanupContext, (() => unknown)[]>();
+
+/**
+ * Registers `dispose` on the test's cleanup and returns the resource, so creation and cleanup sit
+ * together. Cleanups of one test run last-registered first (node:test runs `after` hooks in the
+ * order they were added, which would close a client before the cleanup that still uses it).
+ */
+export function disposable<T>(
+  t: CleanupContext,
+  resource: T,
+  dispose: (resource: T) => unknown,
+): T {
+  onCleanup(t, () => dispose(resource));
+  return resource;
+}
+
+/** Adds a cleanup step to the test's LIFO cleanup stack. */
+export function onCleanup(t: CleanupContext, fn: () => unknown): void {
+  let stack = stacks.get(t);
+  if (stack === undefined) {
+    const fresh: (() => unknown)[] = [];
+    stacks.set(t, fresh);
+    stack = fresh;
+    t.after(async () => {
+      for (const step of fresh.reverse()) await step();
+    });
+  }
+  stack.push(fn);
+}

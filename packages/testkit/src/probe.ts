@@ -1,0 +1,41 @@
+/**
+ * Reads topics from the beginning into memory, for assertions: a consumer group of its own that
+ * takes everything and commits nothing.
+ */
+import { randomUUID } from 'node:crypto';
+import { GroupConsumer, type ConsumedRecord, type Kafka } from '@mesh/kafka';
+
+export interface TopicProbe {
+  readonly records: ConsumedRecord[];
+  /** Records of one topic. */
+  on(topic: string): ConsumedRecord[];
+  /** A header of a record as text. */
+  header(record: ConsumedRecord, name: string): string | undefined;
+  stop(): Promise<void>;
+}
+
+export async function probeTopics(kafka: Kafka, topics: string[]): Promise<TopicProbe> {
+  const consumer = new GroupConsumer(kafka, {
+    groupId: `probe-${randomUUID()}`,
+    sessionTimeoutMs: 10_000,
+    heartbeatIntervalMs: 500,
+  });
+  const records: ConsumedRecord[] = [];
+  await consumer.start(topics, {
+    take: (_topic, _partition, batch) => {
+      records.push(...batch);
+      return batch.length;
+    },
+    assigned: () => undefined,
+  });
+  return {
+    records,
+    on: (topic) => records.filter((r) => r.topic === topic),
+    header: (record, name) => {
+      const value = record.headers[name];
+      const one = Array.isArray(value) ? value[value.length - 1] : value;
+      return one === undefined ? undefined : one.toString();
+    },
+    stop: () => consumer.stop(),
+  };
+}

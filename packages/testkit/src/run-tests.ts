@@ -1,0 +1,74 @@
+/**
+ * `npm test`: every test, unit and integration, in one `node --test` run against the real stack.
+ *
+ * Resolves the stack once (environment variables, testcontainers or the local processes), checks
+ * each component answers, passes the three MESH_* addresses to every test file, and stops what it
+ * started afterwards. `--unit` runs the unit tests alone, without a stack.
+ */
+import { spawn } from 'node:child_process';
+import { globSync } from 'node:fs';
+import { fileURLToPath } from 'node:url';
+import { resolveEnvironment, verifyEnvironment, type TestEnvironment } from './environment.ts';
+
+const root = fileURLToPath(new URL('../../../', import.meta.url));
+const args = process.argv.slice(2);
+const unitOnly = args.includes('--unit');
+const filters = args.filter((arg) => !arg.startsWith('--'));
+
+const unitPatterns = ['packages/*/src/**/*.test.ts', 'services/*/src/**/*.test.ts'];
+const integrationPatterns = [
+  'packages/*/test/**/*.test.ts',
+  'services/*/test/**/*.test.ts',
+  'test/**/*.test.ts',
+];
+
+function find(patterns: string[]): string[] {
+  const files = patterns.flatMap((pattern) =>
+    globSync(pattern, { cwd: root, exclude: (name) => name.includes('node_modules') }),
+  );
+  return [...new Set(files)]
+    .sort()
+    .filter((file) => filters.length === 0 || filters.some((f) => file.includes(f)));
+}
+
+const files = [...find(unitPatterns), ...(unitOnly ? [] : find(integrationPatterns))];
+if (files.length === 0) {
+  process.stderr.write('no test files matched\n');
+  process.exit(1);
+}
+
+let environment: TestEnvironment | undefined;
+const env: NodeJS.ProcessEnv = { ...process.env };
+if (!unitOnly) {
+  const started = Date.now();
+  try {
+    environment = await resolveEnvironment();
+    await verifyEnvironment(environment.env);
+  } catch (error) {
+    process.stderr.write(`${(error as Error).message}\n`);
+    await environment?.stop();
+    process.exit(1);
+  }
+  Object.assign(env, environment.env);
+  const redis = environment.env.MESH_REDIS_URL.replace(/\/\/[^@/]*@/, '//***@');
+  process.stdout.write(
+    `integration tests run against the real stack (${environment.source}, ready in ${((Date.now() - started) / 1000).toFixed(1)}s):\n` +
+      `  kafka    ${environment.env.MESH_KAFKA_BROKERS}\n  registry ${environment.env.MESH_SCHEMA_REGISTRY_URL}\n  redis    ${redis}\n`,
+  );
+}
+
+const child = spawn(
+  process.execPath,
+  ['--test', '--test-concurrency=1', '--test-timeout=600000', '--test-reporter=spec', ...files],
+  { cwd: root, env, stdio: 'inherit' },
+);
+const forward = (signal: NodeJS.Signals): void => {
+  child.kill(signal);
+};
+process.on('SIGINT', forward);
+process.on('SIGTERM', forward);
+const code = await new Promise<number>((resolve) =>
+  child.on('exit', (status, signal) => resolve(status ?? (signal === null ? 1 : 128))),
+);
+await environment?.stop();
+process.exit(code);

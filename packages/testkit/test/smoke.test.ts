@@ -1,0 +1,181 @@
+/**
+ * The stack is real: Kafka keeps a consumer group's committed offset across restarts, the registry
+ * stores JSON Schemas and refuses an incompatible change, Redis expires keys; and a missing
+ * component fails the run with a message that names it.
+ */
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { randomUUID } from 'node:crypto';
+import { ContractRegistry } from '@mesh/contracts';
+import { isMeshError } from '@mesh/errors';
+import {
+  GroupConsumer,
+  MeshAdmin,
+  MeshProducer,
+  createKafka,
+  type ConsumedRecord,
+} from '@mesh/kafka';
+import { createRedis, waitForRedis } from '@mesh/redis';
+import {
+  disposable,
+  meshEnv,
+  onCleanup,
+  uniqueName,
+  verifyEnvironment,
+  waitFor,
+} from '../src/index.ts';
+
+test('kafka: a consumer group resumes after its committed offset', async (t) => {
+  const env = await meshEnv();
+  const kafka = createKafka({ brokers: env.MESH_KAFKA_BROKERS.split(','), clientId: 'smoke' });
+  const admin = disposable(t, new MeshAdmin(kafka), (a) => a.disconnect());
+  const topic = uniqueName('smoke');
+  await admin.ensureTopics([{ topic, numPartitions: 1, replicationFactor: 1 }]);
+  onCleanup(t, () => admin.deleteTopics([topic]));
+  const producer = disposable(t, new MeshProducer(kafka), (p) => p.disconnect());
+  await producer.connect();
+  await producer.send(
+    Array.from({ length: 10 }, (_, i) => ({
+      topic,
+      key: 'k',
+      value: Buffer.from(`m${i}`),
+      headers: {},
+    })),
+  );
+
+  const groupId = `smoke-${randomUUID()}`;
+  const readFrom = async (commitAt?: number): Promise<ConsumedRecord[]> => {
+    const seen: ConsumedRecord[] = [];
+    const consumer = new GroupConsumer(kafka, {
+      groupId,
+      sessionTimeoutMs: 10_000,
+      heartbeatIntervalMs: 500,
+    });
+    await consumer.start([topic], {
+      take: (_t, _p, records) => {
+        seen.push(...records);
+        return records.length;
+      },
+      assigned: () => undefined,
+    });
+    try {
+      await waitFor(() => seen.length > 0 && seen.at(-1)?.offset === '9', {
+        message: 'records not consumed',
+      });
+      if (commitAt !== undefined)
+        await consumer.commit([{ topic, partition: 0, offset: String(commitAt) }]);
+    } finally {
+      await consumer.stop();
+    }
+    return seen;
+  };
+  const first = await readFrom(6);
+  assert.equal(first[0]?.offset, '0', 'a new group starts at the earliest offset');
+  assert.equal(first.length, 10);
+  const second = await readFrom();
+  assert.equal(second[0]?.offset, '6', 'the restarted member resumes at the committed offset');
+  assert.deepEqual(
+    second.map((r) => r.value?.toString()),
+    ['m6', 'm7', 'm8', 'm9'],
+  );
+  const lag = await admin.lag(groupId, [topic]);
+  assert.deepEqual(
+    lag.map((l) => [l.committed, l.high, l.lag]),
+    [[6, 10, 4]],
+  );
+});
+
+test('registry: JSON Schema in the Confluent wire format, and BACKWARD refuses an incompatible change', async () => {
+  const env = await meshEnv();
+  const subject = `smoke.${randomUUID()}`;
+  const v1 = {
+    $schema: 'http://json-schema.org/draft-07/schema#',
+    title: subject,
+    type: 'object',
+    properties: { name: { type: 'string' } },
+    required: ['name'],
+    additionalProperties: false,
+  };
+  const registry = new ContractRegistry(
+    { url: env.MESH_SCHEMA_REGISTRY_URL },
+    new Map([[subject, { type: subject, schema: v1 }]]),
+  );
+  const id = await registry.register(subject);
+  assert.equal(
+    await registry.register(subject),
+    id,
+    'registering the same schema again is a no-op',
+  );
+
+  const { value, schemaId } = await registry.encode(subject, { name: 'ada' });
+  assert.equal(schemaId, id);
+  assert.equal(value[0], 0, 'magic byte');
+  assert.equal(value.readUInt32BE(1), id, 'big-endian schema id');
+  assert.deepEqual(JSON.parse(value.subarray(5).toString()), { name: 'ada' });
+  assert.deepEqual(await registry.decode(subject, value), { name: 'ada' });
+
+  await assert.rejects(
+    registry.encode(subject, { name: 42 }),
+    (error) => isMeshError(error) && error.code === 'schema_violation',
+  );
+
+  // Changing the type of a required field cannot read data written with v1.
+  const v2 = { ...v1, properties: { name: { type: 'integer' } } };
+  const [report] = await new ContractRegistry(
+    { url: env.MESH_SCHEMA_REGISTRY_URL },
+    new Map([[subject, { type: subject, schema: v2 }]]),
+  ).check();
+  assert.equal(report?.compatible, false, 'the registry reports the change as incompatible');
+  await assert.rejects(registry.register(subject, v2), (error) => {
+    assert.ok(isMeshError(error));
+    assert.equal(error.code, 'schema_incompatible');
+    assert.equal(error.retryable, false);
+    return true;
+  });
+  // A compatible change (a new optional field in a closed content model) is a new version.
+  const v3 = { ...v1, properties: { ...v1.properties, nickname: { type: 'string' } } };
+  assert.notEqual(await registry.register(subject, v3), id);
+});
+
+test('redis: SET NX PX claims once and expires', async (t) => {
+  const env = await meshEnv();
+  const redis = disposable(
+    t,
+    createRedis({ url: env.MESH_REDIS_URL }, { connectionName: 'smoke' }),
+    (r) => r.disconnect(),
+  );
+  await waitForRedis(redis);
+  const key = `smoke:${randomUUID()}`;
+  assert.equal(await redis.set(key, 'a', 'PX', 300, 'NX'), 'OK');
+  assert.equal(await redis.set(key, 'b', 'PX', 300, 'NX'), null, 'a second claim is refused');
+  assert.equal(await redis.get(key), 'a');
+  await waitFor(async () => (await redis.exists(key)) === 0, {
+    timeout: 5_000,
+    message: 'key did not expire',
+  });
+});
+
+test('a missing component fails with a message naming it, not a skip', async () => {
+  const env = await meshEnv();
+  const closedPort = '127.0.0.1:1';
+  await assert.rejects(
+    verifyEnvironment({ ...env, MESH_REDIS_URL: `redis://:secret@${closedPort}` }, 2_000),
+    (error: Error) => {
+      assert.match(error.message, /^Redis is not reachable at redis:\/\/\*\*\*@127\.0\.0\.1:1/);
+      assert.doesNotMatch(error.message, /secret/);
+      assert.match(
+        error.message,
+        /MESH_KAFKA_BROKERS, MESH_SCHEMA_REGISTRY_URL and MESH_REDIS_URL/,
+      );
+      return true;
+    },
+  );
+  await assert.rejects(
+    verifyEnvironment({ ...env, MESH_SCHEMA_REGISTRY_URL: `http://${closedPort}` }, 2_000),
+    /The schema registry is not reachable at http:\/\/127\.0\.0\.1:1/,
+  );
+  await assert.rejects(
+    verifyEnvironment({ ...env, MESH_KAFKA_BROKERS: closedPort }, 3_000),
+    /Kafka is not reachable at 127\.0\.0\.1:1/,
+  );
+});
