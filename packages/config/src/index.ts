@@ -11,7 +11,7 @@ import { readFileSync } from 'node:fs';
 import { Ajv } from 'ajv';
 import { MeshError } from '@mesh/errors';
 
-type Kind =
+export type Kind =
   | { type: 'string'; pattern?: string; allowed?: string }
   | { type: 'secret' }
   | { type: 'url'; schemes: string[] }
@@ -22,7 +22,7 @@ type Kind =
   | { type: 'enum'; values: readonly string[] }
   | { type: 'list'; itemPattern: string; allowed: string };
 
-interface Variable {
+export interface Variable {
   kind: Kind;
   default?: string;
   doc: string;
