@@ -174,6 +174,112 @@ export const variables = {
     default: '5s',
     doc: 'How often consumer lag is read from the broker.',
   },
+  // Service variables live here too: services share one environment (a compose env file, a Helm
+  // ConfigMap), so each must know the others' variables to tell a typo from a neighbour's setting.
+  MESH_TEMPLATES_DIR: {
+    kind: { type: 'string', pattern: '^.+$', allowed: 'a directory path' },
+    doc: 'orchestrator: directory of workflow template files.',
+  },
+  MESH_DEFAULT_TEMPLATE: {
+    kind: { type: 'string', pattern: '^[a-z0-9][a-z0-9._-]{0,62}$', allowed: 'a template name' },
+    doc: 'orchestrator: template of requests that name none.',
+  },
+  MESH_TRIAGE_RULES: {
+    kind: { type: 'string', pattern: '^.+$', allowed: 'a JSON rules file path' },
+    doc: 'dlq-triage: rule table for handler_error dead letters.',
+  },
+  MESH_TRIAGE_MAX_REMEDIATIONS: {
+    kind: { type: 'int', min: 0, max: 100 },
+    default: '2',
+    doc: 'dlq-triage: remediations tried per event before it is escalated.',
+  },
+  MESH_FALLBACK_MODEL: {
+    kind: { type: 'string', pattern: '^.{1,200}$', allowed: 'a model name' },
+    doc: 'dlq-triage: model an exhausted handler_error is retried on once.',
+  },
+  MESH_WORKER_AGENTS: {
+    kind: {
+      type: 'list',
+      itemPattern: '^[a-z0-9][a-z0-9._-]{0,62}$',
+      allowed: 'a comma-separated list of agent names',
+    },
+    default: 'echo,research,summarize,fact-check,draft',
+    doc: 'worker: the agents this worker runs, one consumer group each.',
+  },
+  MESH_AGENT_DELAY: {
+    kind: { type: 'duration', minMs: 0, maxMs: 600_000 },
+    default: '0ms',
+    doc: 'worker: simulated latency of the built-in agents.',
+  },
+  MESH_LLM_BASE_URL: {
+    kind: { type: 'url', schemes: ['http', 'https'] },
+    doc: 'worker: OpenAI-compatible API base URL, e.g. https://api.openai.com/v1.',
+  },
+  MESH_LLM_API_KEY: { kind: { type: 'secret' }, doc: 'worker: API key of the LLM provider.' },
+  MESH_LLM_MODEL: {
+    kind: { type: 'string', pattern: '^.{1,200}$', allowed: 'a model name' },
+    doc: 'worker: chat model.',
+  },
+  MESH_LLM_FALLBACK_MODEL: {
+    kind: { type: 'string', pattern: '^.{1,200}$', allowed: 'a model name' },
+    doc: 'worker: model used when the assignment names the fallback.',
+  },
+  MESH_LLM_TIMEOUT: {
+    kind: { type: 'duration', minMs: 100, maxMs: 3_600_000 },
+    default: '60s',
+    doc: 'worker: limit of one model call.',
+  },
+  MESH_LLM_AGENTS: {
+    kind: {
+      type: 'list',
+      itemPattern: '^[a-z0-9][a-z0-9._-]{0,62}$',
+      allowed: 'a comma-separated list of agent names',
+    },
+    default: 'llm',
+    doc: 'worker: agents served by the LLM handler.',
+  },
+  MESH_LLM_MAX_CONTEXT_CHARS: {
+    kind: { type: 'int', min: 100, max: 10_000_000 },
+    default: '32000',
+    doc: 'worker: prompt size kept when a retry asks to truncate context.',
+  },
+  MESH_LLM_COST_PER_1K_TOKENS: {
+    kind: {
+      type: 'string',
+      pattern: '^[0-9]+([.][0-9]+)?$',
+      allowed: 'a decimal number of dollars',
+    },
+    doc: 'worker: price used to report cost in usage.',
+  },
+  MESH_LLM_RPM: {
+    kind: { type: 'int', min: 0, max: 10_000_000 },
+    default: '0',
+    doc: 'worker: requests per window to the provider, shared by all replicas (0 = unlimited).',
+  },
+  MESH_LLM_TPM: {
+    kind: { type: 'int', min: 0, max: 1_000_000_000 },
+    default: '0',
+    doc: 'worker: tokens per window to the provider, shared by all replicas (0 = unlimited).',
+  },
+  MESH_LLM_RATE_WINDOW: {
+    kind: { type: 'duration', minMs: 100, maxMs: 3_600_000 },
+    default: '60s',
+    doc: 'worker: the rate-limit window.',
+  },
+  MESH_LLM_PROVIDER: {
+    kind: { type: 'string', pattern: '^[A-Za-z0-9._:-]{1,100}$', allowed: 'a provider name' },
+    doc: 'worker: rate-limit key; defaults to the base URL host.',
+  },
+  MESH_ORCHESTRATOR_URL: {
+    kind: { type: 'url', schemes: ['http', 'https'] },
+    default: 'http://127.0.0.1:8080',
+    doc: 'cli, dashboard: the orchestrator API.',
+  },
+  MESH_DLQ_URL: {
+    kind: { type: 'url', schemes: ['http', 'https'] },
+    default: 'http://127.0.0.1:8084',
+    doc: 'cli, dashboard: the dlq-triage API.',
+  },
 } as const satisfies Record<string, Variable>;
 
 export type VariableName = keyof typeof variables;

@@ -57,11 +57,25 @@ export interface HandlerResult {
 
 export type Handler = (ctx: HandlerContext) => Promise<HandlerResult | undefined | void>;
 
+export interface RawContext {
+  log: Logger;
+  /** Aborted when the process is shutting down past its drain timeout. */
+  signal: AbortSignal;
+}
+
+export type RawHandler = (record: ConsumedRecord, ctx: RawContext) => Promise<void>;
+
 export interface ConsumeOptions {
   groupId: string;
   topics: string[];
   /** Handlers by event type; an event of another type is dead-lettered as `malformed_event`. */
   handlers: Record<string, Handler>;
+  /**
+   * Takes the records as they are, without decoding, guards or idempotency: for consumers of
+   * `mesh.dlq` and the retry tiers, whose records may be anything and must never be dead-lettered
+   * again. Any error is retried in place, so nothing is dropped.
+   */
+  raw?: RawHandler;
   /** Topics that also accept structured mode and plain JSON (the intake topic). */
   intakeTopics?: string[];
   /** Claim events in Redis so a completed one never runs again (default true). */
@@ -346,6 +360,17 @@ export class MeshConsumer {
   async #processOnce(item: Item): Promise<void> {
     const { record } = item;
     const { codec, metrics } = this.#deps;
+    if (this.#options.raw !== undefined) {
+      metrics.consumed.inc({ service: this.#service, topic: record.topic, type: 'raw' });
+      try {
+        await this.#options.raw(record, { log: this.#deps.log, signal: this.#abort.signal });
+      } catch (error) {
+        if (this.#abort.signal.aborted) throw new Abandoned();
+        // Retried in place like an infrastructure fault: a raw consumer has nowhere safe to send it.
+        throw toMeshError(error);
+      }
+      return;
+    }
     const intake = this.#options.intakeTopics?.includes(record.topic) ?? false;
     let event: MeshEvent;
     try {
@@ -375,6 +400,13 @@ export class MeshConsumer {
       } catch (error) {
         const mesh = toMeshError(error);
         metrics.loopGuards.inc({ service: this.#service, failure: mesh.code });
+        // The handler never runs, but the service may still owe a failure event (e.g. subtask.failed).
+        await this.#emit(
+          this.#options.onTerminalFailure?.(
+            this.#context(item, event, `${this.groupId}:${event.id}`),
+            mesh,
+          ) ?? [],
+        );
         await this.#deadLetter(record, mesh);
         return;
       }
@@ -432,22 +464,7 @@ export class MeshConsumer {
     const { record } = item;
     const { metrics, idempotency } = this.#deps;
     const agent = this.#options.agentLabel?.(event) ?? event.agent ?? '';
-    const source = `/mesh/${this.#service}`;
-    const ctx: HandlerContext = {
-      event,
-      topic: record.topic,
-      partition: record.partition,
-      offset: record.offset,
-      attempt: event.meshattempt ?? 1,
-      idempotencyKey: lease?.idempotencyKey ?? `${this.groupId}:${event.id}`,
-      signal: this.#abort.signal,
-      log: this.#deps.log.child({
-        id: event.id,
-        correlationid: event.correlationid,
-        type: event.type,
-      }),
-      derive: (init) => deriveEvent(event, { source, ...init }),
-    };
+    const ctx = this.#context(item, event, lease?.idempotencyKey ?? `${this.groupId}:${event.id}`);
     metrics.inflight.inc({ service: this.#service, agent });
     const timer = metrics.handlerDuration.startTimer({ service: this.#service, agent });
     let result: HandlerResult | undefined | void;
@@ -497,6 +514,25 @@ export class MeshConsumer {
       ctx.attempt >= maxAttempts && failure.retryable ? `after ${ctx.attempt} attempts: ` : '',
     );
     if (lease !== undefined) await idempotency.complete(lease, 'dlq');
+  }
+
+  #context(item: Item, event: MeshEvent, idempotencyKey: string): HandlerContext {
+    const source = `/mesh/${this.#service}`;
+    return {
+      event,
+      topic: item.record.topic,
+      partition: item.record.partition,
+      offset: item.record.offset,
+      attempt: event.meshattempt ?? 1,
+      idempotencyKey,
+      signal: this.#abort.signal,
+      log: this.#deps.log.child({
+        id: event.id,
+        correlationid: event.correlationid,
+        type: event.type,
+      }),
+      derive: (init) => deriveEvent(event, { source, ...init }),
+    };
   }
 
   async #emit(emits: Emit[]): Promise<void> {

@@ -50,6 +50,8 @@ export class MeshRuntime {
   readonly redis: Redis;
   readonly idempotency: IdempotencyStore;
   readonly lag: LagCollector;
+  /** Prefix of every Redis key of this mesh (`mesh:` for the default topic prefix `mesh.`). */
+  readonly keyPrefix: string;
   readonly #consumers: MeshConsumer[] = [];
   readonly #options: RuntimeOptions;
   #registryOk = false;
@@ -72,9 +74,11 @@ export class MeshRuntime {
     this.registry = new ContractRegistry(config.registry);
     this.codec = new EventCodec(this.registry, { maxBytes: config.maxEventBytes });
     this.redis = createRedis(config.redis, { connectionName: `mesh-${config.service}` });
+    this.keyPrefix = redisKeyPrefix(config.topicPrefix);
     this.idempotency = new IdempotencyStore(this.redis, {
       leaseTtlMs: config.leaseTtlMs,
       doneTtlMs: config.idempotencyTtlMs,
+      keyPrefix: `${this.keyPrefix}idem:`,
     });
     this.lag = new LagCollector(
       this.admin,
@@ -138,6 +142,11 @@ export class MeshRuntime {
     return consumer;
   }
 
+  /** A Redis key of this mesh: `key('final', id)` is `mesh:final:<id>` under the default prefix. */
+  key(...parts: string[]): string {
+    return `${this.keyPrefix}${parts.join(':')}`;
+  }
+
   /** The full consumer group id of a service-local group name. */
   groupId(name: string): string {
     return `${this.config.topicPrefix}${name}`;
@@ -196,4 +205,13 @@ export class MeshRuntime {
     await this.admin.disconnect().catch(() => undefined);
     this.redis.disconnect();
   }
+}
+
+/**
+ * Redis keys live under the topic prefix so that two meshes sharing one Redis never see each other's
+ * state: topic prefix `mesh.` gives keys `mesh:…`, `staging.` gives `staging:…`.
+ */
+export function redisKeyPrefix(topicPrefix: string): string {
+  const base = topicPrefix.replace(/[.:_-]+$/, '');
+  return `${base === '' ? 'mesh' : base}:`;
 }

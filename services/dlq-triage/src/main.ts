@@ -1,0 +1,4 @@
+import { main } from '@mesh/service';
+import { dlqTriageService } from './index.ts';
+
+main(dlqTriageService);

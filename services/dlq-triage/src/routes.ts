@@ -1,0 +1,141 @@
+/**
+ * The dlq-triage HTTP API (docs/contract.md, "HTTP"): list dead letters, replay or discard one, list
+ * escalations. Write endpoints need the bearer token when MESH_API_TOKEN is set.
+ */
+import { MeshError } from '@mesh/errors';
+import type { ServiceContext } from '@mesh/service';
+import type { DeadLetter, DeadLetterStore } from './store.ts';
+import type { Triage } from './triage.ts';
+
+const idParams = {
+  type: 'object',
+  required: ['id'],
+  additionalProperties: false,
+  properties: { id: { type: 'string', pattern: '^[a-f0-9]{20}$' } },
+} as const;
+
+/** What the API shows of a dead letter: everything but the raw value and headers. */
+function view(letter: DeadLetter): Record<string, unknown> {
+  const { value: _value, headers: _headers, ...rest } = letter;
+  return rest;
+}
+
+export function registerDlqRoutes(
+  { app, requireToken }: ServiceContext,
+  store: DeadLetterStore,
+  triage: Triage,
+): void {
+  app.get(
+    '/v1/dlq',
+    {
+      schema: {
+        querystring: {
+          type: 'object',
+          additionalProperties: false,
+          properties: {
+            failure: { type: 'string', maxLength: 50 },
+            agent: { type: 'string', maxLength: 100 },
+            task: { type: 'string', maxLength: 200 },
+            status: {
+              type: 'string',
+              enum: ['parked', 'retrying', 'escalated', 'replayed', 'discarded'],
+            },
+            limit: { type: 'integer', minimum: 1, maximum: 1000, default: 100 },
+          },
+        },
+      },
+    },
+    async (request) => {
+      const query = request.query as {
+        failure?: string;
+        agent?: string;
+        task?: string;
+        status?: string;
+        limit: number;
+      };
+      const items = await store.list(query);
+      return { items: items.map(view) };
+    },
+  );
+
+  app.get('/v1/dlq/:id', { schema: { params: idParams } }, async (request) => {
+    const { id } = request.params as { id: string };
+    const letter = await store.get(id);
+    if (letter === undefined) throw new MeshError('not_found', `no dead letter ${id}`);
+    return { ...view(letter), headers: letter.headers };
+  });
+
+  app.post(
+    '/v1/dlq/:id/replay',
+    {
+      schema: {
+        params: idParams,
+        body: {
+          type: 'object',
+          additionalProperties: false,
+          properties: { topic: { type: 'string', maxLength: 249 } },
+        },
+      },
+      preHandler: requireToken,
+    },
+    async (request, reply) => {
+      const { id } = request.params as { id: string };
+      const body = (request.body ?? {}) as { topic?: string };
+      const letter = await store.get(id);
+      if (letter === undefined) throw new MeshError('not_found', `no dead letter ${id}`);
+      if (letter.status === 'discarded')
+        throw new MeshError('conflict', `dead letter ${id} was discarded`);
+      let target: string;
+      try {
+        ({ topic: target } = await triage.replay(letter, body.topic));
+      } catch (error) {
+        throw new MeshError('bad_request', (error as Error).message);
+      }
+      await store.setStatus(letter, 'replayed', `replayed to ${target}`);
+      return reply.code(202).send({ id, status: 'replayed', topic: target });
+    },
+  );
+
+  app.post(
+    '/v1/dlq/:id/discard',
+    {
+      schema: {
+        params: idParams,
+        body: {
+          type: 'object',
+          additionalProperties: false,
+          required: ['reason'],
+          properties: { reason: { type: 'string', minLength: 1, maxLength: 2000 } },
+        },
+      },
+      preHandler: requireToken,
+    },
+    async (request) => {
+      const { id } = request.params as { id: string };
+      const { reason } = request.body as { reason: string };
+      const letter = await store.get(id);
+      if (letter === undefined) throw new MeshError('not_found', `no dead letter ${id}`);
+      if (letter.status === 'discarded') return { id, status: 'discarded' };
+      await triage.discard(letter);
+      await store.setStatus(letter, 'discarded', reason);
+      return { id, status: 'discarded' };
+    },
+  );
+
+  app.get(
+    '/v1/escalations',
+    {
+      schema: {
+        querystring: {
+          type: 'object',
+          additionalProperties: false,
+          properties: { limit: { type: 'integer', minimum: 1, maximum: 1000, default: 100 } },
+        },
+      },
+    },
+    async (request) => {
+      const { limit } = request.query as { limit: number };
+      return { items: await store.escalations(limit) };
+    },
+  );
+}

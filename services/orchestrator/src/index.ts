@@ -1,0 +1,80 @@
+/**
+ * The orchestrator service: intake (mesh.requests and POST /v1/tasks), planning from workflow
+ * templates, stage dispatch, approvals, cancel, budgets, deadlines and the task-state projection.
+ */
+import type { ServiceDefinition } from '@mesh/service';
+import { Orchestrator } from './orchestrator.ts';
+import { registerTaskRoutes } from './routes.ts';
+import { TaskStore } from './store.ts';
+import { defaultTemplatesDir, loadTemplates } from './templates.ts';
+
+export { Orchestrator } from './orchestrator.ts';
+export { TaskStore, causalOrder, type TaskState, type EventSummary } from './store.ts';
+export { loadTemplates, planStages, validatePlan, type Template } from './templates.ts';
+
+export const orchestratorService: ServiceDefinition = {
+  name: 'orchestrator',
+  defaultHttpPort: 8080,
+  async setup(context) {
+    const { config, runtime } = context;
+    // Templates are checked before anything consumes: a bad one stops the service naming the file.
+    const templates = loadTemplates(
+      config.env.MESH_TEMPLATES_DIR ?? defaultTemplatesDir,
+      config.env.MESH_DEFAULT_TEMPLATE,
+    );
+    const store = new TaskStore(runtime.redis, {
+      ttlMs: config.idempotencyTtlMs,
+      prefix: runtime.keyPrefix,
+    });
+    const orchestrator = new Orchestrator(runtime, store, templates);
+    const { topics } = runtime;
+    await runtime.consume({
+      groupId: 'orchestrator',
+      topics: [topics.requests, topics.stages, topics.control],
+      intakeTopics: [topics.requests],
+      // Loop guards belong where agents run (the workers); planned stages restart their hop count
+      // from the request, and a stage event from a long delegation chain must still be applied.
+      loopGuards: false,
+      handlers: {
+        'io.mesh.task.requested': orchestrator.onRequest,
+        'io.mesh.stage.completed': orchestrator.onStage,
+        'io.mesh.task.cancel': orchestrator.onControl,
+        'io.mesh.approval.granted': orchestrator.onControl,
+        'io.mesh.approval.denied': orchestrator.onControl,
+      },
+    });
+    const observed = [
+      'io.mesh.subtask.completed',
+      'io.mesh.subtask.failed',
+      'io.mesh.task.completed',
+      'io.mesh.task.failed',
+      'io.mesh.task.cancelled',
+      'io.mesh.escalation.opened',
+      'io.mesh.approval.requested',
+    ];
+    await runtime.consume({
+      groupId: 'orchestrator.observe',
+      topics: [topics.results, topics.outputs, topics.escalations],
+      handlers: Object.fromEntries(observed.map((type) => [type, orchestrator.onObserved])),
+      // These are other services' events being watched, not work: a loop guard here would dead-letter
+      // the evidence of a loop a second time.
+      loopGuards: false,
+    });
+    registerTaskRoutes(context, store);
+    let ticking = false;
+    const timer = setInterval(() => {
+      if (ticking) return;
+      ticking = true;
+      orchestrator
+        .tickDeadlines()
+        .catch((error: unknown) =>
+          runtime.log.warn({ err: String(error) }, 'deadline check failed'),
+        )
+        .finally(() => {
+          ticking = false;
+        });
+    }, 500);
+    timer.unref();
+    return async () => clearInterval(timer);
+  },
+};

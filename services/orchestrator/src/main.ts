@@ -1,0 +1,4 @@
+import { main } from '@mesh/service';
+import { orchestratorService } from './index.ts';
+
+main(orchestratorService);

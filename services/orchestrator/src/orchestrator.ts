@@ -1,0 +1,610 @@
+/**
+ * The orchestrator's role: turn a request into a plan, dispatch each stage when its dependencies are
+ * done, hold approval gates, enforce budgets and deadlines, and keep the task-state projection.
+ *
+ * Every handler applies one event to one task under the task's lock, publishes what follows from it
+ * (acks=all) and only then writes the new state. A crash in between re-runs the handler from the old
+ * state, which publishes the same events with the same deterministic ids — consumers drop the repeats.
+ */
+import {
+  childTraceparent,
+  deriveEvent,
+  deterministicId,
+  type MeshEvent,
+  type MeshEventAttributes,
+} from '@mesh/envelope';
+import { safeDetail } from '@mesh/errors';
+import type { Emit, HandlerContext, HandlerResult, MeshRuntime } from '@mesh/runtime';
+import {
+  finalTypes,
+  terminalStatuses,
+  type EventSummary,
+  type StageState,
+  type TaskState,
+  type TaskStore,
+  type Usage,
+} from './store.ts';
+import { planStages, validatePlan, type PlannedStage, type TemplateSet } from './templates.ts';
+
+export const source = '/mesh/orchestrator';
+
+interface RequestData {
+  input: Record<string, unknown>;
+  template?: string;
+  budget?: TaskState['budget'];
+  timeoutMs?: number;
+  idempotencyKey?: string;
+  metadata?: Record<string, string>;
+}
+
+interface StageCompletedData {
+  taskId: string;
+  stageId: string;
+  status: 'completed' | 'partial' | 'failed';
+  results: Record<string, Record<string, unknown>>;
+  failures?: Record<string, { failure: string; detail?: string }>;
+  usage?: Partial<Usage>;
+  final?: boolean;
+}
+
+interface ResultData {
+  taskId: string;
+  stageId: string;
+  nodeId: string;
+  agent: string;
+  output?: Record<string, unknown>;
+  delegate?: { agent: string; input: Record<string, unknown> };
+  stage?: Record<string, unknown>;
+  failure?: string;
+}
+
+export type FailureReason =
+  | 'budget_exceeded'
+  | 'stage_failed'
+  | 'deadline_exceeded'
+  | 'approval_denied'
+  | 'invalid_plan'
+  | 'unknown_template'
+  | 'hop_limit_exceeded'
+  | 'cycle_detected';
+
+const emptyUsage = (): Usage => ({ promptTokens: 0, completionTokens: 0, costUsd: 0, steps: 0 });
+
+function attributesOf(event: MeshEvent): Omit<MeshEventAttributes, 'extensions'> {
+  const { data: _data, extensions: _extensions, ...attributes } = event;
+  return attributes;
+}
+
+/** Summarises an event for the task's causal chain. */
+export function summarise(event: MeshEvent, topic: string): EventSummary {
+  const data = (event.data ?? {}) as Record<string, unknown>;
+  const parts = [
+    data.stageId,
+    data.nodeId,
+    data.status,
+    data.failure ?? data.reason,
+    data.gateId,
+  ].filter((p) => typeof p === 'string');
+  return {
+    id: event.id,
+    type: event.type,
+    source: event.source,
+    topic,
+    ...(event.time === undefined ? {} : { time: event.time }),
+    ...(event.causationid === undefined ? {} : { causationid: event.causationid }),
+    ...(event.hopcount === undefined ? {} : { hopcount: event.hopcount }),
+    ...(event.agent === undefined ? {} : { agent: event.agent }),
+    ...(event.agentpath === undefined || event.agentpath === ''
+      ? {}
+      : { agentpath: event.agentpath }),
+    ...(event.meshattempt === undefined ? {} : { meshattempt: event.meshattempt }),
+    ...(parts.length === 0 ? {} : { detail: parts.join(' ') }),
+  };
+}
+
+export class Orchestrator {
+  readonly #runtime: MeshRuntime;
+  readonly #store: TaskStore;
+  readonly #templates: TemplateSet;
+
+  constructor(runtime: MeshRuntime, store: TaskStore, templates: TemplateSet) {
+    this.#runtime = runtime;
+    this.#store = store;
+    this.#templates = templates;
+  }
+
+  get store(): TaskStore {
+    return this.#store;
+  }
+
+  /** The task id of an event: its correlationid (a request without one is its own task). */
+  static taskIdOf(event: MeshEvent): string {
+    return event.correlationid ?? event.id;
+  }
+
+  async #publish(taskId: string, emits: Emit[]): Promise<void> {
+    if (emits.length === 0) return;
+    await this.#runtime.publish(emits);
+    for (const { topic, event } of emits) await this.#store.record(taskId, summarise(event, topic));
+  }
+
+  // ── intake ────────────────────────────────────────────────────────────────────────────────────
+
+  /** `io.mesh.task.requested`: plan the task and dispatch what can start. */
+  onRequest = async (ctx: HandlerContext): Promise<HandlerResult> => {
+    const request = ctx.event as MeshEvent<RequestData>;
+    const taskId = Orchestrator.taskIdOf(request);
+    await this.#store.record(taskId, summarise(request, ctx.topic));
+    if (request.data.idempotencyKey !== undefined) {
+      const bound = await this.#store.bindIdempotencyKey(request.data.idempotencyKey, taskId);
+      if (bound !== taskId) {
+        ctx.log.info(
+          { taskId, bound },
+          'request repeats an idempotency key: it is the earlier task',
+        );
+        return {};
+      }
+    }
+    await this.#store.withLock(taskId, async () => {
+      const existing = await this.#store.get(taskId);
+      if (existing !== undefined && existing.status !== 'accepted') return;
+      const now = new Date();
+      const templateName = request.data.template ?? this.#templates.defaultName;
+      const template = this.#templates.templates.get(templateName);
+      const state: TaskState = {
+        id: taskId,
+        status: 'running',
+        template: templateName,
+        createdAt: existing?.createdAt ?? request.time ?? now.toISOString(),
+        updatedAt: now.toISOString(),
+        input: request.data.input,
+        budget: { ...template?.budget, ...request.data.budget },
+        usage: emptyUsage(),
+        stages: {},
+        request: { ...attributesOf(request), correlationid: taskId },
+      };
+      if (template?.synthesis !== undefined) state.synthesis = template.synthesis;
+      const timeoutMs = request.data.timeoutMs ?? template?.timeoutMs;
+      if (timeoutMs !== undefined)
+        state.deadline = new Date(Date.parse(state.createdAt) + timeoutMs).toISOString();
+      if (template === undefined) {
+        await this.#fail(state, request, 'unknown_template', `no template named ${templateName}`);
+        return;
+      }
+      if (template.planner !== undefined) {
+        state.planner = template.planner;
+        state.plan = [
+          {
+            id: 'plan',
+            dependsOn: [],
+            final: false,
+            nodes: [
+              {
+                id: 'plan',
+                agent: template.planner.agent,
+                input: { templates: [...this.#templates.templates.keys()] },
+              },
+            ],
+          },
+        ];
+      } else {
+        state.plan = planStages(template.stages ?? []);
+      }
+      for (const stage of state.plan) state.stages[stage.id] = { status: 'pending' };
+      if (state.deadline !== undefined)
+        await this.#store.addDeadline(taskId, Date.parse(state.deadline));
+      await this.#advance(state, request);
+    });
+    return {};
+  };
+
+  // ── stages ────────────────────────────────────────────────────────────────────────────────────
+
+  /** `io.mesh.stage.completed`: record the stage, check the budget, dispatch what it unblocked. */
+  onStage = async (ctx: HandlerContext): Promise<HandlerResult> => {
+    const event = ctx.event as MeshEvent<StageCompletedData>;
+    const { taskId, stageId } = event.data;
+    await this.#store.record(taskId, summarise(event, ctx.topic));
+    await this.#store.withLock(taskId, async () => {
+      const state = await this.#store.get(taskId);
+      if (state === undefined || terminalStatuses.includes(state.status)) return;
+      const stage = state.stages[stageId];
+      if (stage === undefined || ['completed', 'partial', 'failed'].includes(stage.status)) return;
+      stage.status = event.data.status;
+      stage.results = event.data.results;
+      if (event.data.failures !== undefined) stage.failures = event.data.failures;
+      stage.endedAt = new Date().toISOString();
+      addUsage(state.usage, event.data.usage);
+
+      if (state.planner !== undefined && stageId === 'plan' && state.plan?.length === 1) {
+        if (event.data.status === 'failed') {
+          await this.#fail(state, event, 'invalid_plan', 'the planner agent failed');
+          return;
+        }
+        let planned: PlannedStage[];
+        try {
+          planned = validatePlan(event.data.results.plan);
+        } catch (error) {
+          await this.#fail(state, event, 'invalid_plan', safeDetail((error as Error).message));
+          return;
+        }
+        state.plan = [
+          { ...(state.plan[0] as PlannedStage) },
+          ...planned.map((s) => ({
+            ...s,
+            dependsOn: s.dependsOn.length === 0 ? ['plan'] : s.dependsOn,
+          })),
+        ];
+        for (const s of planned) state.stages[s.id] = { status: 'pending' };
+        await this.#advance(state, event);
+        return;
+      }
+
+      const planned = state.plan?.find((s) => s.id === stageId);
+      if (planned?.final === true) {
+        // The aggregator published the task's outcome with the final stage; the observer records it.
+        state.status = event.data.status === 'failed' ? 'failed' : 'completed';
+        if (event.data.status === 'failed')
+          state.failure = { reason: 'stage_failed', detail: describeFailures(event.data) };
+        await this.#store.removeDeadline(taskId);
+        await this.#store.put(state);
+        return;
+      }
+      if (event.data.status === 'failed') {
+        await this.#fail(
+          state,
+          event,
+          'stage_failed',
+          `stage ${stageId} failed: ${describeFailures(event.data)}`,
+        );
+        return;
+      }
+      const overBudget = budgetExceeded(state);
+      if (overBudget !== undefined) {
+        await this.#fail(state, event, 'budget_exceeded', overBudget);
+        return;
+      }
+      await this.#advance(state, event);
+    });
+    return {};
+  };
+
+  // ── control ───────────────────────────────────────────────────────────────────────────────────
+
+  /** `io.mesh.task.cancel`, `io.mesh.approval.granted`, `io.mesh.approval.denied`. */
+  onControl = async (ctx: HandlerContext): Promise<HandlerResult> => {
+    const event = ctx.event as MeshEvent<{
+      taskId: string;
+      gateId?: string;
+      by?: string;
+      comment?: string;
+      reason?: string;
+    }>;
+    const { taskId } = event.data;
+    await this.#store.record(taskId, summarise(event, ctx.topic));
+    await this.#store.withLock(taskId, async () => {
+      const state = await this.#store.get(taskId);
+      if (state === undefined || terminalStatuses.includes(state.status)) return;
+      if (event.type === 'io.mesh.task.cancel') {
+        await this.#end(state, event, 'io.mesh.task.cancelled', {
+          taskId,
+          ...(event.data.reason === undefined ? {} : { reason: event.data.reason }),
+          ...(event.data.by === undefined ? {} : { by: event.data.by }),
+        });
+        return;
+      }
+      const gate = state.plan?.find(
+        (s) =>
+          s.gate?.id === event.data.gateId && state.stages[s.id]?.status === 'awaiting_approval',
+      );
+      if (gate === undefined) {
+        ctx.log.warn(
+          { taskId, gateId: event.data.gateId },
+          'approval for a gate that is not waiting; ignored',
+        );
+        return;
+      }
+      if (event.type === 'io.mesh.approval.denied') {
+        await this.#fail(
+          state,
+          event,
+          'approval_denied',
+          `gate ${gate.gate?.id ?? gate.id} denied${event.data.by === undefined ? '' : ` by ${event.data.by}`}${event.data.comment === undefined ? '' : `: ${event.data.comment}`}`,
+        );
+        return;
+      }
+      state.stages[gate.id] = {
+        ...state.stages[gate.id],
+        status: 'completed',
+        results: {
+          [gate.gate?.id ?? gate.id]: {
+            approved: true,
+            ...(event.data.by === undefined ? {} : { by: event.data.by }),
+            ...(event.data.comment === undefined ? {} : { comment: event.data.comment }),
+          },
+        },
+        endedAt: new Date().toISOString(),
+      };
+      await this.#advance(state, event);
+    });
+    return {};
+  };
+
+  // ── what others publish about the task ────────────────────────────────────────────────────────
+
+  /** Results, outputs and escalations: the causal chain, delegation, and the task's final state. */
+  onObserved = async (ctx: HandlerContext): Promise<HandlerResult> => {
+    const event = ctx.event;
+    const data = (event.data ?? {}) as Record<string, unknown>;
+    const taskId = typeof data.taskId === 'string' ? data.taskId : Orchestrator.taskIdOf(event);
+    await this.#store.record(taskId, summarise(event, ctx.topic));
+    if (
+      event.type === 'io.mesh.subtask.completed' &&
+      (data as unknown as ResultData).delegate !== undefined
+    ) {
+      await this.#delegate(ctx.event as MeshEvent<ResultData>);
+      return {};
+    }
+    if ((finalTypes as readonly string[]).includes(event.type)) {
+      await this.#store.withLock(taskId, async () => {
+        const state = await this.#store.get(taskId);
+        if (state === undefined) return;
+        if (event.type === 'io.mesh.task.completed') {
+          state.status = 'completed';
+          state.output = data.output as Record<string, unknown>;
+        } else if (event.type === 'io.mesh.task.failed') {
+          state.status = 'failed';
+          state.failure = {
+            reason: String(data.reason),
+            detail: typeof data.detail === 'string' ? data.detail : '',
+          };
+        } else {
+          state.status = 'cancelled';
+        }
+        await this.#store.removeDeadline(taskId);
+        await this.#store.put(state);
+      });
+    }
+    return {};
+  };
+
+  /** A worker handed its subtask on to another agent: dispatch it there, continuing the causal chain. */
+  async #delegate(result: MeshEvent<ResultData>): Promise<void> {
+    const { taskId, stageId, nodeId, delegate, stage } = result.data;
+    if (delegate === undefined) return;
+    const final = await this.#store.finalOf(taskId);
+    if (final !== undefined) return;
+    const assigned = deriveEvent(result, {
+      type: 'io.mesh.subtask.assigned',
+      source,
+      agent: delegate.agent,
+      discriminator: `delegate:${delegate.agent}`,
+      data: {
+        taskId,
+        stageId,
+        nodeId,
+        agent: delegate.agent,
+        input: delegate.input,
+        ...(stage === undefined ? {} : { stage }),
+      },
+    });
+    await this.#publish(taskId, [
+      { topic: this.#runtime.topics.work(delegate.agent), event: assigned },
+    ]);
+  }
+
+  // ── deadlines ─────────────────────────────────────────────────────────────────────────────────
+
+  /** Fails every task whose deadline has passed. Called on a timer; safe with several replicas. */
+  async tickDeadlines(now = Date.now()): Promise<void> {
+    for (const taskId of await this.#store.dueDeadlines(now)) {
+      await this.#store.withLock(taskId, async () => {
+        const state = await this.#store.get(taskId);
+        await this.#store.removeDeadline(taskId);
+        if (
+          state === undefined ||
+          terminalStatuses.includes(state.status) ||
+          state.request === undefined
+        )
+          return;
+        const cause = { ...state.request, data: undefined } as MeshEvent;
+        await this.#fail(
+          state,
+          cause,
+          'deadline_exceeded',
+          `task did not finish by its deadline ${state.deadline ?? ''}`,
+        );
+      });
+    }
+  }
+
+  // ── shared steps ──────────────────────────────────────────────────────────────────────────────
+
+  /**
+   * Dispatches every pending stage whose dependencies are done, then saves the state.
+   *
+   * Planned stages count their hops from the request, not from the stage event that unblocked them:
+   * the hop limit bounds delegation chains between agents, not the length of a workflow (see
+   * docs/contract.md, "Extensions").
+   */
+  async #advance(state: TaskState, cause: MeshEvent): Promise<void> {
+    const emits: Emit[] = [];
+    const done = (id: string): boolean =>
+      ['completed', 'partial'].includes(state.stages[id]?.status ?? '');
+    const previous: Record<string, Record<string, unknown>> = {};
+    for (const [id, stage] of Object.entries(state.stages))
+      if (done(id) && stage.results !== undefined) previous[id] = stage.results;
+    const request = { ...(state.request ?? attributesOf(cause)), data: undefined } as MeshEvent;
+    for (const stage of state.plan ?? []) {
+      const current = state.stages[stage.id] as StageState;
+      if (current.status !== 'pending' || !stage.dependsOn.every(done)) continue;
+      current.startedAt = new Date().toISOString();
+      if (stage.gate !== undefined) {
+        current.status = 'awaiting_approval';
+        emits.push({
+          topic: this.#runtime.topics.escalations,
+          event: this.#planned(request, cause, {
+            type: 'io.mesh.approval.requested',
+            discriminator: `gate:${stage.id}`,
+            data: {
+              taskId: state.id,
+              gateId: stage.gate.id,
+              stageId: stage.id,
+              ...(stage.gate.prompt === undefined ? {} : { prompt: stage.gate.prompt }),
+              context: { previous },
+            },
+          }),
+        });
+        continue;
+      }
+      const nodes = stage.nodes ?? [];
+      if (
+        state.budget.maxSteps !== undefined &&
+        state.usage.steps + nodes.length > state.budget.maxSteps
+      ) {
+        await this.#publish(state.id, emits);
+        await this.#fail(
+          state,
+          cause,
+          'budget_exceeded',
+          `step budget of ${state.budget.maxSteps} spent: ${state.usage.steps} steps run, stage ${stage.id} needs ${nodes.length} more`,
+        );
+        return;
+      }
+      state.usage.steps += nodes.length;
+      current.status = 'dispatched';
+      const deadline =
+        stage.timeoutMs === undefined
+          ? undefined
+          : new Date(Date.now() + stage.timeoutMs).toISOString();
+      const join = {
+        nodes: nodes.map((n) => n.id),
+        join: stage.join ?? 'all',
+        ...(stage.quorum === undefined ? {} : { quorum: stage.quorum }),
+        ...(deadline === undefined ? {} : { deadline }),
+        onTimeout: stage.onTimeout ?? 'fail',
+        final: stage.final,
+        template: state.template,
+        ...(state.synthesis === undefined ? {} : { synthesis: state.synthesis }),
+      };
+      for (const node of nodes) {
+        const assigned = this.#planned(request, cause, {
+          type: 'io.mesh.subtask.assigned',
+          agent: node.agent,
+          discriminator: `assign:${stage.id}/${node.id}`,
+          data: {
+            taskId: state.id,
+            stageId: stage.id,
+            nodeId: node.id,
+            agent: node.agent,
+            input: { task: state.input, previous, ...node.input },
+            stage: join,
+            ...(node.outputSchema === undefined ? {} : { outputSchema: node.outputSchema }),
+            ...(node.timeoutMs === undefined ? {} : { timeoutMs: node.timeoutMs }),
+            ...(node.model === undefined ? {} : { model: node.model }),
+          },
+        });
+        // Keyed by task and node, not task alone: the nodes of a fan-out to one agent run in parallel.
+        assigned.partitionkey = `${state.id}/${node.id}`;
+        emits.push({ topic: this.#runtime.topics.work(node.agent), event: assigned });
+      }
+    }
+    state.status = Object.values(state.stages).some((s) => s.status === 'awaiting_approval')
+      ? 'awaiting_approval'
+      : 'running';
+    await this.#publish(state.id, emits);
+    await this.#store.put(state);
+  }
+
+  /** An event of the plan: lineage (hops, agent path, task id) from the request, causation from `cause`. */
+  #planned<D>(
+    request: MeshEvent,
+    cause: MeshEvent,
+    init: { type: string; discriminator: string; agent?: string; data: D },
+  ): MeshEvent<D> {
+    const event = deriveEvent(request, {
+      source,
+      type: init.type,
+      data: init.data,
+      id: deterministicId(
+        request.correlationid ?? request.id,
+        `${init.type}\u0000${init.discriminator}`,
+      ),
+      ...(init.agent === undefined ? {} : { agent: init.agent }),
+    });
+    event.causationid = cause.id;
+    event.traceparent = childTraceparent(cause.traceparent);
+    return event;
+  }
+
+  async #fail(
+    state: TaskState,
+    cause: MeshEvent,
+    reason: FailureReason,
+    detail: string,
+  ): Promise<void> {
+    await this.#end(state, cause, 'io.mesh.task.failed', {
+      taskId: state.id,
+      reason,
+      detail: detail.slice(0, 2000),
+      usage: state.usage,
+    });
+    state.failure = { reason, detail };
+    await this.#store.put(state);
+  }
+
+  /** Claims the task's final state and publishes it; when another path ended the task first, adopts that. */
+  async #end(
+    state: TaskState,
+    cause: MeshEvent,
+    type: (typeof finalTypes)[number],
+    data: Record<string, unknown>,
+  ): Promise<void> {
+    await this.#store.removeDeadline(state.id);
+    if (await this.#store.claimFinal(state.id, type)) {
+      const request = { ...(state.request ?? attributesOf(cause)), data: undefined } as MeshEvent;
+      const event = this.#planned(request, cause, { type, discriminator: 'final', data });
+      await this.#publish(state.id, [{ topic: this.#runtime.topics.outputs, event }]);
+      state.status =
+        type === 'io.mesh.task.failed'
+          ? 'failed'
+          : type === 'io.mesh.task.cancelled'
+            ? 'cancelled'
+            : 'completed';
+    } else {
+      const final = await this.#store.finalOf(state.id);
+      state.status =
+        final === 'io.mesh.task.completed'
+          ? 'completed'
+          : final === 'io.mesh.task.cancelled'
+            ? 'cancelled'
+            : 'failed';
+    }
+    await this.#store.put(state);
+  }
+}
+
+function addUsage(total: Usage, usage: Partial<Usage> | undefined): void {
+  if (usage === undefined) return;
+  total.promptTokens += usage.promptTokens ?? 0;
+  total.completionTokens += usage.completionTokens ?? 0;
+  total.costUsd += usage.costUsd ?? 0;
+}
+
+/** Which budget the task has overspent, if any (steps are checked before dispatch). */
+export function budgetExceeded(state: TaskState): string | undefined {
+  const tokens = state.usage.promptTokens + state.usage.completionTokens;
+  if (state.budget.maxTokens !== undefined && tokens > state.budget.maxTokens)
+    return `token budget of ${state.budget.maxTokens} spent: ${tokens} tokens used`;
+  if (state.budget.maxCostUsd !== undefined && state.usage.costUsd > state.budget.maxCostUsd) {
+    return `cost budget of $${state.budget.maxCostUsd} spent: $${state.usage.costUsd.toFixed(4)} used`;
+  }
+  return undefined;
+}
+
+function describeFailures(data: StageCompletedData): string {
+  const failures = Object.entries(data.failures ?? {}).map(
+    ([node, f]) => `${node}: ${f.failure}${f.detail === undefined ? '' : ` (${f.detail})`}`,
+  );
+  return failures.length === 0 ? `stage ${data.stageId} ${data.status}` : failures.join('; ');
+}

@@ -1,0 +1,199 @@
+/**
+ * The orchestrator's HTTP API (docs/contract.md, "HTTP"): task intake, status, causal chain, cancel
+ * and approvals. Writes only publish events (to mesh.requests or mesh.control); the consumers do the
+ * work, so the HTTP path and the Kafka path behave the same.
+ */
+import { randomUUID } from 'node:crypto';
+import { newEvent } from '@mesh/envelope';
+import { loadContracts } from '@mesh/contracts';
+import { MeshError } from '@mesh/errors';
+import type { ServiceContext } from '@mesh/service';
+import type { TaskStore } from './store.ts';
+import { source } from './orchestrator.ts';
+
+const idParams = {
+  type: 'object',
+  required: ['id'],
+  additionalProperties: false,
+  properties: {
+    id: { type: 'string', minLength: 1, maxLength: 200, pattern: '^[A-Za-z0-9._:-]+$' },
+  },
+} as const;
+
+const decisionBody = {
+  type: 'object',
+  additionalProperties: false,
+  properties: {
+    gateId: { type: 'string', pattern: '^[a-z0-9][a-z0-9._-]{0,62}$' },
+    by: { type: 'string', maxLength: 200 },
+    comment: { type: 'string', maxLength: 2000 },
+  },
+} as const;
+
+const cancelBody = {
+  type: 'object',
+  additionalProperties: false,
+  properties: {
+    reason: { type: 'string', maxLength: 2000 },
+    by: { type: 'string', maxLength: 200 },
+  },
+} as const;
+
+export function registerTaskRoutes(
+  { app, runtime, requireToken }: ServiceContext,
+  store: TaskStore,
+): void {
+  const requestSchema = loadContracts().get('io.mesh.task.requested')?.schema;
+  if (requestSchema === undefined)
+    throw new Error('the contract io.mesh.task.requested is missing');
+  const { $schema: _ignored, ...body } = requestSchema;
+
+  app.post('/v1/tasks', { schema: { body }, preHandler: requireToken }, async (request, reply) => {
+    const data = request.body as { idempotencyKey?: string };
+    const headerKey = request.headers['idempotency-key'];
+    const idempotencyKey =
+      data.idempotencyKey ??
+      (typeof headerKey === 'string' && headerKey.length > 0 ? headerKey.slice(0, 200) : undefined);
+    const taskId = randomUUID();
+    if (idempotencyKey !== undefined) {
+      const bound = await store.bindIdempotencyKey(idempotencyKey, taskId);
+      if (bound !== taskId)
+        return reply.code(200).send({
+          taskId: bound,
+          status: (await store.get(bound))?.status ?? 'accepted',
+          repeated: true,
+        });
+    }
+    const event = newEvent({
+      type: 'io.mesh.task.requested',
+      source,
+      id: taskId,
+      data: { ...data, ...(idempotencyKey === undefined ? {} : { idempotencyKey }) },
+    });
+    const now = new Date().toISOString();
+    await store.put({
+      id: taskId,
+      status: 'accepted',
+      template: (data as { template?: string }).template ?? '',
+      createdAt: now,
+      updatedAt: now,
+      input: {},
+      budget: {},
+      usage: { promptTokens: 0, completionTokens: 0, costUsd: 0, steps: 0 },
+      stages: {},
+    });
+    await runtime.publish([{ topic: runtime.topics.requests, event }]);
+    return reply
+      .code(202)
+      .header('location', `/v1/tasks/${taskId}`)
+      .send({ taskId, status: 'accepted' });
+  });
+
+  app.get(
+    '/v1/tasks',
+    {
+      schema: {
+        querystring: {
+          type: 'object',
+          properties: { limit: { type: 'integer', minimum: 1, maximum: 500, default: 50 } },
+        },
+      },
+    },
+    async (request) => {
+      const { limit } = request.query as { limit: number };
+      const tasks = await store.latest(limit);
+      return {
+        tasks: tasks.map((t) => ({
+          id: t.id,
+          status: t.status,
+          template: t.template,
+          createdAt: t.createdAt,
+          updatedAt: t.updatedAt,
+          usage: t.usage,
+          failure: t.failure,
+        })),
+      };
+    },
+  );
+
+  app.get('/v1/tasks/:id', { schema: { params: idParams } }, async (request) => {
+    const { id } = request.params as { id: string };
+    const state = await store.get(id);
+    if (state === undefined) throw new MeshError('not_found', `no task ${id}`);
+    const { request: _request, ...visible } = state;
+    return visible;
+  });
+
+  app.get('/v1/tasks/:id/events', { schema: { params: idParams } }, async (request) => {
+    const { id } = request.params as { id: string };
+    const events = await store.events(id);
+    if (events.length === 0 && (await store.get(id)) === undefined)
+      throw new MeshError('not_found', `no task ${id}`);
+    return { taskId: id, events };
+  });
+
+  app.post(
+    '/v1/tasks/:id/cancel',
+    { schema: { params: idParams, body: cancelBody }, preHandler: requireToken },
+    async (request, reply) => {
+      const { id } = request.params as { id: string };
+      const body = (request.body ?? {}) as { reason?: string; by?: string };
+      const state = await store.get(id);
+      if (state === undefined) throw new MeshError('not_found', `no task ${id}`);
+      if (['completed', 'failed', 'cancelled'].includes(state.status))
+        throw new MeshError('conflict', `task ${id} already ${state.status}`);
+      const event = newEvent({
+        type: 'io.mesh.task.cancel',
+        source,
+        correlationid: id,
+        data: { taskId: id, ...body },
+      });
+      await runtime.publish([{ topic: runtime.topics.control, event }]);
+      return reply.code(202).send({ taskId: id, status: 'cancelling' });
+    },
+  );
+
+  for (const [path, type] of [
+    ['approve', 'io.mesh.approval.granted'],
+    ['deny', 'io.mesh.approval.denied'],
+  ] as const) {
+    app.post(
+      `/v1/tasks/:id/${path}`,
+      { schema: { params: idParams, body: decisionBody }, preHandler: requireToken },
+      async (request, reply) => {
+        const { id } = request.params as { id: string };
+        const body = (request.body ?? {}) as { gateId?: string; by?: string; comment?: string };
+        const state = await store.get(id);
+        if (state === undefined) throw new MeshError('not_found', `no task ${id}`);
+        const waiting =
+          state.plan?.filter(
+            (s) => s.gate !== undefined && state.stages[s.id]?.status === 'awaiting_approval',
+          ) ?? [];
+        const gate =
+          body.gateId === undefined ? waiting[0] : waiting.find((s) => s.gate?.id === body.gateId);
+        if (gate?.gate === undefined)
+          throw new MeshError(
+            'conflict',
+            `task ${id} is not waiting at ${body.gateId === undefined ? 'an approval gate' : `gate ${body.gateId}`}`,
+          );
+        const event = newEvent({
+          type,
+          source,
+          correlationid: id,
+          data: {
+            taskId: id,
+            gateId: gate.gate.id,
+            ...(body.by === undefined ? {} : { by: body.by }),
+            ...(body.comment === undefined ? {} : { comment: body.comment }),
+          },
+        });
+        await runtime.publish([{ topic: runtime.topics.control, event }]);
+        return reply.code(202).send({
+          taskId: id,
+          gateId: gate.gate.id,
+          decision: path === 'approve' ? 'granted' : 'denied',
+        });
+      },
+    );
+  }
+}

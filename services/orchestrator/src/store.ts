@@ -1,0 +1,259 @@
+/**
+ * The orchestrator's task-state projection in Redis (keys in docs/services.md): one JSON document
+ * per task, the task's causal chain, the latest tasks, deadlines, request idempotency keys and the
+ * final-state marker shared with the aggregator.
+ */
+import { randomUUID } from 'node:crypto';
+import { setTimeout as sleep } from 'node:timers/promises';
+import type { MeshEventAttributes } from '@mesh/envelope';
+import { retryable } from '@mesh/errors';
+import { redisFailure, type Redis } from '@mesh/redis';
+import type { Budget, PlannedStage } from './templates.ts';
+
+export type TaskStatus =
+  'accepted' | 'running' | 'awaiting_approval' | 'completed' | 'failed' | 'cancelled';
+export type StageStatus =
+  'pending' | 'dispatched' | 'awaiting_approval' | 'completed' | 'partial' | 'failed';
+
+export interface Usage {
+  promptTokens: number;
+  completionTokens: number;
+  costUsd: number;
+  steps: number;
+}
+
+export interface StageState {
+  status: StageStatus;
+  results?: Record<string, unknown>;
+  failures?: Record<string, unknown>;
+  startedAt?: string;
+  endedAt?: string;
+}
+
+export interface TaskState {
+  id: string;
+  status: TaskStatus;
+  template: string;
+  createdAt: string;
+  updatedAt: string;
+  input: Record<string, unknown>;
+  budget: Budget;
+  usage: Usage;
+  deadline?: string;
+  synthesis?: 'merge' | 'concat';
+  planner?: { agent: string };
+  plan?: PlannedStage[];
+  stages: Record<string, StageState>;
+  output?: Record<string, unknown>;
+  failure?: { reason: string; detail: string };
+  /** The request's attributes, the root of the lineage of events the orchestrator emits on timers. */
+  request?: Omit<MeshEventAttributes, 'extensions'>;
+}
+
+export interface EventSummary {
+  id: string;
+  type: string;
+  time?: string;
+  source: string;
+  topic: string;
+  causationid?: string;
+  hopcount?: number;
+  agent?: string;
+  agentpath?: string;
+  meshattempt?: number;
+  /** A short description: stage, node, status or failure. */
+  detail?: string;
+}
+
+export const finalTypes = [
+  'io.mesh.task.completed',
+  'io.mesh.task.failed',
+  'io.mesh.task.cancelled',
+] as const;
+export const terminalStatuses: readonly TaskStatus[] = ['completed', 'failed', 'cancelled'];
+
+const releaseLock = `if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end return 0`;
+const recordEvent = `
+if redis.call('SADD', KEYS[1], ARGV[1]) == 1 then
+  redis.call('RPUSH', KEYS[2], ARGV[2])
+  redis.call('PEXPIRE', KEYS[1], ARGV[3])
+  redis.call('PEXPIRE', KEYS[2], ARGV[3])
+end
+return 1`;
+
+export class TaskStore {
+  readonly #redis: Redis;
+  readonly #ttlMs: number;
+  readonly #prefix: string;
+
+  /** `prefix` is the mesh's Redis key prefix (`${this.#prefix}` by default). */
+  constructor(redis: Redis, options: { ttlMs: number; prefix: string }) {
+    this.#redis = redis;
+    this.#ttlMs = options.ttlMs;
+    this.#prefix = options.prefix;
+  }
+
+  async #do<T>(what: string, fn: () => Promise<T>): Promise<T> {
+    try {
+      return await fn();
+    } catch (error) {
+      throw redisFailure(error, what);
+    }
+  }
+
+  async get(id: string): Promise<TaskState | undefined> {
+    const text = await this.#do('could not read a task', () =>
+      this.#redis.get(`${this.#prefix}task:${id}`),
+    );
+    return text === null ? undefined : (JSON.parse(text) as TaskState);
+  }
+
+  async put(state: TaskState): Promise<void> {
+    state.updatedAt = new Date().toISOString();
+    await this.#do('could not write a task', async () => {
+      await this.#redis
+        .multi()
+        .set(`${this.#prefix}task:${state.id}`, JSON.stringify(state), 'PX', this.#ttlMs)
+        .zadd(`${this.#prefix}tasks`, Date.parse(state.createdAt), state.id)
+        .exec();
+    });
+  }
+
+  /**
+   * Runs `fn` holding the task's lock, so the request, stage and control events of one task — which
+   * arrive on different topics and may be handled at once, even by different replicas — apply one at
+   * a time. The lock expires by itself if its holder dies.
+   */
+  async withLock<T>(id: string, fn: () => Promise<T>): Promise<T> {
+    const key = `${this.#prefix}lock:task:${id}`;
+    const token = randomUUID();
+    const deadline = Date.now() + 30_000;
+    for (;;) {
+      const ok = await this.#do('could not lock a task', () =>
+        this.#redis.set(key, token, 'PX', 30_000, 'NX'),
+      );
+      if (ok === 'OK') break;
+      if (Date.now() > deadline)
+        throw retryable('redis_unavailable', `task ${id} stayed locked for 30 s`);
+      await sleep(10);
+    }
+    try {
+      return await fn();
+    } finally {
+      await this.#redis.eval(releaseLock, 1, key, token).catch(() => undefined);
+    }
+  }
+
+  /** Claims the task's one final state; false when another path already ended it. */
+  async claimFinal(id: string, type: (typeof finalTypes)[number]): Promise<boolean> {
+    const ok = await this.#do('could not claim a final state', () =>
+      this.#redis.set(`${this.#prefix}final:${id}`, type, 'PX', this.#ttlMs, 'NX'),
+    );
+    return ok === 'OK';
+  }
+
+  async finalOf(id: string): Promise<string | undefined> {
+    return (
+      (await this.#do('could not read a final state', () =>
+        this.#redis.get(`${this.#prefix}final:${id}`),
+      )) ?? undefined
+    );
+  }
+
+  /** Appends an event to the task's causal chain once, whatever how often it is delivered. */
+  async record(taskId: string, summary: EventSummary): Promise<void> {
+    await this.#do('could not record an event', () =>
+      this.#redis.eval(
+        recordEvent,
+        2,
+        `${this.#prefix}task:${taskId}:seen`,
+        `${this.#prefix}task:${taskId}:events`,
+        summary.id,
+        JSON.stringify(summary),
+        this.#ttlMs,
+      ),
+    );
+  }
+
+  /** The task's events, in causal order: parents before children, then by time. */
+  async events(taskId: string): Promise<EventSummary[]> {
+    const raw = await this.#do('could not read events', () =>
+      this.#redis.lrange(`${this.#prefix}task:${taskId}:events`, 0, -1),
+    );
+    return causalOrder(raw.map((r) => JSON.parse(r) as EventSummary));
+  }
+
+  async latest(limit: number): Promise<TaskState[]> {
+    const ids = await this.#do('could not list tasks', () =>
+      this.#redis.zrevrange(`${this.#prefix}tasks`, 0, limit - 1),
+    );
+    if (ids.length === 0) return [];
+    const docs = await this.#do('could not read tasks', () =>
+      this.#redis.mget(ids.map((id) => `${this.#prefix}task:${id}`)),
+    );
+    return docs.flatMap((d) => (d === null ? [] : [JSON.parse(d) as TaskState]));
+  }
+
+  async addDeadline(id: string, at: number): Promise<void> {
+    await this.#do('could not store a deadline', () =>
+      this.#redis.zadd(`${this.#prefix}deadlines`, at, id),
+    );
+  }
+
+  async removeDeadline(id: string): Promise<void> {
+    await this.#do('could not remove a deadline', () =>
+      this.#redis.zrem(`${this.#prefix}deadlines`, id),
+    );
+  }
+
+  async dueDeadlines(now: number): Promise<string[]> {
+    return this.#do('could not read deadlines', () =>
+      this.#redis.zrangebyscore(`${this.#prefix}deadlines`, 0, now, 'LIMIT', 0, 100),
+    );
+  }
+
+  /**
+   * Binds a client's idempotency key to a task id. Returns the task id the key is bound to: `taskId`
+   * the first time, the earlier task's id when the request is a retry.
+   */
+  async bindIdempotencyKey(key: string, taskId: string): Promise<string> {
+    const redisKey = `${this.#prefix}taskkey:${key}`;
+    const ok = await this.#do('could not bind an idempotency key', () =>
+      this.#redis.set(redisKey, taskId, 'PX', this.#ttlMs, 'NX'),
+    );
+    if (ok === 'OK') return taskId;
+    return (
+      (await this.#do('could not read an idempotency key', () => this.#redis.get(redisKey))) ??
+      taskId
+    );
+  }
+}
+
+/** Orders events so every event comes after its cause, siblings by time. */
+export function causalOrder(events: EventSummary[]): EventSummary[] {
+  const byId = new Map(events.map((e) => [e.id, e]));
+  const children = new Map<string, EventSummary[]>();
+  const roots: EventSummary[] = [];
+  for (const event of events) {
+    const parent = event.causationid;
+    if (parent !== undefined && byId.has(parent) && parent !== event.id) {
+      const list = children.get(parent) ?? [];
+      list.push(event);
+      children.set(parent, list);
+    } else {
+      roots.push(event);
+    }
+  }
+  const byTime = (a: EventSummary, b: EventSummary): number =>
+    (a.time ?? '').localeCompare(b.time ?? '');
+  const ordered: EventSummary[] = [];
+  const seen = new Set<string>();
+  const visit = (event: EventSummary): void => {
+    if (seen.has(event.id)) return;
+    seen.add(event.id);
+    ordered.push(event);
+    for (const child of (children.get(event.id) ?? []).sort(byTime)) visit(child);
+  };
+  for (const root of roots.sort(byTime)) visit(root);
+  return ordered;
+}

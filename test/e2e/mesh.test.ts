@@ -1,0 +1,289 @@
+/**
+ * End to end: the four services as separate processes against the real Kafka, registry and Redis.
+ */
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
+import { randomUUID } from 'node:crypto';
+import { fileURLToPath } from 'node:url';
+import { newEvent } from '@mesh/envelope';
+import { waitFor } from '@mesh/testkit';
+import { getJson, outcomesOf, postJson, startMesh } from '../support/mesh.ts';
+
+const templates = fileURLToPath(new URL('./templates/', import.meta.url));
+
+test('a DAG task completes with the structured output of its stages and a full causal chain', async (t) => {
+  const mesh = await startMesh(t, { vars: { MESH_TEMPLATES_DIR: templates } });
+  const posted = await postJson(`${mesh.url('orchestrator')}/v1/tasks`, {
+    template: 'research',
+    input: { topic: 'tidal energy' },
+  });
+  assert.equal(posted.status, 202);
+  const taskId = String(posted.body.taskId);
+  const outcome = await waitFor(() => outcomesOf(mesh, taskId)[0], {
+    timeout: 60_000,
+    message: `no outcome\n${mesh.tails()}`,
+  });
+  assert.equal(outcome.type, 'io.mesh.task.completed', JSON.stringify(outcome.data));
+  const output = outcome.data.output as Record<string, Record<string, unknown>>;
+  assert.ok(output.draft !== undefined, 'the final stage is the draft');
+  assert.equal(typeof output.draft.title, 'string');
+  assert.match(
+    JSON.stringify(output.draft),
+    /tidal energy/i,
+    'the draft is built from the research on the topic',
+  );
+
+  const state = await waitFor(async () => {
+    const { body } = await getJson(`${mesh.url('orchestrator')}/v1/tasks/${taskId}`);
+    return body.status === 'completed' ? body : undefined;
+  });
+  const stages = state.stages as Record<
+    string,
+    { status: string; results: Record<string, unknown> }
+  >;
+  assert.deepEqual(Object.keys(stages).sort(), ['analyze', 'draft', 'research']);
+  assert.deepEqual(Object.keys(stages.analyze?.results ?? {}).sort(), ['fact-check', 'summarize']);
+  assert.equal((state.usage as { steps: number }).steps, 4);
+
+  const chain = await waitFor(async () => {
+    const { body } = await getJson(`${mesh.url('orchestrator')}/v1/tasks/${taskId}/events`);
+    const events = body.events as { id: string; type: string; causationid?: string }[];
+    return events.some((e) => e.type === 'io.mesh.task.completed') ? events : undefined;
+  });
+  const count = (type: string): number => chain.filter((e) => e.type === type).length;
+  assert.equal(count('io.mesh.task.requested'), 1);
+  assert.equal(count('io.mesh.subtask.assigned'), 4);
+  assert.equal(count('io.mesh.subtask.completed'), 4);
+  assert.equal(count('io.mesh.stage.completed'), 3);
+  assert.equal(count('io.mesh.task.completed'), 1);
+  const ids = new Set<string>();
+  for (const event of chain) {
+    if (event.causationid !== undefined)
+      assert.ok(ids.has(event.causationid), `${event.type} comes after its cause`);
+    ids.add(event.id);
+  }
+});
+
+test('an outside client: kcat publishes a structured CloudEvent and the task completes', async (t) => {
+  const mesh = await startMesh(t, { services: ['orchestrator', 'worker', 'aggregator'] });
+  const taskId = randomUUID();
+  const event = {
+    specversion: '1.0',
+    id: taskId,
+    source: 'kcat',
+    type: 'io.mesh.task.requested',
+    datacontenttype: 'application/json',
+    data: { input: { text: 'hello from kcat' } },
+  };
+  const kcat = spawnSync(
+    'kcat',
+    [
+      '-P',
+      '-b',
+      String(mesh.env.MESH_KAFKA_BROKERS),
+      '-t',
+      mesh.client.topics.requests,
+      '-k',
+      taskId,
+      '-H',
+      'content-type=application/cloudevents+json',
+    ],
+    {
+      input: `${JSON.stringify(event)}\n`,
+      encoding: 'utf8',
+      timeout: 30_000,
+    },
+  );
+  assert.equal(kcat.status, 0, `kcat failed: ${kcat.stderr}`);
+  const outcome = await waitFor(() => outcomesOf(mesh, taskId)[0], {
+    timeout: 60_000,
+    message: `no outcome\n${mesh.tails()}`,
+  });
+  assert.equal(outcome.type, 'io.mesh.task.completed');
+  assert.deepEqual((outcome.data.output as { echo: unknown }).echo, {
+    task: { text: 'hello from kcat' },
+    previous: {},
+  });
+  // And kcat reads the outcome back: an outside consumer sees binary-mode CloudEvents headers.
+  const read = spawnSync(
+    'kcat',
+    [
+      '-C',
+      '-b',
+      String(mesh.env.MESH_KAFKA_BROKERS),
+      '-t',
+      mesh.client.topics.outputs,
+      '-o',
+      'beginning',
+      '-e',
+      '-f',
+      '%k %h\n',
+    ],
+    { encoding: 'utf8', timeout: 30_000 },
+  );
+  assert.match(read.stdout, new RegExp(`${taskId} .*ce_type=io\\.mesh\\.task\\.completed`));
+});
+
+test('cancel mid-flight: the task is cancelled and its pending subtasks do not run', async (t) => {
+  const mesh = await startMesh(t, {
+    vars: { MESH_TEMPLATES_DIR: templates, MESH_PARTITIONS: '1' },
+    serviceVars: { worker: { MESH_AGENT_DELAY: '1500ms', MESH_PARTITION_CONCURRENCY: '1' } },
+  });
+  const { body } = await postJson(`${mesh.url('orchestrator')}/v1/tasks`, {
+    template: 'slow-fan',
+    input: {},
+  });
+  const taskId = String(body.taskId);
+  const completedSubtasks = (): number =>
+    mesh.probe
+      .on(mesh.client.topics.results)
+      .filter(
+        (r) =>
+          mesh.probe.header(r, 'ce_correlationid') === taskId &&
+          mesh.probe.header(r, 'ce_type') === 'io.mesh.subtask.completed',
+      ).length;
+  await waitFor(
+    async () =>
+      (await getJson(`${mesh.url('orchestrator')}/v1/tasks/${taskId}`)).body.status === 'running',
+  );
+  const cancel = await postJson(`${mesh.url('orchestrator')}/v1/tasks/${taskId}/cancel`, {
+    reason: 'changed my mind',
+  });
+  assert.equal(cancel.status, 202);
+  const outcome = await waitFor(() => outcomesOf(mesh, taskId)[0], { timeout: 30_000 });
+  assert.equal(outcome.type, 'io.mesh.task.cancelled');
+  // Give the worker time to reach the queued subtasks: they are skipped, not run.
+  await new Promise((resolve) => setTimeout(resolve, 5_000));
+  assert.ok(
+    completedSubtasks() < 3,
+    `only subtasks already running when the cancel came may finish (${completedSubtasks()})`,
+  );
+  assert.equal(outcomesOf(mesh, taskId).length, 1, 'one final state');
+  const state = (await getJson(`${mesh.url('orchestrator')}/v1/tasks/${taskId}`)).body;
+  assert.equal(state.status, 'cancelled');
+  assert.equal(
+    (state.stages as Record<string, { status: string }>).after?.status,
+    'pending',
+    'the next stage was never dispatched',
+  );
+});
+
+test('an approval gate waits, proceeds on approve and fails on deny', async (t) => {
+  const mesh = await startMesh(t, {
+    vars: { MESH_TEMPLATES_DIR: templates, MESH_API_TOKEN: 'test-token' },
+  });
+  const orchestrator = mesh.url('orchestrator');
+  const unauthorised = await postJson(`${orchestrator}/v1/tasks`, {
+    template: 'reviewed',
+    input: { topic: 'x' },
+  });
+  assert.equal(unauthorised.status, 401, 'write endpoints need the bearer token');
+  const start = async (): Promise<string> =>
+    String(
+      (
+        await postJson(
+          `${orchestrator}/v1/tasks`,
+          { template: 'reviewed', input: { topic: 'solar sails' } },
+          'test-token',
+        )
+      ).body.taskId,
+    );
+  const approved = await start();
+  const denied = await start();
+  for (const id of [approved, denied]) {
+    await waitFor(
+      async () =>
+        (await getJson(`${orchestrator}/v1/tasks/${id}`)).body.status === 'awaiting_approval',
+      { timeout: 30_000 },
+    );
+  }
+  const requests = mesh.probe
+    .on(mesh.client.topics.escalations)
+    .filter((r) => mesh.probe.header(r, 'ce_type') === 'io.mesh.approval.requested');
+  assert.equal(requests.length, 2, 'each gate asked for approval on mesh.escalations');
+  assert.equal(outcomesOf(mesh, approved).length, 0, 'nothing proceeds without a decision');
+
+  assert.equal(
+    (await postJson(`${orchestrator}/v1/tasks/${approved}/approve`, { by: 'ada' }, 'test-token'))
+      .status,
+    202,
+  );
+  assert.equal(
+    (
+      await postJson(
+        `${orchestrator}/v1/tasks/${denied}/deny`,
+        { by: 'ada', comment: 'not now' },
+        'test-token',
+      )
+    ).status,
+    202,
+  );
+  const yes = await waitFor(() => outcomesOf(mesh, approved)[0], { timeout: 30_000 });
+  const no = await waitFor(() => outcomesOf(mesh, denied)[0], { timeout: 30_000 });
+  assert.equal(yes.type, 'io.mesh.task.completed');
+  assert.ok((yes.data.output as Record<string, unknown>).draft !== undefined);
+  assert.equal(no.type, 'io.mesh.task.failed');
+  assert.equal(no.data.reason, 'approval_denied');
+  assert.match(String(no.data.detail), /not now/);
+  const conflict = await postJson(`${orchestrator}/v1/tasks/${approved}/approve`, {}, 'test-token');
+  assert.equal(conflict.status, 409, 'a task not at a gate cannot be approved');
+});
+
+test('a task over its step budget fails with budget_exceeded', async (t) => {
+  const mesh = await startMesh(t, { vars: { MESH_TEMPLATES_DIR: templates } });
+  const { body } = await postJson(`${mesh.url('orchestrator')}/v1/tasks`, {
+    template: 'research',
+    input: { topic: 'x' },
+    budget: { maxSteps: 2 },
+  });
+  const outcome = await waitFor(() => outcomesOf(mesh, String(body.taskId))[0], {
+    timeout: 60_000,
+    message: mesh.tails(),
+  });
+  assert.equal(outcome.type, 'io.mesh.task.failed');
+  assert.equal(outcome.data.reason, 'budget_exceeded');
+  assert.match(String(outcome.data.detail), /step budget of 2/);
+});
+
+test('kill -9 of the worker mid-task: the task still completes, exactly once on mesh.outputs', async (t) => {
+  const mesh = await startMesh(t, {
+    vars: { MESH_TEMPLATES_DIR: templates, MESH_LEASE_TTL: '3s' },
+    serviceVars: { worker: { MESH_AGENT_DELAY: '2s' } },
+  });
+  const ids: string[] = [];
+  for (let i = 0; i < 5; i += 1) {
+    const { body } = await postJson(`${mesh.url('orchestrator')}/v1/tasks`, {
+      template: 'sequential',
+      input: { topic: `t${i}` },
+    });
+    ids.push(String(body.taskId));
+  }
+  // Wait until subtasks are running, then kill the worker without warning.
+  await waitFor(() => mesh.probe.on(mesh.client.topics.results).length >= 2, { timeout: 30_000 });
+  await mesh.kill('worker', 'SIGKILL');
+  await mesh.start('worker');
+  for (const id of ids) {
+    const outcome = await waitFor(() => outcomesOf(mesh, id)[0], {
+      timeout: 90_000,
+      message: `task ${id} never finished\n${mesh.tails()}`,
+    });
+    assert.equal(outcome.type, 'io.mesh.task.completed');
+  }
+  await new Promise((resolve) => setTimeout(resolve, 2_000));
+  for (const id of ids)
+    assert.equal(outcomesOf(mesh, id).length, 1, `task ${id} has exactly one outcome`);
+});
+
+test('a request published with the client library and an unknown template fails clearly', async (t) => {
+  const mesh = await startMesh(t, { services: ['orchestrator'] });
+  const event = newEvent({
+    type: 'io.mesh.task.requested',
+    source: 'test',
+    data: { template: 'no-such-template', input: {} },
+  });
+  await mesh.client.publish([{ topic: mesh.client.topics.requests, event }]);
+  const outcome = await waitFor(() => outcomesOf(mesh, event.id)[0], { timeout: 30_000 });
+  assert.equal(outcome.type, 'io.mesh.task.failed');
+  assert.equal(outcome.data.reason, 'unknown_template');
+});

@@ -1,0 +1,219 @@
+/**
+ * The four services as separate processes against the real stack, for end-to-end and chaos tests:
+ * a fresh topic prefix per mesh, each service on its own port, readiness awaited, output kept for
+ * failure reports, and a client runtime to publish and a probe to read what the mesh produced.
+ */
+import { spawn, type ChildProcess } from 'node:child_process';
+import { createServer } from 'node:net';
+import { fileURLToPath } from 'node:url';
+import { setTimeout as sleep } from 'node:timers/promises';
+import type { TestContext } from 'node:test';
+import { MeshRuntime, topicSpecs } from '@mesh/runtime';
+import {
+  meshEnv,
+  onCleanup,
+  probeTopics,
+  testConfig,
+  waitFor,
+  type TopicProbe,
+} from '@mesh/testkit';
+
+export const root = fileURLToPath(new URL('../../', import.meta.url));
+
+export type ServiceName = 'orchestrator' | 'worker' | 'aggregator' | 'dlq-triage';
+export const serviceNames: ServiceName[] = ['orchestrator', 'worker', 'aggregator', 'dlq-triage'];
+
+export interface RunningProcess {
+  name: ServiceName;
+  child: ChildProcess;
+  port: number;
+  url: string;
+  output: string[];
+}
+
+export interface Mesh {
+  env: NodeJS.ProcessEnv;
+  client: MeshRuntime;
+  probe: TopicProbe;
+  services: Map<ServiceName, RunningProcess>;
+  url(name: ServiceName): string;
+  /** Sends a signal and waits for the process to exit. */
+  kill(name: ServiceName, signal?: NodeJS.Signals): Promise<void>;
+  start(name: ServiceName, extraEnv?: Record<string, string>): Promise<RunningProcess>;
+  /** Last lines of every service's output, for failure messages. */
+  tails(lines?: number): string;
+}
+
+export async function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const server = createServer();
+    server.unref();
+    server.on('error', reject);
+    server.listen(0, '127.0.0.1', () => {
+      const address = server.address();
+      const port = typeof address === 'object' && address !== null ? address.port : 0;
+      server.close(() => resolve(port));
+    });
+  });
+}
+
+export interface MeshOptions {
+  /** MESH_* variables for every service (on top of the stack's and the prefix). */
+  vars?: Record<string, string>;
+  /** Per-service variables. */
+  serviceVars?: Partial<Record<ServiceName, Record<string, string>>>;
+  agents?: string[];
+  services?: ServiceName[];
+}
+
+export async function startMesh(t: TestContext, options: MeshOptions = {}): Promise<Mesh> {
+  const stack = await meshEnv();
+  const agents = options.agents ?? ['echo', 'research', 'summarize', 'fact-check', 'draft'];
+  const config = testConfig(stack, 'e2e-client', { MESH_RETRY_TIERS: '1s,2s', ...options.vars });
+  const env: NodeJS.ProcessEnv = {
+    ...process.env,
+    ...stack,
+    MESH_TOPIC_PREFIX: config.topicPrefix,
+    MESH_PARTITIONS: String(config.partitions),
+    MESH_RETRY_TIERS: '1s,2s',
+    MESH_LOG_LEVEL: 'warn',
+    MESH_SHUTDOWN_TIMEOUT: '5s',
+    MESH_HTTP_HOST: '127.0.0.1',
+    MESH_WORKER_AGENTS: agents.join(','),
+    ...options.vars,
+  };
+  const client = new MeshRuntime(config, { agents });
+  onCleanup(t, async () => {
+    await client.close();
+    await client.admin
+      .deleteTopics(topicSpecs(config, agents).map((s) => s.topic))
+      .catch(() => undefined);
+    await client.admin.disconnect();
+  });
+  await client.start();
+  const probe = await probeTopics(client.kafka, [
+    client.topics.outputs,
+    client.topics.dlq,
+    client.topics.escalations,
+    client.topics.results,
+    client.topics.stages,
+  ]);
+  onCleanup(t, () => probe.stop());
+
+  const services = new Map<ServiceName, RunningProcess>();
+  const start = async (
+    name: ServiceName,
+    extraEnv: Record<string, string> = {},
+  ): Promise<RunningProcess> => {
+    const port = services.get(name)?.port ?? (await freePort());
+    const child = spawn(process.execPath, [`services/${name}/src/main.ts`], {
+      cwd: root,
+      env: { ...env, ...options.serviceVars?.[name], ...extraEnv, MESH_HTTP_PORT: String(port) },
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
+    const running: RunningProcess = {
+      name,
+      child,
+      port,
+      url: `http://127.0.0.1:${port}`,
+      output: [],
+    };
+    const keep = (chunk: Buffer): void => {
+      for (const line of chunk.toString().split('\n'))
+        if (line.length > 0) running.output.push(line);
+      if (running.output.length > 400) running.output.splice(0, running.output.length - 400);
+    };
+    child.stdout?.on('data', keep);
+    child.stderr?.on('data', keep);
+    services.set(name, running);
+    await waitFor(
+      async () => {
+        if (child.exitCode !== null)
+          throw new Error(
+            `${name} exited with ${child.exitCode}: ${running.output.slice(-5).join(' | ')}`,
+          );
+        const response = await fetch(`${running.url}/readyz`);
+        return response.status === 200;
+      },
+      { timeout: 60_000, interval: 200, message: `${name} did not become ready` },
+    );
+    return running;
+  };
+  const kill = async (name: ServiceName, signal: NodeJS.Signals = 'SIGTERM'): Promise<void> => {
+    const running = services.get(name);
+    if (
+      running === undefined ||
+      running.child.exitCode !== null ||
+      running.child.signalCode !== null
+    )
+      return;
+    const exited = new Promise((resolve) => running.child.once('exit', resolve));
+    running.child.kill(signal);
+    await Promise.race([exited, sleep(15_000)]);
+    if (running.child.exitCode === null && running.child.signalCode === null) {
+      running.child.kill('SIGKILL');
+      await exited;
+    }
+  };
+  onCleanup(t, async () => {
+    await Promise.all([...services.keys()].map((name) => kill(name, 'SIGTERM')));
+  });
+  // Start in parallel; each waits for its own readiness.
+  await Promise.all((options.services ?? serviceNames).map((name) => start(name)));
+  return {
+    env,
+    client,
+    probe,
+    services,
+    url: (name) => services.get(name)?.url ?? '',
+    kill,
+    start,
+    tails: (lines = 15) =>
+      [...services.values()]
+        .map(
+          (s) =>
+            `--- ${s.name} (exit ${String(s.child.exitCode ?? s.child.signalCode)})\n${s.output.slice(-lines).join('\n')}`,
+        )
+        .join('\n'),
+  };
+}
+
+/** The task outcome events on mesh.outputs for a task id. */
+export function outcomesOf(
+  mesh: Mesh,
+  taskId: string,
+): { type: string; data: Record<string, unknown> }[] {
+  return mesh.probe
+    .on(mesh.client.topics.outputs)
+    .filter((r) => mesh.probe.header(r, 'ce_correlationid') === taskId)
+    .map((r) => ({
+      type: mesh.probe.header(r, 'ce_type') ?? '',
+      data: JSON.parse((r.value ?? Buffer.alloc(0)).subarray(5).toString()) as Record<
+        string,
+        unknown
+      >,
+    }));
+}
+
+export async function postJson(
+  url: string,
+  body: unknown,
+  token?: string,
+): Promise<{ status: number; body: Record<string, unknown> }> {
+  const response = await fetch(url, {
+    method: 'POST',
+    headers: {
+      'content-type': 'application/json',
+      ...(token === undefined ? {} : { authorization: `Bearer ${token}` }),
+    },
+    body: JSON.stringify(body),
+  });
+  return { status: response.status, body: (await response.json()) as Record<string, unknown> };
+}
+
+export async function getJson(
+  url: string,
+): Promise<{ status: number; body: Record<string, unknown> }> {
+  const response = await fetch(url);
+  return { status: response.status, body: (await response.json()) as Record<string, unknown> };
+}
