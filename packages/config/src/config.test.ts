@@ -65,7 +65,13 @@ describe('loadConfig defaults', () => {
     assert.deepEqual(config.http, { host: '0.0.0.0', port: 8082 });
     assert.equal(config.logLevel, 'info');
     assert.equal(config.lagIntervalMs, 5_000);
-    assert.deepEqual(config.env, required);
+    for (const [name, value] of Object.entries(required)) assert.equal(config.env[name], value);
+    assert.equal(
+      config.env.MESH_MAX_HOPS,
+      '10',
+      'env answers with the declared default of a variable not set',
+    );
+    assert.equal(config.env.MESH_LLM_RPM, '0');
     assert.ok(Object.isFrozen(config.env));
   });
 
@@ -328,4 +334,37 @@ describe('loadConfigOrExit', () => {
     assert.equal(result.status, 0, result.stderr);
     assert.equal(result.stdout, '7');
   });
+});
+
+test('service variables are range-checked like the core ones, and secrets are masked everywhere', async () => {
+  const { safeDetail } = await import('@mesh/errors');
+  const base = {
+    MESH_KAFKA_BROKERS: 'k:9092',
+    MESH_SCHEMA_REGISTRY_URL: 'http://r',
+    MESH_REDIS_URL: 'redis://x',
+  };
+  assert.throws(
+    () => loadConfig({ ...base, MESH_LLM_RPM: '-1' }, { service: 's', defaultHttpPort: 1 }),
+    /MESH_LLM_RPM must be an integer from 0 to 10000000/,
+  );
+  assert.throws(
+    () => loadConfig({ ...base, MESH_AGENT_DELAY: '2h' }, { service: 's', defaultHttpPort: 1 }),
+    /MESH_AGENT_DELAY must be a duration/,
+  );
+  assert.throws(
+    () =>
+      loadConfig(
+        { ...base, MESH_WORKER_AGENTS: 'echo,Bad Agent' },
+        { service: 's', defaultHttpPort: 1 },
+      ),
+    /MESH_WORKER_AGENTS must be a comma-separated list of agent names/,
+  );
+  loadConfig(
+    { ...base, MESH_LLM_API_KEY: 'provider-key-123456' },
+    { service: 's', defaultHttpPort: 1 },
+  );
+  assert.equal(
+    safeDetail(new Error('Incorrect API key provided: provider-key-123456.')),
+    'Error: Incorrect API key provided: ***.',
+  );
 });

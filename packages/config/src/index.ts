@@ -9,7 +9,7 @@
  */
 import { readFileSync } from 'node:fs';
 import { Ajv } from 'ajv';
-import { MeshError } from '@mesh/errors';
+import { MeshError, registerSecret } from '@mesh/errors';
 
 export type Kind =
   | { type: 'string'; pattern?: string; allowed?: string }
@@ -211,6 +211,14 @@ export const variables = {
     default: '0ms',
     doc: 'worker: simulated latency of the built-in agents.',
   },
+  MESH_RELAY_AGENTS: {
+    kind: {
+      type: 'list',
+      itemPattern: '^[a-z0-9][a-z0-9._-]{0,62}$',
+      allowed: 'a comma-separated list of agent names',
+    },
+    doc: 'worker: agents that hand their work to the agent named in input.next (delegation demos and loop-guard tests).',
+  },
   MESH_LLM_BASE_URL: {
     kind: { type: 'url', schemes: ['http', 'https'] },
     doc: 'worker: OpenAI-compatible API base URL, e.g. https://api.openai.com/v1.',
@@ -222,7 +230,7 @@ export const variables = {
   },
   MESH_LLM_FALLBACK_MODEL: {
     kind: { type: 'string', pattern: '^.{1,200}$', allowed: 'a model name' },
-    doc: 'worker: model used when the assignment names the fallback.',
+    doc: "worker: model tried on a subtask's last attempt after the primary model failed.",
   },
   MESH_LLM_TIMEOUT: {
     kind: { type: 'duration', minMs: 100, maxMs: 3_600_000 },
@@ -250,6 +258,11 @@ export const variables = {
       allowed: 'a decimal number of dollars',
     },
     doc: 'worker: price used to report cost in usage.',
+  },
+  MESH_LLM_MAX_RETRY_WAIT: {
+    kind: { type: 'duration', minMs: 0, maxMs: 600_000 },
+    default: '30s',
+    doc: 'worker: total wait on provider 429s inside one handler before the subtask fails as rate_limited.',
   },
   MESH_LLM_RPM: {
     kind: { type: 'int', min: 0, max: 10_000_000 },
@@ -464,13 +477,34 @@ export function loadConfig(env: NodeJS.ProcessEnv, options: LoadOptions): MeshCo
       bad(name, `is not a variable the mesh knows; known ones are listed in docs/configuration.md`);
       continue;
     }
-    if (name in variables) continue;
-    const validate = ajv.compile(schemaOf(v.kind));
-    if (!validate(value))
-      bad(
-        name,
-        `must be ${allowedOf(v.kind)}, ${v.kind.type === 'secret' ? 'got an empty value' : describe(value)}`,
-      );
+    if (!(name in variables)) {
+      const validate = ajv.compile(schemaOf(v.kind));
+      if (!validate(value)) {
+        bad(
+          name,
+          `must be ${allowedOf(v.kind)}, ${v.kind.type === 'secret' ? 'got an empty value' : describe(value)}`,
+        );
+        continue;
+      }
+    }
+    if (problems.has(name)) continue;
+    // What a pattern cannot say: ranges of numbers and durations, the items of a list.
+    const kind = v.kind;
+    if (kind.type === 'int') {
+      const n = Number(value);
+      if (!Number.isSafeInteger(n) || n < kind.min || n > kind.max)
+        bad(name, `must be ${allowedOf(kind)}, ${describe(value)}`);
+    } else if (kind.type === 'duration') {
+      const ms = parseDuration(value);
+      if (ms < kind.minMs || ms > kind.maxMs)
+        bad(name, `must be ${allowedOf(kind)}, ${describe(value)}`);
+    } else if (kind.type === 'list') {
+      const items = value.split(',').map((item) => item.trim());
+      if (!items.every((item) => new RegExp(kind.itemPattern).test(item)))
+        bad(name, `must be ${allowedOf(kind)}, ${describe(value)}`);
+    } else if (kind.type === 'secret') {
+      registerSecret(value);
+    }
   }
   for (const name of [...coreRequired, ...(options.required ?? [])]) {
     if (mesh[name] === undefined) bad(name, `is required: ${table[name]?.doc ?? ''}`.trim());
@@ -590,7 +624,7 @@ export function loadConfig(env: NodeJS.ProcessEnv, options: LoadOptions): MeshCo
     },
     logLevel: get('MESH_LOG_LEVEL') ?? 'info',
     lagIntervalMs: duration('MESH_LAG_INTERVAL'),
-    env: Object.freeze({ ...mesh }),
+    env: Object.freeze({ ...defaultsOf(table), ...mesh }),
   };
   if (problems.size > 0) {
     const lines = [...problems].map(([name, why]) => `${name} ${why}`);
@@ -599,6 +633,13 @@ export function loadConfig(env: NodeJS.ProcessEnv, options: LoadOptions): MeshCo
     });
   }
   return config;
+}
+
+/** The declared defaults, so `config.env` answers for every variable that has one. */
+function defaultsOf(table: Record<string, Variable>): Record<string, string> {
+  const out: Record<string, string> = {};
+  for (const [name, v] of Object.entries(table)) if (v.default !== undefined) out[name] = v.default;
+  return out;
 }
 
 function optional<K extends string>(key: K, value: string | undefined): { [P in K]?: string } {

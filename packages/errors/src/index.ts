@@ -180,6 +180,17 @@ const secretPatterns: RegExp[] = [
   /\bsk-[A-Za-z0-9_-]{8,}/g,
 ];
 
+const knownSecrets = new Set<string>();
+
+/**
+ * Registers a secret value (an API key, a password) so that `safeDetail` masks it wherever it
+ * appears, also bare — a provider may quote a key back in an error. The config loader registers every
+ * secret-kind variable. Values shorter than 6 characters are not registered (they would mask words).
+ */
+export function registerSecret(value: string): void {
+  if (value.length >= 6) knownSecrets.add(value);
+}
+
 /**
  * A one-line, bounded description of an error that is safe to put in `meshfailuredetail` or a log:
  * credentials in URLs, bearer tokens and `password=`-style pairs are masked, newlines are folded.
@@ -197,6 +208,7 @@ export function safeDetail(value: unknown, maxLength = 512): string {
       return `${prefix}***${suffix}`;
     });
   }
+  for (const secret of knownSecrets) text = text.split(secret).join('***');
   text = text.replace(/\s+/g, ' ').trim();
   return text.length > maxLength ? `${text.slice(0, maxLength - 1)}…` : text;
 }

@@ -77,20 +77,16 @@ export function createHttpServer(options: HttpOptions): {
             : status < 500
               ? 'bad_request'
               : 'internal';
-    void reply
-      .code(status)
-      .send({
-        error: code,
-        message: status >= 500 ? 'internal error' : safeDetail((error as Error).message),
-      });
+    void reply.code(status).send({
+      error: code,
+      message: status >= 500 ? 'internal error' : safeDetail((error as Error).message),
+    });
   });
   app.setNotFoundHandler((request, reply) => {
-    void reply
-      .code(404)
-      .send({
-        error: 'not_found',
-        message: `no route ${request.method} ${request.url.split('?')[0] ?? ''}`,
-      });
+    void reply.code(404).send({
+      error: 'not_found',
+      message: `no route ${request.method} ${request.url.split('?')[0] ?? ''}`,
+    });
   });
   app.get('/healthz', async () => ({ status: 'ok', service: options.service }));
   app.get('/readyz', async (_request, reply) => {

@@ -21,6 +21,11 @@ export interface ServiceDefinition {
   defaultHttpPort: number;
   /** Service-specific variables and required ones, validated with the core ones. */
   config?: Omit<LoadOptions, 'service' | 'defaultHttpPort'>;
+  /**
+   * Checks between variables that the per-variable table cannot express. Each problem is one line
+   * naming the variable; any problem stops the process like a bad value (exit 78).
+   */
+  validate?: (config: MeshConfig) => string[];
   /** Agents whose work topics must exist. */
   agents?: (config: MeshConfig) => string[];
   runtime?: Omit<RuntimeOptions, 'agents'>;
@@ -46,6 +51,11 @@ export async function startService(
     { service: definition.name, defaultHttpPort: definition.defaultHttpPort, ...definition.config },
     env,
   );
+  const problems = definition.validate?.(config) ?? [];
+  if (problems.length > 0) {
+    for (const line of problems) process.stderr.write(`${definition.name}: config: ${line}\n`);
+    process.exit(78);
+  }
   const runtime = new MeshRuntime(config, {
     ...definition.runtime,
     agents: definition.agents?.(config) ?? [],

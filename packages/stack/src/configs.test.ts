@@ -57,7 +57,8 @@ test('redis.conf: loopback, password, no persistence, foreground', () => {
     'requirepass pw',
     'daemonize no',
     'save ""',
-    'appendonly no',
+    'appendonly yes',
+    'appendfsync everysec',
     'dir /s/redis',
   ]) {
     assert.ok(conf.includes(line), line);

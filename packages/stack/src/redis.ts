@@ -13,7 +13,11 @@ export interface RedisServerConfig {
   dir: string;
 }
 
-/** redis.conf: loopback only, password required, nothing persisted, logs to stdout (appended to logs/redis.log). */
+/**
+ * redis.conf: loopback only, password required, logs to stdout (appended to logs/redis.log). The
+ * append-only file is on (fsync every second), as a production idempotency store would have it: a
+ * Redis stopped and restarted by the chaos suite keeps its leases, done markers and task state.
+ */
 export function renderRedisConf(config: RedisServerConfig): string {
   return [
     '# Written by @mesh/stack on every start; edits are overwritten.',
@@ -24,7 +28,8 @@ export function renderRedisConf(config: RedisServerConfig): string {
     'daemonize no',
     'supervised no',
     'save ""',
-    'appendonly no',
+    'appendonly yes',
+    'appendfsync everysec',
     `dir ${config.dir}`,
     'logfile ""',
     'databases 16',

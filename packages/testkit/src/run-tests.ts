@@ -3,7 +3,8 @@
  *
  * Resolves the stack once (environment variables, testcontainers or the local processes), checks
  * each component answers, passes the three MESH_* addresses to every test file, and stops what it
- * started afterwards. `--unit` runs the unit tests alone, without a stack.
+ * started afterwards. `--unit` runs the unit tests alone, without a stack; `--chaos` runs the
+ * reliability suite alone.
  */
 import { spawn } from 'node:child_process';
 import { globSync } from 'node:fs';
@@ -13,14 +14,17 @@ import { resolveEnvironment, verifyEnvironment, type TestEnvironment } from './e
 const root = fileURLToPath(new URL('../../../', import.meta.url));
 const args = process.argv.slice(2);
 const unitOnly = args.includes('--unit');
+const chaos = args.includes('--chaos');
 const filters = args.filter((arg) => !arg.startsWith('--'));
 
 const unitPatterns = ['packages/*/src/**/*.test.ts', 'services/*/src/**/*.test.ts'];
 const integrationPatterns = [
   'packages/*/test/**/*.test.ts',
   'services/*/test/**/*.test.ts',
-  'test/**/*.test.ts',
+  'test/e2e/**/*.test.ts',
 ];
+// The reliability suite stops and restarts Kafka and Redis: `npm run test:chaos`, run by .ci/run.
+const chaosPatterns = ['test/chaos/**/*.test.ts'];
 
 function find(patterns: string[]): string[] {
   const files = patterns.flatMap((pattern) =>
@@ -31,7 +35,9 @@ function find(patterns: string[]): string[] {
     .filter((file) => filters.length === 0 || filters.some((f) => file.includes(f)));
 }
 
-const files = [...find(unitPatterns), ...(unitOnly ? [] : find(integrationPatterns))];
+const files = chaos
+  ? find(chaosPatterns)
+  : [...find(unitPatterns), ...(unitOnly ? [] : find(integrationPatterns))];
 if (files.length === 0) {
   process.stderr.write('no test files matched\n');
   process.exit(1);

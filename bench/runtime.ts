@@ -1,0 +1,516 @@
+/**
+ * The consumer runtime against plain kafkajs, side by side in one run, on one partition.
+ *
+ * (a) slow: a handler that sleeps 200 ms, messages on 64 keys. The runtime runs different keys of a
+ *     partition concurrently; a kafkajs `eachMessage` consumer runs them one after another.
+ *     `slow_speedup` = runtime msg/s ÷ plain msg/s.
+ * (b) no-op: the runtime's full path (decode with the registry, loop guards, idempotency claim in
+ *     Redis, a handler that returns one derived event, encode and validate, produce with acks=all,
+ *     done marker, commit) against a plain kafkajs relay (fetch → produce the batch with acks=-1 →
+ *     commit). `noop_ratio` = runtime msg/s ÷ plain msg/s, the median of paired rounds.
+ *
+ * Each measured consumer is a fresh group on a pre-filled topic, so it starts with the whole backlog.
+ * The machine is small and shared by the broker, Redis and the registry: only the ratios of one run
+ * mean something, not the absolute rates.
+ */
+import { randomUUID } from 'node:crypto';
+import { mkdir, writeFile } from 'node:fs/promises';
+import { Session } from 'node:inspector/promises';
+import { loadavg } from 'node:os';
+import { join } from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { parseArgs } from 'node:util';
+import { loadConfig, type MeshConfig } from '@mesh/config';
+import { newEvent, type MeshEvent } from '@mesh/envelope';
+import { createRedis, waitForRedis } from '@mesh/redis';
+import { MeshRuntime, topicSpecs, type Handler } from '@mesh/runtime';
+import { meshEnv } from '@mesh/testkit';
+import { PlainKafka, type Timing } from './plain-kafkajs.ts';
+import { brokerVersion, describeMachine, describeSource, median, round } from './support.ts';
+
+const phases = [
+  'slow-plain',
+  'slow-runtime',
+  'noop-plain',
+  'noop-runtime',
+  'noop-each-message',
+] as const;
+type Phase = (typeof phases)[number];
+
+export const usage = `usage: npm run bench -- runtime [options]
+  --slow-messages N          runtime messages of the slow run (default 2000)
+  --slow-plain-messages N    plain kafkajs messages of the slow run (default 50)
+  --noop-messages N          messages of each no-op run (default 20000)
+  --each-message-messages N  messages of the eachMessage relay (default 3000; 0 skips it)
+  --rounds N                 paired no-op rounds, plain and runtime in alternating order (default 3)
+  --only PHASE[,PHASE]       run only these (${phases.join(', ')}); the results file is not written
+  --profile-dir DIR          CPU-profile each runtime no-op round (its measured window only) into DIR`;
+
+interface Options {
+  slowMessages: number;
+  slowPlainMessages: number;
+  noopMessages: number;
+  eachMessageMessages: number;
+  rounds: number;
+  only: Set<Phase> | undefined;
+  profileDir: string | undefined;
+}
+
+function parseOptions(args: string[]): Options {
+  let parsed;
+  try {
+    parsed = parseArgs({
+      args,
+      options: {
+        'slow-messages': { type: 'string', default: '2000' },
+        'slow-plain-messages': { type: 'string', default: '50' },
+        'noop-messages': { type: 'string', default: '20000' },
+        'each-message-messages': { type: 'string', default: '3000' },
+        rounds: { type: 'string', default: '3' },
+        only: { type: 'string' },
+        'profile-dir': { type: 'string' },
+      },
+      strict: true,
+    });
+  } catch (error) {
+    throw new Error(`${(error as Error).message}\n${usage}`);
+  }
+  const { values } = parsed;
+  const count = (name: keyof typeof values, min: number): number => {
+    const n = Number(values[name]);
+    if (!Number.isSafeInteger(n) || n < min)
+      throw new Error(`--${name} must be an integer ≥ ${min}\n${usage}`);
+    return n;
+  };
+  let only: Set<Phase> | undefined;
+  if (values.only !== undefined) {
+    only = new Set();
+    for (const name of values.only.split(',')) {
+      if (!(phases as readonly string[]).includes(name))
+        throw new Error(`unknown phase ${JSON.stringify(name)}\n${usage}`);
+      only.add(name as Phase);
+    }
+  }
+  const slowMessages = count('slow-messages', 1);
+  const noopMessages = count('noop-messages', 1);
+  // Every consumer reads its topic to the end, so a count above the runtime's would leave it a tail.
+  return {
+    slowMessages,
+    slowPlainMessages: Math.min(count('slow-plain-messages', 1), slowMessages),
+    noopMessages,
+    eachMessageMessages: Math.min(count('each-message-messages', 0), noopMessages),
+    rounds: count('rounds', 1),
+    only,
+    profileDir: values['profile-dir'],
+  };
+}
+
+const slowSleepMs = 200;
+const slowKeys = 64;
+/** Distinct task ids of the no-op input: more than the partition concurrency, so keys never queue. */
+const noopKeys = 1024;
+const pollMs = 20;
+const publishChunk = 1_000;
+
+interface Assigned {
+  taskId: string;
+  stageId: string;
+  nodeId: string;
+  agent: string;
+}
+
+function assigned(agent: string, i: number, keys: number): MeshEvent {
+  const taskId = `task-${i % keys}`;
+  return newEvent({
+    type: 'io.mesh.subtask.assigned',
+    source: '/bench',
+    correlationid: taskId,
+    agent,
+    data: { taskId, stageId: 's1', nodeId: `n${i}`, agent, input: { seq: i } },
+  });
+}
+
+function pick(env: NodeJS.ProcessEnv, names: string[]): Record<string, string> {
+  const picked: Record<string, string> = {};
+  for (const name of names) {
+    const value = env[name];
+    if (value !== undefined && value !== '') picked[name] = value;
+  }
+  return picked;
+}
+
+/** msg/s over a timing. */
+function rateOf(messages: number, timing: { first: number; last: number }): number {
+  return messages / ((timing.last - timing.first) / 1_000);
+}
+
+export interface RuntimeBenchResult extends Record<string, unknown> {
+  partial: boolean;
+}
+
+export async function run(args: string[]): Promise<RuntimeBenchResult> {
+  const options = parseOptions(args);
+  const wanted = (phase: Phase): boolean => options.only?.has(phase) ?? true;
+  const env = await meshEnv();
+  const prefix = `bench-${randomUUID().slice(0, 8)}.`;
+  const overrides = pick(process.env, ['MESH_CONCURRENCY', 'MESH_PARTITION_CONCURRENCY']);
+  const config: MeshConfig = loadConfig(
+    {
+      ...env,
+      MESH_TOPIC_PREFIX: prefix,
+      MESH_PARTITIONS: '1',
+      MESH_LOG_LEVEL: 'warn',
+      // Keeps the done markers of a run from lingering in Redis if the clean-up below is cut short.
+      MESH_IDEMPOTENCY_TTL: '1h',
+      // The defaults are what is measured; these two may be set to explore (reported under config).
+      ...overrides,
+    },
+    { service: 'bench', defaultHttpPort: 0 },
+  );
+  const runtime = new MeshRuntime(config, { agents: ['slow', 'noop'] });
+  const plain = new PlainKafka(config.kafka.brokers, prefix);
+  const topics = {
+    slow: runtime.topics.work('slow'),
+    noop: runtime.topics.work('noop'),
+    plainOut: `${prefix}plain.out`,
+    plainEachOut: `${prefix}plain.each-message.out`,
+  };
+  const log = (message: string): void => void process.stderr.write(`[bench runtime] ${message}\n`);
+
+  const endOffset = async (topic: string): Promise<number> =>
+    (await runtime.admin.endOffsets(topic)).reduce((sum, p) => sum + p.high, 0);
+
+  /**
+   * Polls the end offset of `topic` every 20 ms until it reaches `target`; returns that moment.
+   * @throws Error when nothing moves for 60 s (a stuck consumer), naming the progress made.
+   */
+  const waitForEnd = async (
+    topic: string,
+    target: number,
+    started: () => number | undefined,
+  ): Promise<number> => {
+    let seen = -1;
+    let movedAt = performance.now();
+    for (;;) {
+      const high = await endOffset(topic);
+      const now = performance.now();
+      if (high >= target) return now;
+      if (high !== seen) {
+        seen = high;
+        movedAt = now;
+      } else if (now - movedAt > 60_000) {
+        throw new Error(
+          `${topic} stuck at end offset ${high} of ${target} (consumer started: ${started() !== undefined})`,
+        );
+      }
+      await sleep(pollMs);
+    }
+  };
+
+  /** The committed offsets of `groupId` reached the end of `topic`: every message has an outcome. */
+  const committedAll = async (groupId: string, topic: string): Promise<boolean> => {
+    const deadline = Date.now() + 10_000;
+    for (;;) {
+      const lag = await runtime.admin.lag(groupId, [topic]);
+      if (lag.every((p) => p.committed === p.high)) return true;
+      if (Date.now() > deadline) return false;
+      await sleep(100);
+    }
+  };
+
+  const fill = async (topic: string, agent: string, count: number, keys: number): Promise<void> => {
+    for (let start = 0; start < count; start += publishChunk) {
+      const emits = [];
+      for (let i = start; i < Math.min(count, start + publishChunk); i += 1)
+        emits.push({ topic, event: assigned(agent, i, keys) });
+      await runtime.publish(emits);
+    }
+  };
+
+  let profileSession: Session | undefined;
+  const profiled = async <T>(name: string, work: () => Promise<T>): Promise<T> => {
+    if (options.profileDir === undefined) return work();
+    if (profileSession === undefined) {
+      profileSession = new Session();
+      profileSession.connect();
+      await profileSession.post('Profiler.enable');
+      await profileSession.post('Profiler.setSamplingInterval', { interval: 1_000 });
+    }
+    await profileSession.post('Profiler.start');
+    try {
+      return await work();
+    } finally {
+      const { profile } = await profileSession.post('Profiler.stop');
+      await mkdir(options.profileDir, { recursive: true });
+      const file = join(options.profileDir, `${name}-${prefix.slice(0, -1)}.cpuprofile`);
+      await writeFile(file, JSON.stringify(profile));
+      log(`profile of ${name} written to ${file}`);
+    }
+  };
+
+  const runtimeRound = async (
+    name: string,
+    input: string,
+    messages: number,
+    handler: Handler,
+    done: (started: () => number | undefined) => Promise<number>,
+  ): Promise<Timing & { handled: number }> => {
+    let first: number | undefined;
+    let handled = 0;
+    const consumer = await runtime.consume({
+      groupId: name,
+      topics: [input],
+      handlers: {
+        'io.mesh.subtask.assigned': async (ctx) => {
+          first ??= performance.now();
+          const result = await handler(ctx);
+          handled += 1;
+          return result;
+        },
+      },
+    });
+    let last: number;
+    try {
+      last = await done(() => first);
+    } finally {
+      await consumer.stop();
+    }
+    if (handled < messages) throw new Error(`${name}: ${handled} of ${messages} handled`);
+    return { first: first ?? last, last, groupId: consumer.groupId, handled };
+  };
+
+  const result: RuntimeBenchResult = { partial: options.only !== undefined };
+  const checks: Record<string, boolean> = {};
+  try {
+    await runtime.start();
+    await waitForRedis(runtime.redis);
+    await runtime.admin.ensureTopics(
+      [topics.plainOut, topics.plainEachOut].map((topic) => ({
+        topic,
+        numPartitions: 1,
+        replicationFactor: config.replicationFactor,
+      })),
+    );
+    const machine = await describeMachine();
+    const source = await describeSource();
+    const broker = await brokerVersion(runtime.kafka, env.MESH_KAFKA_BROKERS);
+
+    // (a) Slow handler.
+    let slow: Record<string, unknown> | undefined;
+    if (wanted('slow-plain') || wanted('slow-runtime')) {
+      log(`slow: producing ${options.slowMessages} events on ${slowKeys} keys`);
+      await fill(topics.slow, 'slow', options.slowMessages, slowKeys);
+      slow = { handler_sleep_ms: slowSleepMs, keys: slowKeys };
+      if (wanted('slow-plain')) {
+        log(`slow: plain kafkajs eachMessage, ${options.slowPlainMessages} messages`);
+        const timing = await plain.slow(topics.slow, options.slowPlainMessages, slowSleepMs);
+        slow.plain = {
+          messages: options.slowPlainMessages,
+          seconds: round((timing.last - timing.first) / 1_000, 3),
+          msgs_per_s: round(rateOf(options.slowPlainMessages, timing), 2),
+        };
+      }
+      if (wanted('slow-runtime')) {
+        log(`slow: mesh runtime, ${options.slowMessages} messages`);
+        let finished: ((at: number) => void) | undefined;
+        const allHandled = new Promise<number>((resolve) => (finished = resolve));
+        let count = 0;
+        const timing = await runtimeRound(
+          'slow',
+          topics.slow,
+          options.slowMessages,
+          async () => {
+            await sleep(slowSleepMs);
+            count += 1;
+            if (count === options.slowMessages) finished?.(performance.now());
+          },
+          () => allHandled,
+        );
+        checks.slow_runtime_committed_all = await committedAll(timing.groupId, topics.slow);
+        slow.runtime = {
+          messages: options.slowMessages,
+          seconds: round((timing.last - timing.first) / 1_000, 3),
+          msgs_per_s: round(rateOf(options.slowMessages, timing), 2),
+        };
+      }
+      const runtimeRate = (slow.runtime as { msgs_per_s?: number } | undefined)?.msgs_per_s;
+      const plainRate = (slow.plain as { msgs_per_s?: number } | undefined)?.msgs_per_s;
+      if (runtimeRate !== undefined && plainRate !== undefined)
+        slow.slow_speedup = round(runtimeRate / plainRate, 2);
+      slow.measured =
+        'from the first handler call to the return of the N-th handler; the runtime then commits (checked)';
+    }
+
+    // (b) No-op handler: paired rounds, alternating which side goes first.
+    let noop: Record<string, unknown> | undefined;
+    if (wanted('noop-plain') || wanted('noop-runtime') || wanted('noop-each-message')) {
+      const n = options.noopMessages;
+      log(`noop: producing ${n} events on ${noopKeys} keys`);
+      await fill(topics.noop, 'noop', n, noopKeys);
+      const rounds: Record<string, unknown>[] = [];
+      const results = runtime.topics.results;
+      for (let r = 1; r <= options.rounds; r += 1) {
+        const entry: Record<string, number> = { round: r };
+        const runPlain = async (): Promise<void> => {
+          if (!wanted('noop-plain')) return;
+          const base = await endOffset(topics.plainOut);
+          const timing = await plain.relay(topics.noop, topics.plainOut, {
+            waitForEnd: (started) => waitForEnd(topics.plainOut, base + n, started),
+          });
+          checks[`noop_plain_round${r}_committed_all`] = await committedAll(
+            timing.groupId,
+            topics.noop,
+          );
+          entry.plain_msgs_per_s = round(rateOf(n, timing), 1);
+        };
+        const runMesh = async (): Promise<void> => {
+          if (!wanted('noop-runtime')) return;
+          const base = await endOffset(results);
+          const timing = await profiled(`noop-runtime-round${r}`, () =>
+            runtimeRound(
+              `noop-${r}`,
+              topics.noop,
+              n,
+              async (ctx) => {
+                const data = ctx.event.data as Assigned;
+                const event = ctx.derive({
+                  type: 'io.mesh.subtask.completed',
+                  data: {
+                    taskId: data.taskId,
+                    stageId: data.stageId,
+                    nodeId: data.nodeId,
+                    agent: data.agent,
+                    output: {},
+                  },
+                  visited: data.agent,
+                });
+                return { emit: [{ topic: results, event }] };
+              },
+              (started) => waitForEnd(results, base + n, started),
+            ),
+          );
+          checks[`noop_runtime_round${r}_committed_all`] = await committedAll(
+            timing.groupId,
+            topics.noop,
+          );
+          entry.runtime_msgs_per_s = round(rateOf(n, timing), 1);
+        };
+        const order = r % 2 === 1 ? [runPlain, runMesh] : [runMesh, runPlain];
+        log(`noop: round ${r} of ${options.rounds} (${r % 2 === 1 ? 'plain' : 'runtime'} first)`);
+        for (const side of order) await side();
+        if (entry.plain_msgs_per_s !== undefined && entry.runtime_msgs_per_s !== undefined)
+          entry.ratio = round(entry.runtime_msgs_per_s / entry.plain_msgs_per_s, 3);
+        rounds.push(entry);
+      }
+      const column = (name: string): number[] =>
+        rounds.map((e) => e[name]).filter((v): v is number => typeof v === 'number');
+      noop = {
+        messages: n,
+        keys: noopKeys,
+        runtime_msgs_per_s: median(column('runtime_msgs_per_s')),
+        plain_msgs_per_s: median(column('plain_msgs_per_s')),
+        noop_ratio: median(column('ratio')),
+        rounds,
+        measured:
+          "from the first message reaching user code (the runtime's handler, kafkajs's eachBatch) to the moment the output topic's end offset reaches N, polled every 20 ms; rates and ratio are medians over the rounds (ratio: of each round's pair); every group's committed offset is then checked to reach the end of the input",
+        runtime_path:
+          'MeshRuntime.consume, default concurrency: decode (CloudEvents binding + registry wire format + ajv), loop guards, Redis claim, handler derives one io.mesh.subtask.completed, encode (ajv) and produce (idempotent, acks=all), Redis done marker, commit every 200 ms',
+        plain_path:
+          'kafkajs eachBatch: each fetched batch produced in one send (idempotent producer, acks=-1), then kafkajs commits the batch; no decoding',
+      };
+      if (wanted('noop-each-message') && options.eachMessageMessages > 0) {
+        const m = options.eachMessageMessages;
+        log(`noop: plain kafkajs eachMessage relay, ${m} messages`);
+        const base = await endOffset(topics.plainEachOut);
+        const timing = await plain.relay(topics.noop, topics.plainEachOut, {
+          perMessage: true,
+          waitForEnd: (started) => waitForEnd(topics.plainEachOut, base + m, started),
+        });
+        const rate = round(rateOf(m, timing), 1);
+        noop.plain_each_message = {
+          messages: m,
+          msgs_per_s: rate,
+          path: 'kafkajs eachMessage: one awaited send per message (idempotent, acks=-1); context only, not the baseline of noop_ratio',
+        };
+        if (typeof noop.runtime_msgs_per_s === 'number')
+          noop.ratio_vs_each_message = round(noop.runtime_msgs_per_s / rate, 2);
+      }
+    }
+
+    const slowRuntime = slow?.runtime as { msgs_per_s: number; messages: number } | undefined;
+    const slowPlain = slow?.plain as { msgs_per_s: number; messages: number } | undefined;
+    Object.assign(result, {
+      bench: 'runtime',
+      timestamp: new Date().toISOString(),
+      slow_speedup: slow?.slow_speedup ?? null,
+      noop_ratio: noop?.noop_ratio ?? null,
+      targets: { slow_speedup: 20, noop_ratio: 0.5 },
+      slow_runtime_msgs_per_s: slowRuntime?.msgs_per_s ?? null,
+      slow_plain_msgs_per_s: slowPlain?.msgs_per_s ?? null,
+      noop_runtime_msgs_per_s: noop?.runtime_msgs_per_s ?? null,
+      noop_plain_msgs_per_s: noop?.plain_msgs_per_s ?? null,
+      messages: {
+        slow_runtime: slowRuntime?.messages ?? null,
+        slow_plain: slowPlain?.messages ?? null,
+        noop_runtime_per_round: wanted('noop-runtime') ? options.noopMessages : null,
+        noop_plain_per_round: wanted('noop-plain') ? options.noopMessages : null,
+        noop_rounds: options.rounds,
+      },
+      environment: {
+        broker: broker.version,
+        broker_version_source: broker.source,
+        node: process.version,
+        kafkajs: machine.kafkajs,
+        cores: machine.cores,
+        load_average_1m: { start: machine.loadAverage, end: round(loadavg()[0] ?? 0, 2) },
+        cpu: machine.cpu,
+        platform: machine.platform,
+      },
+      source,
+      config: {
+        partitions: 1,
+        concurrency: config.concurrency,
+        partition_concurrency: config.partitionConcurrency,
+        overrides,
+        topic_prefix: prefix,
+        profiled: options.profileDir !== undefined,
+      },
+      slow: slow ?? null,
+      noop: noop ?? null,
+      checks,
+    });
+    if (options.profileDir !== undefined) result.partial = true;
+    return result;
+  } finally {
+    profileSession?.disconnect();
+    // Topics go first, while the admin is still connected (the consumers have all stopped by now).
+    const created = [
+      ...topicSpecs(config, ['slow', 'noop']).map((spec) => spec.topic),
+      topics.plainOut,
+      topics.plainEachOut,
+    ];
+    await runtime.admin.deleteTopics(created).catch((error: unknown) => {
+      log(`could not delete the topics of ${prefix}: ${(error as Error).message}`);
+    });
+    await runtime.close();
+    await removeKeys(config, `${runtime.keyPrefix}*`).catch((error: unknown) => {
+      log(`could not remove the Redis keys of ${prefix}: ${(error as Error).message}`);
+    });
+  }
+}
+
+/** Deletes the Redis keys of this run's mesh (the runtime's client is closed by then). */
+async function removeKeys(config: MeshConfig, pattern: string): Promise<void> {
+  const redis = createRedis(config.redis, { connectionName: 'mesh-bench-cleanup' });
+  try {
+    await waitForRedis(redis, 5_000);
+    let cursor = '0';
+    do {
+      const [next, keys] = await redis.scan(cursor, 'MATCH', pattern, 'COUNT', 1_000);
+      cursor = next;
+      if (keys.length > 0) await redis.unlink(...keys);
+    } while (cursor !== '0');
+  } finally {
+    redis.disconnect();
+  }
+}

@@ -1,0 +1,530 @@
+/**
+ * The reliability suite: the four services as processes under a steady load of tasks, against the
+ * real Kafka, registry and Redis of the local stack, with processes killed, the broker and Redis
+ * stopped, bad input and loops thrown at them. Each case reports counts; all are written to
+ * test/results/chaos.json and printed as a table at the end.
+ *
+ * It stops and restarts components, so it needs the local stack (`npm run stack`), not a shared one.
+ */
+import { after, test, type TestContext } from 'node:test';
+import assert from 'node:assert/strict';
+import { mkdirSync, writeFileSync } from 'node:fs';
+import { fileURLToPath } from 'node:url';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { newEvent, toKafka } from '@mesh/envelope';
+import { readStackEnv, startComponent, stopComponent } from '@mesh/stack';
+import { waitFor } from '@mesh/testkit';
+import { outcomesOf, root, startMesh, type Mesh, type ServiceName } from '../support/mesh.ts';
+
+const templates = fileURLToPath(new URL('./templates/', import.meta.url));
+
+interface Row {
+  case: string;
+  tasks: number;
+  completed: number;
+  failed: number;
+  duplicates: number;
+  lost: number;
+  dlq: number;
+  notes: string;
+}
+const rows: Row[] = [];
+
+after(() => {
+  if (rows.length === 0) return;
+  mkdirSync(`${root}test/results`, { recursive: true });
+  writeFileSync(
+    `${root}test/results/chaos.json`,
+    `${JSON.stringify({ at: new Date().toISOString(), cases: rows }, null, 2)}\n`,
+  );
+  const header = ['case', 'tasks', 'completed', 'failed', 'duplicates', 'lost', 'dlq', 'notes'];
+  const table = [
+    header,
+    ...rows.map((r) =>
+      [r.case, r.tasks, r.completed, r.failed, r.duplicates, r.lost, r.dlq, r.notes].map(String),
+    ),
+  ];
+  const widths = header.map((_, i) => Math.max(...table.map((line) => (line[i] ?? '').length)));
+  process.stdout.write(
+    `\nchaos summary (test/results/chaos.json)\n${table.map((line) => line.map((cell, i) => cell.padEnd(widths[i] ?? 0)).join('  ')).join('\n')}\n`,
+  );
+});
+
+async function requireLocalStack(): Promise<void> {
+  const local = await readStackEnv();
+  assert.ok(
+    local !== undefined && local.MESH_KAFKA_BROKERS === process.env.MESH_KAFKA_BROKERS,
+    'the chaos suite stops and restarts Kafka and Redis, so it runs against the local stack: `npm run stack -- up`, then `npm run test:chaos`',
+  );
+}
+
+function chaosMesh(
+  t: TestContext,
+  vars: Record<string, string> = {},
+  worker: Record<string, string> = {},
+): Promise<Mesh> {
+  return startMesh(t, {
+    agents: ['tally', 'ping', 'pong'],
+    vars: { MESH_TEMPLATES_DIR: templates, MESH_LEASE_TTL: '3s', MESH_PARTITIONS: '3', ...vars },
+    serviceVars: {
+      worker: {
+        MESH_WORKER_AGENTS: 'tally,ping,pong',
+        MESH_RELAY_AGENTS: 'ping,pong',
+        MESH_AGENT_DELAY: '20ms',
+        ...worker,
+      },
+    },
+  });
+}
+
+/** Publishes `count` tasks at a steady pace; returns their ids. */
+async function load(
+  mesh: Mesh,
+  count: number,
+  perSecond: number,
+  input: Record<string, unknown> = {},
+): Promise<string[]> {
+  const ids: string[] = [];
+  const batch = Math.max(1, Math.round(perSecond / 10));
+  for (let i = 0; i < count; i += batch) {
+    const events = Array.from({ length: Math.min(batch, count - i) }, (_, j) =>
+      newEvent({
+        type: 'io.mesh.task.requested',
+        source: '/chaos',
+        data: { template: 'tally', input: { n: i + j, ...input } },
+      }),
+    );
+    await mesh.client.publish(
+      events.map((event) => ({ topic: mesh.client.topics.requests, event })),
+    );
+    ids.push(...events.map((e) => e.id));
+    await sleep(100);
+  }
+  return ids;
+}
+
+/** Waits for every task's outcome, then counts outcomes per task after a grace period. */
+async function settle(
+  mesh: Mesh,
+  ids: string[],
+  timeout = 180_000,
+): Promise<{ completed: number; failed: number; duplicates: number; lost: number }> {
+  const finished = (): number => ids.filter((id) => outcomesOf(mesh, id).length > 0).length;
+  try {
+    await waitFor(() => finished() === ids.length, { timeout, interval: 500 });
+  } catch {
+    // Reported below as lost tasks.
+  }
+  await sleep(3_000);
+  let completed = 0;
+  let failed = 0;
+  let duplicates = 0;
+  let lost = 0;
+  for (const id of ids) {
+    const outcomes = outcomesOf(mesh, id);
+    if (outcomes.length === 0) lost += 1;
+    if (outcomes.length > 1) duplicates += outcomes.length - 1;
+    if (outcomes[0]?.type === 'io.mesh.task.completed') completed += 1;
+    else if (outcomes[0] !== undefined) failed += 1;
+  }
+  return { completed, failed, duplicates, lost };
+}
+
+function dlqCount(mesh: Mesh): number {
+  return mesh.probe.on(mesh.client.topics.dlq).length;
+}
+
+/** Side effects of the tally agent, keyed by idempotency key: runs and effects applied. */
+async function tallies(mesh: Mesh): Promise<{ runs: Map<string, number>; effects: number }> {
+  const prefix = mesh.client.key('tally', '');
+  const runs = new Map<string, number>();
+  let effects = 0;
+  for (const key of await mesh.client.redis.keys(`${prefix}*`)) {
+    const rest = key.slice(prefix.length);
+    if (rest.startsWith('runs:'))
+      runs.set(rest.slice('runs:'.length), Number(await mesh.client.redis.get(key)));
+    if (rest.startsWith('effect:')) effects += 1;
+  }
+  return { runs, effects };
+}
+
+/** The idempotency keys of subtasks the worker groups had completed (done markers). */
+async function completedSubtasks(mesh: Mesh): Promise<Set<string>> {
+  const done = new Set<string>();
+  const prefix = mesh.client.key('idem', '');
+  for (const key of await mesh.client.redis.keys(
+    `${prefix}${mesh.client.groupId('worker.tally')}:*`,
+  )) {
+    if ((await mesh.client.redis.get(key))?.startsWith('done:') === true)
+      done.add(key.slice(prefix.length));
+  }
+  return done;
+}
+
+test('kill -9 each service in turn mid-load: every task ends exactly once, no completed subtask runs twice', async (t) => {
+  await requireLocalStack();
+  const mesh = await chaosMesh(t);
+  const loading = load(mesh, 300, 30);
+  const killed: string[] = [];
+  let doneBeforeWorkerKill = new Set<string>();
+  for (const name of ['orchestrator', 'worker', 'aggregator', 'dlq-triage'] as ServiceName[]) {
+    await sleep(2_000);
+    if (name === 'worker') doneBeforeWorkerKill = await completedSubtasks(mesh);
+    await mesh.kill(name, 'SIGKILL');
+    killed.push(name);
+    await mesh.start(name);
+  }
+  const ids = await loading;
+  const outcome = await settle(mesh, ids);
+  const { runs, effects } = await tallies(mesh);
+  const rerunAfterDone = [...doneBeforeWorkerKill].filter((key) => (runs.get(key) ?? 0) > 1);
+  rows.push({
+    case: 'kill -9 each service',
+    tasks: ids.length,
+    ...outcome,
+    dlq: dlqCount(mesh),
+    notes: `killed ${killed.join(', ')}; ${runs.size} subtasks, ${[...runs.values()].filter((n) => n > 1).length} re-run in flight, ${effects} effects`,
+  });
+  assert.equal(outcome.lost, 0, `tasks without a final state\n${mesh.tails()}`);
+  assert.equal(outcome.duplicates, 0, 'a task had two final states');
+  assert.equal(outcome.completed, ids.length);
+  assert.deepEqual(rerunAfterDone, [], 'a subtask completed before the kill ran again');
+  assert.equal(effects, ids.length * 3, 'each subtask applied its side effect exactly once');
+  assert.ok(
+    doneBeforeWorkerKill.size > 0,
+    'the worker was killed mid-load, after some subtasks completed',
+  );
+});
+
+test('the Kafka broker stopped and restarted mid-load: nothing lost, services recover without a restart', async (t) => {
+  await requireLocalStack();
+  const mesh = await chaosMesh(t);
+  const loading = load(mesh, 200, 25);
+  await sleep(3_000);
+  await stopComponent('kafka');
+  await sleep(5_000);
+  await startComponent('kafka');
+  const ids = await loading;
+  const outcome = await settle(mesh, ids);
+  const restarted = [...mesh.services.values()]
+    .filter((s) => s.child.exitCode !== null || s.child.signalCode !== null)
+    .map((s) => s.name);
+  rows.push({
+    case: 'kafka stopped 5s',
+    tasks: ids.length,
+    ...outcome,
+    dlq: dlqCount(mesh),
+    notes: restarted.length === 0 ? 'no service restarted' : `exited: ${restarted.join(', ')}`,
+  });
+  assert.deepEqual(restarted, [], 'every service survived the broker outage');
+  assert.equal(outcome.lost, 0, mesh.tails());
+  assert.equal(outcome.duplicates, 0);
+  assert.equal(outcome.completed, ids.length);
+});
+
+test('Redis stopped and restarted mid-load: consumption stops (readyz red), resumes after, no duplicate outputs', async (t) => {
+  await requireLocalStack();
+  const mesh = await chaosMesh(t);
+  const loading = load(mesh, 200, 25);
+  await sleep(3_000);
+  await stopComponent('redis');
+  const red = await waitFor(
+    async () => {
+      const statuses = await Promise.all(
+        [...mesh.services.values()].map(async (s) => (await fetch(`${s.url}/readyz`)).status),
+      );
+      return statuses.every((status) => status === 503) ? statuses : undefined;
+    },
+    { timeout: 15_000, message: 'readyz did not go red on every service' },
+  );
+  const outputsWhileDown = mesh.probe.on(mesh.client.topics.outputs).length;
+  await sleep(4_000);
+  const progressWhileDown = mesh.probe.on(mesh.client.topics.outputs).length - outputsWhileDown;
+  await startComponent('redis');
+  await waitFor(
+    async () =>
+      (
+        await Promise.all(
+          [...mesh.services.values()].map(async (s) => (await fetch(`${s.url}/readyz`)).status),
+        )
+      ).every((s) => s === 200),
+    { timeout: 30_000 },
+  );
+  const ids = await loading;
+  const outcome = await settle(mesh, ids);
+  rows.push({
+    case: 'redis stopped 4s',
+    tasks: ids.length,
+    ...outcome,
+    dlq: dlqCount(mesh),
+    notes: `readyz ${red.join('/')} while down; ${progressWhileDown} outcomes while down`,
+  });
+  assert.ok(
+    progressWhileDown <= 5,
+    `the mesh kept finishing tasks without Redis (${progressWhileDown})`,
+  );
+  assert.equal(outcome.lost, 0, mesh.tails());
+  assert.equal(outcome.duplicates, 0);
+  assert.equal(outcome.completed, ids.length);
+  assert.equal(dlqCount(mesh), 0, 'an outage is not a dead letter');
+});
+
+test('bad input fuzz on every consumed topic: each record on mesh.dlq with its class, healthy traffic flows', async (t) => {
+  await requireLocalStack();
+  const mesh = await chaosMesh(t, { MESH_MAX_EVENT_BYTES: '4096' });
+  const { client } = mesh;
+  const good = newEvent({
+    type: 'io.mesh.subtask.assigned',
+    source: '/fuzz',
+    agent: 'tally',
+    data: { taskId: 'fuzz', stageId: 's', nodeId: 'n', agent: 'tally', input: {} },
+  });
+  const encoded = await client.codec.encode(good);
+  const schemaId = encoded.value.readUInt32BE(1);
+  const wire = (id: number, body: Buffer): Buffer => {
+    const header = Buffer.alloc(5);
+    header.writeUInt32BE(id, 1);
+    return Buffer.concat([header, body]);
+  };
+  const classes: [
+    string,
+    (i: number) => { value: Buffer; headers: Record<string, string> },
+    string,
+  ][] = [
+    [
+      'not a CloudEvent',
+      (i) => ({ value: Buffer.from(`garbage ${i}`), headers: {} }),
+      'malformed_event',
+    ],
+    [
+      'missing id',
+      () => ({ value: encoded.value, headers: { ...encoded.headers, ce_id: '' } }),
+      'malformed_event',
+    ],
+    [
+      'missing source',
+      () => ({ value: encoded.value, headers: { ...encoded.headers, ce_source: '' } }),
+      'malformed_event',
+    ],
+    [
+      'bad specversion',
+      () => ({ value: encoded.value, headers: { ...encoded.headers, ce_specversion: '2.0' } }),
+      'malformed_event',
+    ],
+    [
+      'negative hopcount',
+      () => ({ value: encoded.value, headers: { ...encoded.headers, ce_hopcount: '-3' } }),
+      'malformed_event',
+    ],
+    [
+      'non-integer hopcount',
+      () => ({ value: encoded.value, headers: { ...encoded.headers, ce_hopcount: 'many' } }),
+      'malformed_event',
+    ],
+    [
+      'bad magic byte',
+      () => ({
+        value: Buffer.concat([Buffer.from([7]), encoded.value.subarray(1)]),
+        headers: encoded.headers,
+      }),
+      'malformed_event',
+    ],
+    [
+      'unknown schema id',
+      () => ({ value: wire(2_000_000_000, Buffer.from('{}')), headers: encoded.headers }),
+      'malformed_event',
+    ],
+    [
+      'schema violation',
+      () => ({ value: wire(schemaId, Buffer.from('{"taskId":1}')), headers: encoded.headers }),
+      'schema_violation',
+    ],
+    [
+      'oversized value',
+      () => ({ value: wire(schemaId, Buffer.alloc(8_192, 0x20)), headers: encoded.headers }),
+      'malformed_event',
+    ],
+    [
+      'invalid UTF-8 JSON',
+      () => ({
+        value: wire(schemaId, Buffer.from([0x7b, 0x22, 0xc3, 0x28, 0x22, 0x7d])),
+        headers: encoded.headers,
+      }),
+      'malformed_event',
+    ],
+    [
+      'wrong content-type',
+      () => ({
+        value: encoded.value,
+        headers: { ...encoded.headers, 'content-type': 'application/xml' },
+      }),
+      'malformed_event',
+    ],
+  ];
+  const topics = [
+    client.topics.requests,
+    client.topics.stages,
+    client.topics.control,
+    client.topics.results,
+    client.topics.work('tally'),
+  ];
+  const loading = load(mesh, 100, 25);
+  const sent: { id: string; topic: string; failure: string }[] = [];
+  for (let round = 0; round < 3; round += 1) {
+    for (const topic of topics) {
+      const records = classes.map(([name, make, failure], i) => {
+        const id = `${round}-${topic}-${i}`;
+        sent.push({ id, topic, failure });
+        const { value, headers } = make(i);
+        return {
+          topic,
+          key: `fuzz-${id}`,
+          value,
+          headers: { ...headers, 'x-fuzz': id, 'x-fuzz-case': name },
+        };
+      });
+      await client.producer.send(records);
+    }
+  }
+  const ids = await loading;
+  const outcome = await settle(mesh, ids);
+  const dead = mesh.probe.on(client.topics.dlq);
+  const wrong: string[] = [];
+  const missing: string[] = [];
+  for (const s of sent) {
+    const letters = dead.filter((r) => mesh.probe.header(r, 'x-fuzz') === s.id);
+    if (letters.length === 0) missing.push(s.id);
+    for (const letter of letters) {
+      if (
+        mesh.probe.header(letter, 'ce_meshfailure') !== s.failure ||
+        mesh.probe.header(letter, 'ce_meshorigintopic') !== s.topic
+      ) {
+        wrong.push(
+          `${s.id}: ${mesh.probe.header(letter, 'ce_meshfailure') ?? '?'} (${mesh.probe.header(letter, 'ce_meshfailuredetail') ?? ''})`,
+        );
+      }
+    }
+  }
+  const exited = [...mesh.services.values()]
+    .filter((s) => s.child.exitCode !== null)
+    .map((s) => s.name);
+  rows.push({
+    case: 'bad input fuzz',
+    tasks: ids.length,
+    ...outcome,
+    dlq: dead.length,
+    notes: `${sent.length} bad records on ${topics.length} topics × ${classes.length} classes; ${missing.length} missing, ${wrong.length} misclassified`,
+  });
+  assert.deepEqual(exited, [], 'no consumer crashed');
+  assert.deepEqual(missing, [], 'every bad record ends on mesh.dlq');
+  assert.deepEqual(wrong, [], 'each with its failure class and origin topic');
+  assert.equal(outcome.lost, 0, mesh.tails());
+  assert.equal(outcome.completed, ids.length, 'healthy traffic kept flowing');
+});
+
+test('a poison message in a busy partition: the partition’s other keys keep flowing', async (t) => {
+  await requireLocalStack();
+  const mesh = await chaosMesh(t, {
+    MESH_PARTITIONS: '1',
+    MESH_MAX_ATTEMPTS: '2',
+    MESH_TRIAGE_MAX_REMEDIATIONS: '0',
+  });
+  const poison = newEvent({
+    type: 'io.mesh.task.requested',
+    source: '/chaos',
+    data: { template: 'tally', input: { fail: true } },
+  });
+  await mesh.client.publish([{ topic: mesh.client.topics.requests, event: poison }]);
+  const garbage = toKafka(
+    newEvent({ type: 'io.mesh.task.requested', source: '/chaos', data: {} }),
+    Buffer.from([9, 9, 9]),
+  );
+  await mesh.client.producer.send([
+    {
+      topic: mesh.client.topics.work('tally'),
+      key: garbage.key,
+      value: garbage.value,
+      headers: garbage.headers,
+    },
+  ]);
+  const ids = await load(mesh, 150, 30);
+  const outcome = await settle(mesh, ids);
+  const poisoned = await waitFor(() => outcomesOf(mesh, poison.id)[0], {
+    timeout: 60_000,
+    message: 'the poisoned task never ended',
+  });
+  rows.push({
+    case: 'poison message',
+    tasks: ids.length + 1,
+    ...outcome,
+    failed: outcome.failed + (poisoned.type === 'io.mesh.task.failed' ? 1 : 0),
+    dlq: dlqCount(mesh),
+    notes: `poisoned task: ${poisoned.type} ${typeof poisoned.data.reason === 'string' ? poisoned.data.reason : ''}`,
+  });
+  assert.equal(outcome.lost, 0, mesh.tails());
+  assert.equal(outcome.completed, ids.length, 'the other keys flowed past the poison');
+  assert.equal(poisoned.type, 'io.mesh.task.failed');
+  const failures = mesh.probe
+    .on(mesh.client.topics.dlq)
+    .map((r) => mesh.probe.header(r, 'ce_meshfailure'));
+  assert.ok(
+    failures.includes('handler_error') && failures.includes('malformed_event'),
+    `dead letters: ${failures.join(', ')}`,
+  );
+});
+
+for (const [name, vars, expected] of [
+  ['a hop loop', { MESH_MAX_HOPS: '8', MESH_MAX_REVISITS: '100' }, 'hop_limit_exceeded'],
+  ['a revisit cycle', { MESH_MAX_HOPS: '100', MESH_MAX_REVISITS: '2' }, 'cycle_detected'],
+] as const) {
+  test(`${name} is stopped, escalated and counted`, async (t) => {
+    await requireLocalStack();
+    const mesh = await chaosMesh(t, vars);
+    const { body } = await fetch(`${mesh.url('orchestrator')}/v1/tasks`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body: JSON.stringify({ template: 'loop', input: {} }),
+    }).then(async (r) => ({ body: (await r.json()) as { taskId: string } }));
+    const outcome = await waitFor(() => outcomesOf(mesh, body.taskId)[0], {
+      timeout: 60_000,
+      message: mesh.tails(),
+    });
+    const escalation = await waitFor(
+      () =>
+        mesh.probe
+          .on(mesh.client.topics.escalations)
+          .find((r) => mesh.probe.header(r, 'ce_type') === 'io.mesh.escalation.opened'),
+      { timeout: 30_000 },
+    );
+    const metrics = await (await fetch(`${mesh.url('worker')}/metrics`)).text();
+    const counted = new RegExp(
+      `mesh_loop_guard_total\\{service="worker",failure="${expected}"\\} 1`,
+    ).test(metrics);
+    rows.push({
+      case: name,
+      tasks: 1,
+      completed: 0,
+      failed: outcome.type === 'io.mesh.task.failed' ? 1 : 0,
+      duplicates: outcomesOf(mesh, body.taskId).length - 1,
+      lost: 0,
+      dlq: dlqCount(mesh),
+      notes: `${expected} escalated; counted: ${String(counted)}`,
+    });
+    assert.equal(outcome.type, 'io.mesh.task.failed');
+    assert.equal(
+      (
+        JSON.parse((escalation.value ?? Buffer.alloc(0)).subarray(5).toString()) as {
+          failure: string;
+        }
+      ).failure,
+      expected,
+    );
+    assert.ok(counted, `mesh_loop_guard_total counts the ${expected}`);
+    assert.equal(
+      mesh.probe.on(mesh.client.topics.dlq)[0] === undefined
+        ? undefined
+        : mesh.probe.header(mesh.probe.on(mesh.client.topics.dlq)[0]!, 'ce_meshfailure'),
+      expected,
+    );
+  });
+}
