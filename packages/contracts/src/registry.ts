@@ -58,6 +58,7 @@ export class ContractRegistry {
   readonly #registry: SchemaRegistry;
   readonly #latestIds = new Map<string, Promise<number>>();
   readonly #subjectsOfId = new Map<number, Promise<string[]>>();
+  readonly #schemas = new Map<number, Promise<ValidatingSchema>>();
 
   constructor(connection: RegistryConnection, contracts: Map<string, Contract> = loadContracts()) {
     this.url = connection.url.replace(/\/+$/, '');
@@ -273,18 +274,32 @@ export class ContractRegistry {
     );
   }
 
-  async #schemaOf(id: number): Promise<ValidatingSchema> {
-    try {
-      return (await this.#registry.getSchema(id)) as unknown as ValidatingSchema;
-    } catch (error) {
-      const status = statusOf(error);
-      if (status === 404) throw terminal('malformed_event', `unknown schema id ${id}`);
-      throw retryable(
-        'registry_unavailable',
-        `could not fetch schema ${id}: ${(error as Error).message}`,
-        { cause: error },
+  /**
+   * The compiled schema of an id, fetched and compiled once: concurrent first uses share one request
+   * (the library caches only after its request returns). A failed fetch is forgotten and retried.
+   */
+  #schemaOf(id: number): Promise<ValidatingSchema> {
+    let schema = this.#schemas.get(id);
+    if (schema === undefined) {
+      schema = (this.#registry.getSchema(id) as unknown as Promise<ValidatingSchema>).catch(
+        (error: unknown) => {
+          this.#schemas.delete(id);
+          if (statusOf(error) === 404) throw terminal('malformed_event', `unknown schema id ${id}`);
+          throw retryable(
+            'registry_unavailable',
+            `could not fetch schema ${id}: ${(error as Error).message}`,
+            { cause: error },
+          );
+        },
       );
+      this.#schemas.set(id, schema);
     }
+    return schema;
+  }
+
+  /** Fetches and compiles the latest schema of each type ahead of the first event. */
+  async warm(types: string[] = this.types): Promise<void> {
+    await Promise.all(types.map(async (type) => this.#schemaOf(await this.idOf(type))));
   }
 
   async #subjectsOf(id: number): Promise<string[]> {

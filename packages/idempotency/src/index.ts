@@ -8,7 +8,7 @@
  * run again. Every change is one Lua script, so it is atomic on the server.
  */
 import { randomUUID } from 'node:crypto';
-import { redisFailure, type Redis } from '@mesh/redis';
+import { defineScript, redisFailure, type Redis, type Script } from '@mesh/redis';
 
 const claimScript = `
 local v = redis.call('GET', KEYS[1])
@@ -60,12 +60,18 @@ export interface IdempotencyOptions {
 }
 
 export class IdempotencyStore {
-  readonly #redis: Redis;
   readonly #options: Required<IdempotencyOptions>;
+  readonly #claim: Script;
+  readonly #renew: Script;
+  readonly #complete: Script;
+  readonly #release: Script;
 
   constructor(redis: Redis, options: IdempotencyOptions) {
-    this.#redis = redis;
     this.#options = { keyPrefix: 'mesh:idem:', ...options };
+    this.#claim = defineScript(redis, 'meshIdemClaim', claimScript, 1);
+    this.#renew = defineScript(redis, 'meshIdemRenew', renewScript, 1);
+    this.#complete = defineScript(redis, 'meshIdemComplete', completeScript, 1);
+    this.#release = defineScript(redis, 'meshIdemRelease', releaseScript, 1);
   }
 
   get leaseTtlMs(): number {
@@ -85,10 +91,7 @@ export class IdempotencyStore {
     const token = randomUUID();
     let reply: [string, string];
     try {
-      reply = (await this.#redis.eval(claimScript, 1, key, token, this.#options.leaseTtlMs)) as [
-        string,
-        string,
-      ];
+      reply = (await this.#claim([key], [token, this.#options.leaseTtlMs])) as [string, string];
     } catch (error) {
       throw redisFailure(error, 'could not claim an event');
     }
@@ -106,15 +109,7 @@ export class IdempotencyStore {
   /** Extends the lease; false when it was lost (expired and taken over). @throws MeshError `redis_unavailable`. */
   async renew(lease: Lease): Promise<boolean> {
     try {
-      return (
-        (await this.#redis.eval(
-          renewScript,
-          1,
-          lease.key,
-          lease.token,
-          this.#options.leaseTtlMs,
-        )) === 1
-      );
+      return (await this.#renew([lease.key], [lease.token, this.#options.leaseTtlMs])) === 1;
     } catch (error) {
       throw redisFailure(error, 'could not renew a lease');
     }
@@ -126,14 +121,7 @@ export class IdempotencyStore {
    */
   async complete(lease: Lease, outcome: string): Promise<void> {
     try {
-      await this.#redis.eval(
-        completeScript,
-        1,
-        lease.key,
-        lease.token,
-        outcome,
-        this.#options.doneTtlMs,
-      );
+      await this.#complete([lease.key], [lease.token, outcome, this.#options.doneTtlMs]);
     } catch (error) {
       throw redisFailure(error, 'could not mark an event done');
     }
@@ -142,7 +130,7 @@ export class IdempotencyStore {
   /** Gives the lease up so that a retry may claim the event at once. @throws MeshError `redis_unavailable`. */
   async release(lease: Lease): Promise<void> {
     try {
-      await this.#redis.eval(releaseScript, 1, lease.key, lease.token);
+      await this.#release([lease.key], [lease.token]);
     } catch (error) {
       throw redisFailure(error, 'could not release a lease');
     }

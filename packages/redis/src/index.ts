@@ -30,11 +30,35 @@ export function createRedis(connection: RedisConnection, options: CreateRedisOpt
     connectTimeout: 5_000,
     retryStrategy: (attempt) => Math.min(100 * 2 ** Math.min(attempt, 6), 2_000),
     lazyConnect: false,
+    // Commands issued in the same tick (many handlers claiming at once) go out in one write.
+    enableAutoPipelining: true,
   });
   // Connection errors are reported through readiness and command failures; without a listener
   // ioredis prints each reconnect failure as an unhandled error event.
   client.on('error', () => undefined);
   return client;
+}
+
+/** A Lua script run by hash (EVALSHA, falling back to EVAL once), so the body is sent only once. */
+export type Script = (keys: string[], args: (string | number)[]) => Promise<unknown>;
+
+/** Defines `lua` on the client under `name` (once per client) and returns a function that runs it. */
+export function defineScript(
+  client: Redis,
+  name: string,
+  lua: string,
+  numberOfKeys: number,
+): Script {
+  const commands = client as unknown as Record<
+    string,
+    ((...args: (string | number)[]) => Promise<unknown>) | undefined
+  >;
+  if (commands[name] === undefined) client.defineCommand(name, { numberOfKeys, lua });
+  return (keys, args) => {
+    const command = commands[name];
+    if (command === undefined) throw new Error(`script ${name} is not defined`);
+    return command.call(client, ...keys, ...args);
+  };
 }
 
 /** Waits until the client is connected. @throws MeshError `redis_unavailable` after `timeoutMs`. */

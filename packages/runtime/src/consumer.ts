@@ -134,7 +134,8 @@ export class MeshConsumer {
   #committing: Promise<void> | undefined;
   #drained: (() => void) | undefined;
   #degradedSince: number | undefined;
-  #processPaused = false;
+  /** Partitions with records fetched but not yet admitted. */
+  readonly #backlogged = new Set<PartitionTracker>();
   #assignments = 0;
 
   constructor(deps: ConsumerDeps, options: ConsumeOptions) {
@@ -195,6 +196,9 @@ export class MeshConsumer {
   async stop(timeoutMs = this.#deps.config.shutdownTimeoutMs): Promise<void> {
     if (this.#stopping) return;
     this.#stopping = true;
+    // Backlogged records were never taken: they stay uncommitted and are fetched again later.
+    for (const tracker of this.#trackers.values()) tracker.backlog = [];
+    this.#backlogged.clear();
     this.#consumer.pause(
       [...this.#trackers.values()].map(({ topic, partition }) => ({ topic, partition })),
     );
@@ -221,48 +225,71 @@ export class MeshConsumer {
         tracker.revoked = true;
         this.#trackers.delete(key);
       }
+      // After a rejoin kafkajs fetches every partition again from its committed offset, so the
+      // backlog would arrive twice: drop it (`seen` drops what was already taken) and fetch afresh.
+      tracker.backlog = [];
+      tracker.paused = false;
     }
-    const paused = [...this.#trackers.values()].filter(
-      (t) => t.paused || this.#processPaused || this.#stopping,
-    );
-    this.#consumer.pause(paused.map(({ topic, partition }) => ({ topic, partition })));
+    this.#backlogged.clear();
+    if (this.#stopping) this.#consumer.pause(partitions);
     this.#deps.log.info(
       { group: this.groupId, partitions: partitions.length },
       'partitions assigned',
     );
   }
 
+  #hasRoom(tracker: PartitionTracker): boolean {
+    return (
+      tracker.pending < this.#deps.config.partitionConcurrency &&
+      this.#pending < this.#deps.config.concurrency
+    );
+  }
+
+  /**
+   * Takes what fits under the partition and process bounds and keeps the rest of the fetched batch
+   * in the partition's backlog, pausing the partition until the backlog is drained: each record is
+   * fetched and decoded once, however full the runtime is, and memory stays at one fetch per
+   * partition.
+   */
   #take(topic: string, partition: number, records: ConsumedRecord[]): number {
     if (this.#stopping) return 0;
     const key = this.#trackerKey(topic, partition);
     let tracker = this.#trackers.get(key);
     if (tracker === undefined)
       this.#trackers.set(key, (tracker = new PartitionTracker(topic, partition)));
-    const limit = this.#deps.config.partitionConcurrency;
-    const processLimit = this.#deps.config.concurrency;
     for (let i = 0; i < records.length; i += 1) {
       const record = records[i] as ConsumedRecord;
-      const offset = Number(record.offset);
-      if (tracker.seen(offset)) continue;
-      if (tracker.pending >= limit || this.#pending >= processLimit) {
+      if (tracker.seen(Number(record.offset))) continue;
+      if (tracker.backlog.length > 0 || !this.#hasRoom(tracker)) {
+        const last = Number(tracker.backlog[tracker.backlog.length - 1]?.offset ?? -1);
+        tracker.backlog.push(
+          ...records
+            .slice(i)
+            .filter((r) => Number(r.offset) > last && !tracker.seen(Number(r.offset))),
+        );
+        this.#backlogged.add(tracker);
         this.#pausePartition(tracker);
-        if (this.#pending >= processLimit) this.#pauseProcess();
-        return i;
+        return records.length;
       }
-      tracker.take(offset);
-      this.#pending += 1;
-      const itemKey = record.key === null ? `\u0000${offset}` : record.key.toString('latin1');
-      const queueKey = `${key}\u0000${itemKey}`;
-      const item: Item = { record, tracker, key: queueKey };
-      const queue = this.#keyQueues.get(queueKey);
-      if (queue === undefined) {
-        this.#keyQueues.set(queueKey, [item]);
-        this.#run(item);
-      } else {
-        queue.push(item);
-      }
+      this.#admit(tracker, record);
     }
     return records.length;
+  }
+
+  #admit(tracker: PartitionTracker, record: ConsumedRecord): void {
+    const offset = Number(record.offset);
+    tracker.take(offset);
+    this.#pending += 1;
+    const itemKey = record.key === null ? `\u0000${offset}` : record.key.toString('latin1');
+    const queueKey = `${this.#trackerKey(tracker.topic, tracker.partition)}\u0000${itemKey}`;
+    const item: Item = { record, tracker, key: queueKey };
+    const queue = this.#keyQueues.get(queueKey);
+    if (queue === undefined) {
+      this.#keyQueues.set(queueKey, [item]);
+      this.#run(item);
+    } else {
+      queue.push(item);
+    }
   }
 
   #pausePartition(tracker: PartitionTracker): void {
@@ -271,30 +298,20 @@ export class MeshConsumer {
     this.#consumer.pause([{ topic: tracker.topic, partition: tracker.partition }]);
   }
 
-  #pauseProcess(): void {
-    if (this.#processPaused) return;
-    this.#processPaused = true;
-    this.#consumer.pause(
-      [...this.#trackers.values()].map(({ topic, partition }) => ({ topic, partition })),
-    );
-  }
-
-  #maybeResume(tracker: PartitionTracker): void {
+  /** Admits backlogged records as room frees up; a drained partition is fetched from again. */
+  #refill(): void {
     if (this.#stopping) return;
-    const processLimit = this.#deps.config.concurrency;
-    if (this.#processPaused && this.#pending <= processLimit / 2) {
-      this.#processPaused = false;
-      const resumable = [...this.#trackers.values()].filter((t) => !t.paused);
-      this.#consumer.resume(resumable.map(({ topic, partition }) => ({ topic, partition })));
-    }
-    if (
-      tracker.paused &&
-      !tracker.revoked &&
-      tracker.pending <= this.#deps.config.partitionConcurrency / 2 &&
-      !this.#processPaused
-    ) {
-      tracker.paused = false;
-      this.#consumer.resume([{ topic: tracker.topic, partition: tracker.partition }]);
+    for (const tracker of this.#backlogged) {
+      while (tracker.backlog.length > 0 && this.#hasRoom(tracker))
+        this.#admit(tracker, tracker.backlog.shift() as ConsumedRecord);
+      if (tracker.backlog.length === 0) {
+        this.#backlogged.delete(tracker);
+        if (tracker.paused && !tracker.revoked) {
+          tracker.paused = false;
+          this.#consumer.resume([{ topic: tracker.topic, partition: tracker.partition }]);
+        }
+      }
+      if (this.#pending >= this.#deps.config.concurrency) return;
     }
   }
 
@@ -320,7 +337,7 @@ export class MeshConsumer {
     const next = queue?.[0];
     if (next === undefined) this.#keyQueues.delete(item.key);
     else this.#run(next);
-    this.#maybeResume(item.tracker);
+    this.#refill();
     if (this.#pending === 0) this.#drained?.();
   }
 
@@ -518,6 +535,8 @@ export class MeshConsumer {
 
   #context(item: Item, event: MeshEvent, idempotencyKey: string): HandlerContext {
     const source = `/mesh/${this.#service}`;
+    const parent = this.#deps.log;
+    let log: Logger | undefined;
     return {
       event,
       topic: item.record.topic,
@@ -526,11 +545,14 @@ export class MeshConsumer {
       attempt: event.meshattempt ?? 1,
       idempotencyKey,
       signal: this.#abort.signal,
-      log: this.#deps.log.child({
-        id: event.id,
-        correlationid: event.correlationid,
-        type: event.type,
-      }),
+      // Made on first use: most handlers never log, and a child logger per event is not free.
+      get log() {
+        return (log ??= parent.child({
+          id: event.id,
+          correlationid: event.correlationid,
+          type: event.type,
+        }));
+      },
       derive: (init) => deriveEvent(event, { source, ...init }),
     };
   }

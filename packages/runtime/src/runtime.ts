@@ -102,6 +102,7 @@ export class MeshRuntime {
     }
     if (this.#options.registerContracts ?? true) {
       const ids = await this.registry.registerAll();
+      await this.registry.warm();
       this.log.info({ contracts: ids.size }, 'contracts registered');
     }
     this.#registryOk = true;

@@ -6,6 +6,8 @@
  * finished (or one past the highest finished offset when none is open), so an offset is committed
  * only when it and every earlier offset of its partition have a durable outcome.
  */
+import type { ConsumedRecord } from '@mesh/kafka';
+
 export class PartitionTracker {
   readonly topic: string;
   readonly partition: number;
@@ -20,6 +22,8 @@ export class PartitionTracker {
   #pending = 0;
   paused = false;
   revoked = false;
+  /** Records fetched beyond the bounds, waiting for room, in offset order (never taken yet). */
+  backlog: ConsumedRecord[] = [];
 
   constructor(topic: string, partition: number) {
     this.topic = topic;
