@@ -211,6 +211,15 @@ export const variables = {
     default: '0ms',
     doc: 'worker: simulated latency of the built-in agents.',
   },
+  MESH_SCHEMAS_DIR: {
+    kind: { type: 'string', pattern: '^.+$', allowed: 'a directory path' },
+    doc: 'Directory of the JSON Schema contracts, when an image moves schemas/.',
+  },
+  MESH_AGGREGATOR_TICK: {
+    kind: { type: 'duration', minMs: 10, maxMs: 60_000 },
+    default: '250ms',
+    doc: 'aggregator: how often it looks for stages whose deadline passed.',
+  },
   MESH_RELAY_AGENTS: {
     kind: {
       type: 'list',
@@ -453,6 +462,8 @@ export function loadConfig(env: NodeJS.ProcessEnv, options: LoadOptions): MeshCo
   };
   const mesh: Record<string, string> = {};
   for (const [name, value] of Object.entries(env)) {
+    // MESH_STACK_* and MESH_TEST_* configure the local stack and the test harness, not services.
+    if (name.startsWith('MESH_STACK_') || name.startsWith('MESH_TEST_')) continue;
     if (name.startsWith('MESH_') && value !== undefined && value !== '') mesh[name] = value;
   }
   const problems = new Map<string, string>();

@@ -72,6 +72,27 @@ export class MeshAdmin {
       const after = new Set(await admin.listTopics());
       if (!missing.every((spec) => after.has(spec.topic))) throw error;
     }
+    // A busy broker may still answer UNKNOWN_TOPIC_OR_PARTITION for a moment after creating a
+    // topic; wait until every partition has a leader that serves offsets before anyone subscribes.
+    const deadline = Date.now() + 30_000;
+    for (const spec of missing) {
+      for (;;) {
+        try {
+          const offsets = await admin.fetchTopicOffsets(spec.topic);
+          if (offsets.length === spec.numPartitions) break;
+        } catch (error) {
+          if (Date.now() > deadline)
+            throw retryable(
+              'kafka_unavailable',
+              `topic ${spec.topic} was created but is not served: ${(error as Error).message}`,
+              { cause: error },
+            );
+        }
+        if (Date.now() > deadline)
+          throw retryable('kafka_unavailable', `topic ${spec.topic} was created but is not served`);
+        await new Promise((resolve) => setTimeout(resolve, 100));
+      }
+    }
     return missing.map((spec) => spec.topic);
   }
 
@@ -122,6 +143,20 @@ export class MeshAdmin {
   ): Promise<{ partition: number; offset: number }[]> {
     const offsets = await (await this.#ready()).fetchTopicOffsetsByTimestamp(topic, timestamp);
     return offsets.map((o) => ({ partition: o.partition, offset: Number(o.offset) }));
+  }
+
+  /**
+   * The topics on which `groupId` has committed an offset for at least one partition, sorted. A
+   * group the broker does not know has none. @throws MeshError `kafka_unavailable` (retryable) when
+   * the admin cannot connect; kafkajs errors from the group coordinator as they are.
+   */
+  async committedTopics(groupId: string): Promise<string[]> {
+    // Without `topics`, OffsetFetch answers for every topic the group has committed offsets on.
+    const offsets = await (await this.#ready()).fetchOffsets({ groupId });
+    return offsets
+      .filter(({ partitions }) => partitions.some((p) => Number(p.offset) >= 0))
+      .map(({ topic }) => topic)
+      .sort();
   }
 
   /** Consumer groups known to the broker. */

@@ -5,7 +5,7 @@
  */
 import type { FastifyInstance } from 'fastify';
 import { loadConfigOrExit, type LoadOptions, type MeshConfig } from '@mesh/config';
-import { safeDetail } from '@mesh/errors';
+import { isMeshError, safeDetail } from '@mesh/errors';
 import { createHttpServer, type WriteGuard } from '@mesh/http';
 import { MeshRuntime, type RuntimeOptions } from '@mesh/runtime';
 
@@ -68,10 +68,19 @@ export async function startService(
     logger: runtime.log,
     ...(config.apiToken === undefined ? {} : { apiToken: config.apiToken }),
   });
-  await runtime.start();
+  let stopOwn: (() => Promise<void>) | void = undefined;
+  try {
+    await runtime.start();
+    stopOwn = await definition.setup({ config, runtime, app, requireToken });
+    await app.listen({ host: config.http.host, port: config.http.port });
+  } catch (error) {
+    // Nothing may stay open behind a failed start: a process would hang, a test would leak.
+    if (stopOwn) await stopOwn().catch(() => undefined);
+    await app.close().catch(() => undefined);
+    await runtime.close().catch(() => undefined);
+    throw error;
+  }
   const context: ServiceContext = { config, runtime, app, requireToken };
-  const stopOwn = await definition.setup(context);
-  await app.listen({ host: config.http.host, port: config.http.port });
   const address = app.server.address();
   const port = typeof address === 'object' && address !== null ? address.port : config.http.port;
   runtime.log.info({ port }, `${definition.name} started`);
@@ -107,6 +116,13 @@ export function main(definition: ServiceDefinition): void {
       process.once('SIGINT', onSignal);
     },
     (error: unknown) => {
+      // A configuration fault found while setting up (a bad template file, rules file) is still a
+      // configuration fault: exit 78 like a bad variable, so supervisors do not restart in a loop.
+      if (isMeshError(error) && error.code === 'config_invalid') {
+        for (const line of error.message.split('\n'))
+          process.stderr.write(`${definition.name}: config: ${line}\n`);
+        process.exit(78);
+      }
       process.stderr.write(`${definition.name}: cannot start: ${safeDetail(error)}\n`);
       process.exit(1);
     },

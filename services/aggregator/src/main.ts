@@ -1,0 +1,4 @@
+import { main } from '@mesh/service';
+import { aggregatorService } from './index.ts';
+
+main(aggregatorService);

@@ -1,0 +1,196 @@
+/**
+ * What a decided stage publishes, as pure functions of its spec, its outcomes and the decision:
+ * the `io.mesh.stage.completed` data and, for the final stage, the task's outcome
+ * (`io.mesh.task.completed` with the synthesised output, or `io.mesh.task.failed`).
+ */
+import {
+  quorumOf,
+  sumUsage,
+  type Decision,
+  type JoinSpec,
+  type Outcomes,
+  type StageStatus,
+  type Usage,
+} from './join.ts';
+
+export const eventTypes = {
+  subtaskCompleted: 'io.mesh.subtask.completed',
+  subtaskFailed: 'io.mesh.subtask.failed',
+  stageCompleted: 'io.mesh.stage.completed',
+  taskCompleted: 'io.mesh.task.completed',
+  taskFailed: 'io.mesh.task.failed',
+} as const;
+
+export interface StageRef {
+  taskId: string;
+  stageId: string;
+}
+
+export interface StageFailure {
+  failure: string;
+  detail?: string;
+}
+
+/** The data of `io.mesh.stage.completed` (schemas/io.mesh.stage.completed.json). */
+export interface StageCompletedData {
+  taskId: string;
+  stageId: string;
+  status: StageStatus;
+  results: Record<string, Record<string, unknown>>;
+  failures: Record<string, StageFailure>;
+  usage: Usage;
+  final: boolean;
+}
+
+export type TaskOutcome =
+  | {
+      type: typeof eventTypes.taskCompleted;
+      data: {
+        taskId: string;
+        output: Record<string, unknown>;
+        status: 'completed' | 'partial';
+        usage: Usage;
+        template?: string;
+      };
+    }
+  | {
+      type: typeof eventTypes.taskFailed;
+      data: {
+        taskId: string;
+        reason: 'stage_failed';
+        detail: string;
+        stageId: string;
+        usage: Usage;
+      };
+    };
+
+type Decided = Exclude<Decision, { status: 'undecided' }>;
+
+const maxDetail = 2_000;
+/** The contract's pattern for a template name on `io.mesh.task.completed`. */
+const templatePattern = /^[a-z0-9][a-z0-9._-]{0,62}$/;
+
+function clip(text: string, max = maxDetail): string {
+  return text.length <= max ? text : `${text.slice(0, max - 3)}...`;
+}
+
+/**
+ * The stage's joined results: the output of every node that succeeded, the failure of every node
+ * that failed (and a `timeout` for each node a deadline left without an outcome), the summed usage
+ * of all the outcomes that counted, in the order of the spec's nodes.
+ */
+export function stageCompletedData(
+  ref: StageRef,
+  spec: JoinSpec,
+  outcomes: Outcomes,
+  decision: Decided,
+): StageCompletedData {
+  const results: Record<string, Record<string, unknown>> = {};
+  const failures: Record<string, StageFailure> = {};
+  const usages: (Usage | undefined)[] = [];
+  for (const node of spec.nodes) {
+    const outcome = Object.hasOwn(outcomes, node) ? outcomes[node] : undefined;
+    if (outcome === undefined) continue;
+    usages.push(outcome.usage);
+    if (outcome.ok) results[node] = outcome.output;
+    else failures[node] = { failure: outcome.failure, detail: clip(outcome.detail) };
+  }
+  const deadline = spec.deadline === undefined ? '' : ` ${spec.deadline}`;
+  for (const node of decision.timedOut)
+    failures[node] = {
+      failure: 'timeout',
+      detail: `no result before the stage deadline${deadline}`,
+    };
+  return {
+    taskId: ref.taskId,
+    stageId: ref.stageId,
+    status: decision.status,
+    results,
+    failures,
+    usage: sumUsage(usages),
+    final: spec.final === true,
+  };
+}
+
+/**
+ * The task output of the final stage. `merge` (the default) is a structured merge, one key per node
+ * that succeeded. `concat` also joins, in node order, the top-level string fields of every output
+ * into `text` (blank-line separated), and keeps the per-node outputs under `nodes`.
+ */
+export function synthesise(
+  spec: JoinSpec,
+  results: Record<string, Record<string, unknown>>,
+): Record<string, unknown> {
+  const merged: Record<string, Record<string, unknown>> = {};
+  for (const node of spec.nodes) {
+    const output = results[node];
+    if (output !== undefined) merged[node] = output;
+  }
+  if (spec.synthesis !== 'concat') return merged;
+  const texts: string[] = [];
+  for (const output of Object.values(merged))
+    for (const value of Object.values(output)) if (typeof value === 'string') texts.push(value);
+  return { text: texts.join('\n\n'), nodes: merged };
+}
+
+function describeFailures(stage: StageCompletedData): string {
+  return Object.entries(stage.failures)
+    .map(([node, { failure }]) => `${node} (${failure})`)
+    .join(', ');
+}
+
+/** Why the stage failed, naming the nodes that failed or gave no result; at most 2000 characters. */
+export function failureDetail(
+  spec: JoinSpec,
+  stage: StageCompletedData,
+  decision: Decided,
+): string {
+  const failed = describeFailures(stage);
+  const head = `stage ${stage.stageId} failed`;
+  switch (decision.reason) {
+    case 'quorum_unreachable':
+      return clip(
+        `${head}: a quorum of ${quorumOf(spec)} of ${spec.nodes.length} can no longer be reached; failed: ${failed}`,
+      );
+    case 'all_failed':
+      return clip(`${head}: every node failed: ${failed}`);
+    case 'deadline':
+      return clip(
+        `${head}: deadline ${spec.deadline ?? ''} passed without ${spec.onTimeout === 'partial' ? 'any result' : 'the join being met'}; failed or missing: ${failed}`,
+      );
+    default:
+      return clip(`${head}: ${failed}`);
+  }
+}
+
+/** The task's outcome when the final stage is decided: completed (or partial), or failed. */
+export function taskOutcome(
+  spec: JoinSpec,
+  stage: StageCompletedData,
+  decision: Decided,
+): TaskOutcome {
+  if (stage.status === 'failed') {
+    return {
+      type: eventTypes.taskFailed,
+      data: {
+        taskId: stage.taskId,
+        reason: 'stage_failed',
+        detail: failureDetail(spec, stage, decision),
+        stageId: stage.stageId,
+        usage: stage.usage,
+      },
+    };
+  }
+  return {
+    type: eventTypes.taskCompleted,
+    data: {
+      taskId: stage.taskId,
+      output: synthesise(spec, stage.results),
+      status: stage.status,
+      usage: stage.usage,
+      ...(spec.template !== undefined && templatePattern.test(spec.template)
+        ? { template: spec.template }
+        : {}),
+    },
+  };
+}
