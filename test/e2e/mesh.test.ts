@@ -3,12 +3,12 @@
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawnSync } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
 import { fileURLToPath } from 'node:url';
 import { newEvent } from '@mesh/envelope';
 import { waitFor } from '@mesh/testkit';
-import { getJson, outcomesOf, postJson, startMesh } from '../support/mesh.ts';
+import { freePort, getJson, outcomesOf, postJson, root, startMesh } from '../support/mesh.ts';
 
 const templates = fileURLToPath(new URL('./templates/', import.meta.url));
 
@@ -286,4 +286,73 @@ test('a request published with the client library and an unknown template fails 
   const outcome = await waitFor(() => outcomesOf(mesh, event.id)[0], { timeout: 30_000 });
   assert.equal(outcome.type, 'io.mesh.task.failed');
   assert.equal(outcome.data.reason, 'unknown_template');
+});
+
+test('a 429 storm from the fake LLM is absorbed: every task finishes, nothing on mesh.dlq', async (t) => {
+  const port = await freePort();
+  const fake = spawn(process.execPath, ['services/worker/src/fake-llm-main.ts'], {
+    cwd: root,
+    env: {
+      ...process.env,
+      FAKE_LLM_PORT: String(port),
+      FAKE_LLM_429_STORM: '12',
+      FAKE_LLM_RETRY_AFTER: '1',
+      FAKE_LLM_LATENCY_MS: '20',
+    },
+    stdio: 'ignore',
+  });
+  t.after(() => {
+    fake.kill('SIGKILL');
+  });
+  await waitFor(async () => (await fetch(`http://127.0.0.1:${port}/admin/stats`)).ok, {
+    timeout: 15_000,
+  });
+  const mesh = await startMesh(t, {
+    agents: ['llm'],
+    vars: { MESH_TEMPLATES_DIR: templates },
+    serviceVars: {
+      worker: {
+        MESH_WORKER_AGENTS: 'llm',
+        MESH_LLM_AGENTS: 'llm',
+        MESH_LLM_BASE_URL: `http://127.0.0.1:${port}/v1`,
+        MESH_LLM_MODEL: 'fake-model',
+        MESH_LLM_API_KEY: 'sk-test-storm-key',
+      },
+    },
+  });
+  const ids: string[] = [];
+  for (let i = 0; i < 6; i += 1)
+    ids.push(
+      String(
+        (await postJson(`${mesh.url('orchestrator')}/v1/tasks`, { template: 'llm', input: { i } }))
+          .body.taskId,
+      ),
+    );
+  for (const id of ids) {
+    const outcome = await waitFor(() => outcomesOf(mesh, id)[0], {
+      timeout: 90_000,
+      message: `task ${id} did not finish\n${mesh.tails()}`,
+    });
+    assert.equal(outcome.type, 'io.mesh.task.completed', JSON.stringify(outcome.data));
+  }
+  const stats = (await (await fetch(`http://127.0.0.1:${port}/admin/stats`)).json()) as {
+    byOutcome: Record<string, number>;
+  };
+  assert.equal(
+    Object.entries(stats.byOutcome).find(([outcome]) => /rate/i.test(outcome))?.[1],
+    12,
+    'the fake answered the whole storm of 429s',
+  );
+  assert.equal(mesh.probe.on(mesh.client.topics.dlq).length, 0, 'nothing was dead-lettered');
+  // Token usage of the model calls reaches the task's projection with the stage event.
+  const tokens = async (): Promise<number> =>
+    (
+      (await getJson(`${mesh.url('orchestrator')}/v1/tasks/${ids[0] ?? ''}`)).body.usage as {
+        promptTokens: number;
+      }
+    ).promptTokens;
+  await waitFor(async () => (await tokens()) > 0, {
+    timeout: 10_000,
+    message: 'no token usage on the task',
+  });
 });
