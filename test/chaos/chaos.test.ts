@@ -94,8 +94,15 @@ async function load(
         data: { template: 'tally', input: { n: i + j, ...input } },
       }),
     );
-    await mesh.client.publish(
-      events.map((event) => ({ topic: mesh.client.topics.requests, event })),
+    // A client keeps trying through a broker outage, as a real producer of tasks would.
+    await waitFor(
+      async () => {
+        await mesh.client.publish(
+          events.map((event) => ({ topic: mesh.client.topics.requests, event })),
+        );
+        return true;
+      },
+      { timeout: 120_000, interval: 500, message: 'could not publish tasks' },
     );
     ids.push(...events.map((e) => e.id));
     await sleep(100);
@@ -165,6 +172,8 @@ test('kill -9 each service in turn mid-load: every task ends exactly once, no co
   await requireLocalStack();
   const mesh = await chaosMesh(t);
   const loading = load(mesh, 300, 30);
+  // Observed at once so a failure while other steps run is reported by `await loading`.
+  loading.catch(() => undefined);
   const killed: string[] = [];
   let doneBeforeWorkerKill = new Set<string>();
   for (const name of ['orchestrator', 'worker', 'aggregator', 'dlq-triage'] as ServiceName[]) {
@@ -200,10 +209,15 @@ test('the Kafka broker stopped and restarted mid-load: nothing lost, services re
   await requireLocalStack();
   const mesh = await chaosMesh(t);
   const loading = load(mesh, 200, 25);
+  // Observed at once so a failure while other steps run is reported by `await loading`.
+  loading.catch(() => undefined);
   await sleep(3_000);
-  await stopComponent('kafka');
-  await sleep(5_000);
-  await startComponent('kafka');
+  try {
+    await stopComponent('kafka');
+    await sleep(5_000);
+  } finally {
+    await startComponent('kafka');
+  }
   const ids = await loading;
   const outcome = await settle(mesh, ids);
   const restarted = [...mesh.services.values()]
@@ -226,8 +240,12 @@ test('Redis stopped and restarted mid-load: consumption stops (readyz red), resu
   await requireLocalStack();
   const mesh = await chaosMesh(t);
   const loading = load(mesh, 200, 25);
+  // Observed at once so a failure while other steps run is reported by `await loading`.
+  loading.catch(() => undefined);
   await sleep(3_000);
   await stopComponent('redis');
+  // Whatever happens below, the next test needs Redis back.
+  t.after(() => startComponent('redis'));
   const red = await waitFor(
     async () => {
       const statuses = await Promise.all(
@@ -369,6 +387,8 @@ test('bad input fuzz on every consumed topic: each record on mesh.dlq with its c
     client.topics.work('tally'),
   ];
   const loading = load(mesh, 100, 25);
+  // Observed at once so a failure while other steps run is reported by `await loading`.
+  loading.catch(() => undefined);
   const sent: { id: string; topic: string; failure: string }[] = [];
   for (let round = 0; round < 3; round += 1) {
     for (const topic of topics) {

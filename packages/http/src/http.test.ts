@@ -240,3 +240,26 @@ describe('tokenMatches', () => {
     assert.equal(tokenMatches(undefined, ''), false);
   });
 });
+
+test('query strings are coerced to the declared types', async () => {
+  const { app } = createHttpServer({
+    service: 's',
+    metrics: createMetrics({ defaultMetrics: false }),
+    readiness: async () => ({ ready: true }),
+  });
+  app.get(
+    '/items',
+    {
+      schema: {
+        querystring: {
+          type: 'object',
+          properties: { limit: { type: 'integer', minimum: 1, maximum: 10 } },
+        },
+      },
+    },
+    async (request) => request.query,
+  );
+  assert.deepEqual((await app.inject({ url: '/items?limit=5' })).json(), { limit: 5 });
+  assert.equal((await app.inject({ url: '/items?limit=50' })).statusCode, 400);
+  assert.equal((await app.inject({ url: '/items?limit=abc' })).statusCode, 400);
+});

@@ -43,7 +43,8 @@ export function createHttpServer(options: HttpOptions): {
   const app = Fastify({
     logger: false,
     bodyLimit: options.bodyLimit ?? 262_144,
-    ajv: { customOptions: { removeAdditional: false, coerceTypes: false, allErrors: false } },
+    // Query strings and URL parameters are text: `?limit=20` must satisfy `type: integer`.
+    ajv: { customOptions: { removeAdditional: false, coerceTypes: 'array', allErrors: false } },
   });
   const token = options.apiToken;
   const requireToken: WriteGuard = async (request, reply) => {

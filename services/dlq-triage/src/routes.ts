@@ -14,6 +14,16 @@ const idParams = {
   properties: { id: { type: 'string', pattern: '^[a-f0-9]{20}$' } },
 } as const;
 
+/**
+ * The read endpoints answer any origin, so that a page served elsewhere (the orchestrator's
+ * /dashboard) can fetch them from the browser. Simple GETs need no preflight; writes stay same-origin.
+ */
+const allowAnyOrigin = {
+  onSend: async (_request: unknown, reply: { header(name: string, value: string): unknown }) => {
+    reply.header('access-control-allow-origin', '*');
+  },
+};
+
 /** What the API shows of a dead letter: everything but the raw value and headers. */
 function view(letter: DeadLetter): Record<string, unknown> {
   const { value: _value, headers: _headers, ...rest } = letter;
@@ -28,6 +38,7 @@ export function registerDlqRoutes(
   app.get(
     '/v1/dlq',
     {
+      ...allowAnyOrigin,
       schema: {
         querystring: {
           type: 'object',
@@ -58,7 +69,7 @@ export function registerDlqRoutes(
     },
   );
 
-  app.get('/v1/dlq/:id', { schema: { params: idParams } }, async (request) => {
+  app.get('/v1/dlq/:id', { ...allowAnyOrigin, schema: { params: idParams } }, async (request) => {
     const { id } = request.params as { id: string };
     const letter = await store.get(id);
     if (letter === undefined) throw new MeshError('not_found', `no dead letter ${id}`);
@@ -125,6 +136,7 @@ export function registerDlqRoutes(
   app.get(
     '/v1/escalations',
     {
+      ...allowAnyOrigin,
       schema: {
         querystring: {
           type: 'object',

@@ -4,6 +4,7 @@
  */
 import type { ServiceDefinition } from '@mesh/service';
 import { Orchestrator } from './orchestrator.ts';
+import { registerDashboard } from './dashboard.ts';
 import { registerTaskRoutes } from './routes.ts';
 import { TaskStore } from './store.ts';
 import { defaultTemplatesDir, loadTemplates } from './templates.ts';
@@ -61,6 +62,7 @@ export const orchestratorService: ServiceDefinition = {
       loopGuards: false,
     });
     registerTaskRoutes(context, store);
+    const stopDashboard = registerDashboard(context);
     let ticking = false;
     const timer = setInterval(() => {
       if (ticking) return;
@@ -75,6 +77,9 @@ export const orchestratorService: ServiceDefinition = {
         });
     }, 500);
     timer.unref();
-    return async () => clearInterval(timer);
+    return async () => {
+      clearInterval(timer);
+      await stopDashboard();
+    };
   },
 };
