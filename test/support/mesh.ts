@@ -182,11 +182,12 @@ export async function startMesh(t: TestContext, options: MeshOptions = {}): Prom
 export function outcomesOf(
   mesh: Mesh,
   taskId: string,
-): { type: string; data: Record<string, unknown> }[] {
+): { id: string; type: string; data: Record<string, unknown> }[] {
   return mesh.probe
     .on(mesh.client.topics.outputs)
     .filter((r) => mesh.probe.header(r, 'ce_correlationid') === taskId)
     .map((r) => ({
+      id: mesh.probe.header(r, 'ce_id') ?? '',
       type: mesh.probe.header(r, 'ce_type') ?? '',
       data: JSON.parse((r.value ?? Buffer.alloc(0)).subarray(5).toString()) as Record<
         string,
