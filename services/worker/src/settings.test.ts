@@ -10,8 +10,19 @@ describe('readWorkerSettings', () => {
     assert.deepEqual(read({}), {
       agents: ['echo', 'research', 'summarize', 'fact-check', 'draft'],
       llmAgents: [],
+      relayAgents: [],
       agentDelayMs: 0,
     });
+  });
+
+  test('relay agents and tally are hosted without a model', () => {
+    const settings = read({
+      MESH_WORKER_AGENTS: 'tally,ping,pong',
+      MESH_RELAY_AGENTS: 'ping,pong',
+    });
+    assert.deepEqual(settings.agents, ['tally', 'ping', 'pong']);
+    assert.deepEqual(settings.relayAgents, ['ping', 'pong']);
+    assert.deepEqual(settings.llmAgents, []);
   });
 
   test('an LLM agent takes the LLM variables; the provider defaults to the host', () => {
