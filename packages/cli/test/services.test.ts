@@ -6,7 +6,6 @@
 import { test, type TestContext } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
-import { existsSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { join } from 'node:path';
 import { MeshProducer } from '@mesh/kafka';
@@ -67,188 +66,174 @@ async function startService(t: TestContext, h: CliHarness, name: string): Promis
   return url;
 }
 
-const present = ['orchestrator', 'dlq-triage'].every((name) =>
-  existsSync(join(root, 'services', name, 'src', 'main.ts')),
-);
+test('mesh task: state, causal chain, cancel with the token, one-line errors', async (t) => {
+  const h = await cliHarness(t);
+  assert.equal((await h.run(['topics', 'init'])).code, 0);
+  assert.equal((await h.run(['schemas', 'register'])).code, 0);
+  const url = await startService(t, h, 'orchestrator');
+  const env = { MESH_ORCHESTRATOR_URL: url };
 
-test(
-  'mesh task: state, causal chain, cancel with the token, one-line errors',
-  { skip: !present && 'the services are not there yet' },
-  async (t) => {
-    const h = await cliHarness(t);
-    assert.equal((await h.run(['topics', 'init'])).code, 0);
-    assert.equal((await h.run(['schemas', 'register'])).code, 0);
-    const url = await startService(t, h, 'orchestrator');
-    const env = { MESH_ORCHESTRATOR_URL: url };
+  const published = await h.run(['publish', 'examples/reviewed.json']);
+  assert.equal(published.code, 0, show(published));
+  const taskId = published.stdout.trim();
 
-    const published = await h.run(['publish', 'examples/reviewed.json']);
-    assert.equal(published.code, 0, show(published));
-    const taskId = published.stdout.trim();
-
-    // No worker runs: the task waits at its first stage, dispatched to the research agent.
-    const state = await waitFor(
-      async () => {
-        const result = await h.run(['task', taskId, '--json'], { env });
-        if (result.code !== 0) return undefined;
-        const view = JSON.parse(result.stdout) as {
-          task: {
-            id: string;
-            status: string;
-            template: string;
-            stages: Record<string, { status: string }>;
-          };
-          events: { type: string; causationid?: string; id: string }[];
+  // No worker runs: the task waits at its first stage, dispatched to the research agent.
+  const state = await waitFor(
+    async () => {
+      const result = await h.run(['task', taskId, '--json'], { env });
+      if (result.code !== 0) return undefined;
+      const view = JSON.parse(result.stdout) as {
+        task: {
+          id: string;
+          status: string;
+          template: string;
+          stages: Record<string, { status: string }>;
         };
-        return view.events.some((e) => e.type === 'io.mesh.subtask.assigned') ? view : undefined;
-      },
-      { timeout: 30_000, interval: 500, message: 'the task was not dispatched' },
-    );
-    assert.equal(state.task.id, taskId);
-    assert.equal(state.task.template, 'reviewed');
-    assert.equal(state.task.stages.research?.status, 'dispatched');
-    const request = state.events.find((e) => e.type === 'io.mesh.task.requested');
-    assert.equal(request?.id, taskId);
-    assert.equal(
-      state.events.find((e) => e.type === 'io.mesh.subtask.assigned')?.causationid,
-      taskId,
-    );
+        events: { type: string; causationid?: string; id: string }[];
+      };
+      return view.events.some((e) => e.type === 'io.mesh.subtask.assigned') ? view : undefined;
+    },
+    { timeout: 30_000, interval: 500, message: 'the task was not dispatched' },
+  );
+  assert.equal(state.task.id, taskId);
+  assert.equal(state.task.template, 'reviewed');
+  assert.equal(state.task.stages.research?.status, 'dispatched');
+  const request = state.events.find((e) => e.type === 'io.mesh.task.requested');
+  assert.equal(request?.id, taskId);
+  assert.equal(
+    state.events.find((e) => e.type === 'io.mesh.subtask.assigned')?.causationid,
+    taskId,
+  );
 
-    const text = await h.run(['task', taskId], { env });
-    assert.equal(text.code, 0, show(text));
-    assert.match(text.stdout, new RegExp(`^task ${taskId} {2}RUNNING {2}template reviewed$`, 'm'));
-    assert.match(text.stdout, /^\s+research\s+dispatched\s+research$/m);
-    assert.match(text.stdout, /^\s+review\s+pending\s+gate review: /m);
-    assert.match(text.stdout, /^\S+\s+io\.mesh\.task\.requested {2}hop 0$/m);
-    assert.match(text.stdout, /^\S+\s{3}io\.mesh\.subtask\.assigned {2}→ research, hop 1/m);
+  const text = await h.run(['task', taskId], { env });
+  assert.equal(text.code, 0, show(text));
+  assert.match(text.stdout, new RegExp(`^task ${taskId} {2}RUNNING {2}template reviewed$`, 'm'));
+  assert.match(text.stdout, /^\s+research\s+dispatched\s+research$/m);
+  assert.match(text.stdout, /^\s+review\s+pending\s+gate review: /m);
+  assert.match(text.stdout, /^\S+\s+io\.mesh\.task\.requested {2}hop 0$/m);
+  assert.match(text.stdout, /^\S+\s{3}io\.mesh\.subtask\.assigned {2}→ research, hop 1/m);
 
-    const early = await h.run(['task', taskId, '--approve'], {
-      env: { ...env, MESH_API_TOKEN: token },
-    });
-    assert.equal(early.code, 1, show(early));
-    assert.match(
-      lines(early.stderr)[0] ?? '',
-      /^mesh: orchestrator answered 409 \(conflict, POST \/v1\/tasks\/\S+\/approve\): task \S+ is not waiting at an approval gate$/,
-    );
+  const early = await h.run(['task', taskId, '--approve'], {
+    env: { ...env, MESH_API_TOKEN: token },
+  });
+  assert.equal(early.code, 1, show(early));
+  assert.match(
+    lines(early.stderr)[0] ?? '',
+    /^mesh: orchestrator answered 409 \(conflict, POST \/v1\/tasks\/\S+\/approve\): task \S+ is not waiting at an approval gate$/,
+  );
 
-    const unauthorized = await h.run(['task', taskId, '--cancel'], { env });
-    assert.equal(unauthorized.code, 1, show(unauthorized));
-    assert.match(unauthorized.stderr, /^mesh: orchestrator answered 401 .*set MESH_API_TOKEN/);
+  const unauthorized = await h.run(['task', taskId, '--cancel'], { env });
+  assert.equal(unauthorized.code, 1, show(unauthorized));
+  assert.match(unauthorized.stderr, /^mesh: orchestrator answered 401 .*set MESH_API_TOKEN/);
 
-    const cancelled = await h.run(['task', taskId, '--cancel', '--reason', 'test over', '--json'], {
-      env: { ...env, MESH_API_TOKEN: token },
-    });
-    assert.equal(cancelled.code, 0, show(cancelled));
-    assert.deepEqual(JSON.parse(cancelled.stdout), { taskId, status: 'cancelling' });
-    await waitFor(
-      async () => {
-        const result = await h.run(['task', taskId, '--json'], { env });
-        return (
-          (JSON.parse(result.stdout) as { task: { status: string } }).task.status === 'cancelled'
-        );
-      },
-      { timeout: 30_000, interval: 500, message: 'the task was not cancelled' },
-    );
+  const cancelled = await h.run(['task', taskId, '--cancel', '--reason', 'test over', '--json'], {
+    env: { ...env, MESH_API_TOKEN: token },
+  });
+  assert.equal(cancelled.code, 0, show(cancelled));
+  assert.deepEqual(JSON.parse(cancelled.stdout), { taskId, status: 'cancelling' });
+  await waitFor(
+    async () => {
+      const result = await h.run(['task', taskId, '--json'], { env });
+      return (
+        (JSON.parse(result.stdout) as { task: { status: string } }).task.status === 'cancelled'
+      );
+    },
+    { timeout: 30_000, interval: 500, message: 'the task was not cancelled' },
+  );
 
-    const missing = await h.run(['task', 'no-such-task'], { env });
-    assert.equal(missing.code, 1);
-    assert.deepEqual(lines(missing.stderr), [
-      'mesh: orchestrator answered 404 (not_found, GET /v1/tasks/no-such-task): no task no-such-task',
-    ]);
-    const down = await h.run(['task', taskId], {
-      env: { MESH_ORCHESTRATOR_URL: `http://127.0.0.1:${await freePort()}` },
-    });
-    assert.equal(down.code, 1);
-    assert.equal(down.stdout, '');
-    assert.match(
-      lines(down.stderr).join('\n'),
-      /^mesh: cannot reach orchestrator at http:\/\/127\.0\.0\.1:\d+ \(connect ECONNREFUSED [^)]+\); is it running\?/,
-    );
-  },
-);
+  const missing = await h.run(['task', 'no-such-task'], { env });
+  assert.equal(missing.code, 1);
+  assert.deepEqual(lines(missing.stderr), [
+    'mesh: orchestrator answered 404 (not_found, GET /v1/tasks/no-such-task): no task no-such-task',
+  ]);
+  const down = await h.run(['task', taskId], {
+    env: { MESH_ORCHESTRATOR_URL: `http://127.0.0.1:${await freePort()}` },
+  });
+  assert.equal(down.code, 1);
+  assert.equal(down.stdout, '');
+  assert.match(
+    lines(down.stderr).join('\n'),
+    /^mesh: cannot reach orchestrator at http:\/\/127\.0\.0\.1:\d+ \(connect ECONNREFUSED [^)]+\); is it running\?/,
+  );
+});
 
-test(
-  'mesh dlq: list with filters, replay, discard with a reason',
-  { skip: !present && 'the services are not there yet' },
-  async (t) => {
-    const h = await cliHarness(t);
-    assert.equal((await h.run(['topics', 'init'])).code, 0);
-    assert.equal((await h.run(['schemas', 'register'])).code, 0);
-    await startService(t, h, 'orchestrator');
-    const url = await startService(t, h, 'dlq-triage');
-    const env = { MESH_DLQ_URL: url, MESH_API_TOKEN: token };
+test('mesh dlq: list with filters, replay, discard with a reason', async (t) => {
+  const h = await cliHarness(t);
+  assert.equal((await h.run(['topics', 'init'])).code, 0);
+  assert.equal((await h.run(['schemas', 'register'])).code, 0);
+  await startService(t, h, 'orchestrator');
+  const url = await startService(t, h, 'dlq-triage');
+  const env = { MESH_DLQ_URL: url, MESH_API_TOKEN: token };
 
-    // Two records the orchestrator cannot read: it dead-letters them, dlq-triage parks them.
-    const producer = disposable(t, new MeshProducer(h.kafka), (p) => p.disconnect());
-    await producer.connect();
-    await producer.send(
-      ['first', 'second'].map((key) => ({
-        topic: `${h.prefix}requests`,
-        key,
-        value: Buffer.from(`not a cloudevent (${key})`),
-        headers: {},
-      })),
-    );
-    type Item = {
-      id: string;
-      failure: string;
-      status: string;
-      originTopic?: string;
-      detail?: string;
-    };
-    const items = await waitFor(
-      async () => {
-        const result = await h.run(['dlq', 'list', '--failure', 'malformed_event', '--json'], {
-          env,
-        });
-        assert.equal(result.code, 0, show(result));
-        const found = (JSON.parse(result.stdout) as { items: Item[] }).items;
-        return found.length >= 2 ? found : undefined;
-      },
-      { timeout: 30_000, interval: 500, message: 'the dead letters were not listed' },
-    );
-    assert.ok(
-      items.every(
-        (i) => i.failure === 'malformed_event' && i.originTopic === `${h.prefix}requests`,
-      ),
-    );
-    const other = await h.run(['dlq', 'list', '--failure', 'timeout', '--json'], { env });
-    assert.deepEqual(JSON.parse(other.stdout), { items: [] });
-    const table = await h.run(['dlq', 'list'], { env });
-    assert.match(
-      table.stdout,
-      /^ID\s+AT\s+STATUS\s+FAILURE\s+AGENT\s+TASK\s+TYPE\s+ORIGIN\s+DETAIL$/m,
-    );
-    assert.match(table.stdout, /^2 dead letters$/m);
+  // Two records the orchestrator cannot read: it dead-letters them, dlq-triage parks them.
+  const producer = disposable(t, new MeshProducer(h.kafka), (p) => p.disconnect());
+  await producer.connect();
+  await producer.send(
+    ['first', 'second'].map((key) => ({
+      topic: `${h.prefix}requests`,
+      key,
+      value: Buffer.from(`not a cloudevent (${key})`),
+      headers: {},
+    })),
+  );
+  type Item = {
+    id: string;
+    failure: string;
+    status: string;
+    originTopic?: string;
+    detail?: string;
+  };
+  const items = await waitFor(
+    async () => {
+      const result = await h.run(['dlq', 'list', '--failure', 'malformed_event', '--json'], {
+        env,
+      });
+      assert.equal(result.code, 0, show(result));
+      const found = (JSON.parse(result.stdout) as { items: Item[] }).items;
+      return found.length >= 2 ? found : undefined;
+    },
+    { timeout: 30_000, interval: 500, message: 'the dead letters were not listed' },
+  );
+  assert.ok(
+    items.every((i) => i.failure === 'malformed_event' && i.originTopic === `${h.prefix}requests`),
+  );
+  const other = await h.run(['dlq', 'list', '--failure', 'timeout', '--json'], { env });
+  assert.deepEqual(JSON.parse(other.stdout), { items: [] });
+  const table = await h.run(['dlq', 'list'], { env });
+  assert.match(
+    table.stdout,
+    /^ID\s+AT\s+STATUS\s+FAILURE\s+AGENT\s+TASK\s+TYPE\s+ORIGIN\s+DETAIL$/m,
+  );
+  assert.match(table.stdout, /^2 dead letters$/m);
 
-    const [first, second] = items as [Item, Item];
-    const noReason = await h.run(['dlq', 'discard', first.id], { env });
-    assert.equal(noReason.code, 1);
-    assert.match(noReason.stderr, /^mesh: mesh dlq discard needs --reason/);
-    const discarded = await h.run(
-      ['dlq', 'discard', first.id, '--reason', 'garbage from a test', '--json'],
-      { env },
-    );
-    assert.equal(discarded.code, 0, show(discarded));
-    assert.deepEqual(JSON.parse(discarded.stdout), { id: first.id, status: 'discarded' });
-    const replayDiscarded = await h.run(['dlq', 'replay', first.id], { env });
-    assert.equal(replayDiscarded.code, 1);
-    assert.match(
-      lines(replayDiscarded.stderr)[0] ?? '',
-      /^mesh: dlq-triage answered 409 \(conflict, POST \/v1\/dlq\/\w+\/replay\): dead letter \w+ was discarded$/,
-    );
+  const [first, second] = items as [Item, Item];
+  const noReason = await h.run(['dlq', 'discard', first.id], { env });
+  assert.equal(noReason.code, 1);
+  assert.match(noReason.stderr, /^mesh: mesh dlq discard needs --reason/);
+  const discarded = await h.run(
+    ['dlq', 'discard', first.id, '--reason', 'garbage from a test', '--json'],
+    { env },
+  );
+  assert.equal(discarded.code, 0, show(discarded));
+  assert.deepEqual(JSON.parse(discarded.stdout), { id: first.id, status: 'discarded' });
+  const replayDiscarded = await h.run(['dlq', 'replay', first.id], { env });
+  assert.equal(replayDiscarded.code, 1);
+  assert.match(
+    lines(replayDiscarded.stderr)[0] ?? '',
+    /^mesh: dlq-triage answered 409 \(conflict, POST \/v1\/dlq\/\w+\/replay\): dead letter \w+ was discarded$/,
+  );
 
-    const replayed = await h.run(['dlq', 'replay', second.id], { env });
-    assert.equal(replayed.code, 0, show(replayed));
-    assert.equal(replayed.stdout, `dead letter ${second.id} replayed to ${h.prefix}requests\n`);
+  const replayed = await h.run(['dlq', 'replay', second.id], { env });
+  assert.equal(replayed.code, 0, show(replayed));
+  assert.equal(replayed.stdout, `dead letter ${second.id} replayed to ${h.prefix}requests\n`);
 
-    const after = await h.run(['dlq', 'list', '--json'], { env });
-    const statuses = new Map(
-      (JSON.parse(after.stdout) as { items: Item[] }).items.map((i) => [i.id, i.status]),
-    );
-    assert.equal(statuses.get(first.id), 'discarded');
-    assert.ok(
-      ['replayed', 'parked'].includes(statuses.get(second.id) ?? ''),
-      String(statuses.get(second.id)),
-    );
-  },
-);
+  const after = await h.run(['dlq', 'list', '--json'], { env });
+  const statuses = new Map(
+    (JSON.parse(after.stdout) as { items: Item[] }).items.map((i) => [i.id, i.status]),
+  );
+  assert.equal(statuses.get(first.id), 'discarded');
+  assert.ok(
+    ['replayed', 'parked'].includes(statuses.get(second.id) ?? ''),
+    String(statuses.get(second.id)),
+  );
+});
