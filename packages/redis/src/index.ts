@@ -82,6 +82,15 @@ export async function pingRedis(client: Redis): Promise<boolean> {
   }
 }
 
+/** Runs Redis commands, turning any failure into a retryable `redis_unavailable` naming `what`. */
+export async function withRedis<T>(what: string, fn: () => Promise<T>): Promise<T> {
+  try {
+    return await fn();
+  } catch (error) {
+    throw redisFailure(error, what);
+  }
+}
+
 /** Maps an ioredis failure onto the taxonomy: any command failure is a retryable `redis_unavailable`. */
 export function redisFailure(error: unknown, what: string): Error {
   return retryable('redis_unavailable', `${what}: ${(error as Error).message}`, { cause: error });

@@ -2,7 +2,7 @@
  * The queryable record of dead letters and escalations (Redis). A dead letter keeps its original key,
  * value and headers so it can be replayed byte for byte.
  */
-import { redisFailure, type Redis } from '@mesh/redis';
+import { withRedis, type Redis } from '@mesh/redis';
 
 export type DeadLetterStatus = 'parked' | 'retrying' | 'escalated' | 'replayed' | 'discarded';
 
@@ -58,24 +58,16 @@ export class DeadLetterStore {
   readonly #ttlMs: number;
   readonly #prefix: string;
 
-  /** `prefix` is the mesh's Redis key prefix (`${this.#prefix}` by default). */
+  /** `prefix` is the mesh's Redis key prefix (`mesh:` by default). */
   constructor(redis: Redis, options: { ttlMs: number; prefix: string }) {
     this.#redis = redis;
     this.#ttlMs = options.ttlMs;
     this.#prefix = options.prefix;
   }
 
-  async #do<T>(what: string, fn: () => Promise<T>): Promise<T> {
-    try {
-      return await fn();
-    } catch (error) {
-      throw redisFailure(error, what);
-    }
-  }
-
   /** Stores a dead letter unless it is already stored (a redelivery); returns whether it was new. */
   async add(letter: DeadLetter): Promise<boolean> {
-    return this.#do('could not store a dead letter', async () => {
+    return withRedis('could not store a dead letter', async () => {
       const created = await this.#redis.set(
         `${this.#prefix}dlq:${letter.id}`,
         JSON.stringify(letter),
@@ -90,7 +82,7 @@ export class DeadLetterStore {
   }
 
   async get(id: string): Promise<DeadLetter | undefined> {
-    const text = await this.#do('could not read a dead letter', () =>
+    const text = await withRedis('could not read a dead letter', () =>
       this.#redis.get(`${this.#prefix}dlq:${id}`),
     );
     return text === null ? undefined : (JSON.parse(text) as DeadLetter);
@@ -99,20 +91,20 @@ export class DeadLetterStore {
   async setStatus(letter: DeadLetter, status: DeadLetterStatus, note: string): Promise<void> {
     letter.status = status;
     letter.history.push({ at: new Date().toISOString(), status, note });
-    await this.#do('could not update a dead letter', () =>
+    await withRedis('could not update a dead letter', () =>
       this.#redis.set(`${this.#prefix}dlq:${letter.id}`, JSON.stringify(letter), 'PX', this.#ttlMs),
     );
   }
 
   /** Newest first, filtered. */
   async list(filter: DeadLetterFilter): Promise<DeadLetter[]> {
-    const ids = await this.#do('could not list dead letters', () =>
+    const ids = await withRedis('could not list dead letters', () =>
       this.#redis.zrevrange(`${this.#prefix}dlq:index`, 0, 4_999),
     );
     const out: DeadLetter[] = [];
     for (let i = 0; i < ids.length && out.length < filter.limit; i += 200) {
       const chunk = ids.slice(i, i + 200);
-      const docs = await this.#do('could not read dead letters', () =>
+      const docs = await withRedis('could not read dead letters', () =>
         this.#redis.mget(chunk.map((id) => `${this.#prefix}dlq:${id}`)),
       );
       for (const doc of docs) {
@@ -139,7 +131,7 @@ export class DeadLetterStore {
 
   /** How many remediations were already tried for an event (bounded retries), after adding one. */
   async nextRemediation(eventId: string): Promise<number> {
-    return this.#do('could not count remediations', async () => {
+    return withRedis('could not count remediations', async () => {
       const key = `${this.#prefix}dlq:remediations:${eventId}`;
       const count = await this.#redis.incr(key);
       await this.#redis.pexpire(key, this.#ttlMs);
@@ -148,14 +140,14 @@ export class DeadLetterStore {
   }
 
   async remediations(eventId: string): Promise<number> {
-    const value = await this.#do('could not count remediations', () =>
+    const value = await withRedis('could not count remediations', () =>
       this.#redis.get(`${this.#prefix}dlq:remediations:${eventId}`),
     );
     return Number(value ?? 0);
   }
 
   async addEscalation(escalation: Escalation): Promise<void> {
-    await this.#do('could not store an escalation', async () => {
+    await withRedis('could not store an escalation', async () => {
       await this.#redis
         .multi()
         .lpush(`${this.#prefix}escalations`, JSON.stringify(escalation))
@@ -165,7 +157,7 @@ export class DeadLetterStore {
   }
 
   async escalations(limit: number): Promise<Escalation[]> {
-    const raw = await this.#do('could not list escalations', () =>
+    const raw = await withRedis('could not list escalations', () =>
       this.#redis.lrange(`${this.#prefix}escalations`, 0, limit - 1),
     );
     return raw.map((r) => JSON.parse(r) as Escalation);
@@ -173,6 +165,6 @@ export class DeadLetterStore {
 
   /** Forgets a consumer group's done marker of an event so that a replay runs it again. */
   async forgetDone(idempotencyKey: string): Promise<void> {
-    await this.#do('could not clear an idempotency key', () => this.#redis.del(idempotencyKey));
+    await withRedis('could not clear an idempotency key', () => this.#redis.del(idempotencyKey));
   }
 }

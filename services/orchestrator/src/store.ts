@@ -7,7 +7,7 @@ import { randomUUID } from 'node:crypto';
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { MeshEventAttributes } from '@mesh/envelope';
 import { retryable } from '@mesh/errors';
-import { redisFailure, type Redis } from '@mesh/redis';
+import { withRedis, type Redis } from '@mesh/redis';
 import type { Budget, PlannedStage } from './templates.ts';
 
 export type TaskStatus =
@@ -86,23 +86,15 @@ export class TaskStore {
   readonly #ttlMs: number;
   readonly #prefix: string;
 
-  /** `prefix` is the mesh's Redis key prefix (`${this.#prefix}` by default). */
+  /** `prefix` is the mesh's Redis key prefix (`mesh:` by default). */
   constructor(redis: Redis, options: { ttlMs: number; prefix: string }) {
     this.#redis = redis;
     this.#ttlMs = options.ttlMs;
     this.#prefix = options.prefix;
   }
 
-  async #do<T>(what: string, fn: () => Promise<T>): Promise<T> {
-    try {
-      return await fn();
-    } catch (error) {
-      throw redisFailure(error, what);
-    }
-  }
-
   async get(id: string): Promise<TaskState | undefined> {
-    const text = await this.#do('could not read a task', () =>
+    const text = await withRedis('could not read a task', () =>
       this.#redis.get(`${this.#prefix}task:${id}`),
     );
     return text === null ? undefined : (JSON.parse(text) as TaskState);
@@ -110,7 +102,7 @@ export class TaskStore {
 
   async put(state: TaskState): Promise<void> {
     state.updatedAt = new Date().toISOString();
-    await this.#do('could not write a task', async () => {
+    await withRedis('could not write a task', async () => {
       await this.#redis
         .multi()
         .set(`${this.#prefix}task:${state.id}`, JSON.stringify(state), 'PX', this.#ttlMs)
@@ -129,7 +121,7 @@ export class TaskStore {
     const token = randomUUID();
     const deadline = Date.now() + 30_000;
     for (;;) {
-      const ok = await this.#do('could not lock a task', () =>
+      const ok = await withRedis('could not lock a task', () =>
         this.#redis.set(key, token, 'PX', 30_000, 'NX'),
       );
       if (ok === 'OK') break;
@@ -146,7 +138,7 @@ export class TaskStore {
 
   /** Claims the task's one final state; false when another path already ended it. */
   async claimFinal(id: string, type: (typeof finalTypes)[number]): Promise<boolean> {
-    const ok = await this.#do('could not claim a final state', () =>
+    const ok = await withRedis('could not claim a final state', () =>
       this.#redis.set(`${this.#prefix}final:${id}`, type, 'PX', this.#ttlMs, 'NX'),
     );
     return ok === 'OK';
@@ -154,7 +146,7 @@ export class TaskStore {
 
   async finalOf(id: string): Promise<string | undefined> {
     return (
-      (await this.#do('could not read a final state', () =>
+      (await withRedis('could not read a final state', () =>
         this.#redis.get(`${this.#prefix}final:${id}`),
       )) ?? undefined
     );
@@ -162,7 +154,7 @@ export class TaskStore {
 
   /** Appends an event to the task's causal chain once, whatever how often it is delivered. */
   async record(taskId: string, summary: EventSummary): Promise<void> {
-    await this.#do('could not record an event', () =>
+    await withRedis('could not record an event', () =>
       this.#redis.eval(
         recordEvent,
         2,
@@ -177,37 +169,37 @@ export class TaskStore {
 
   /** The task's events, in causal order: parents before children, then by time. */
   async events(taskId: string): Promise<EventSummary[]> {
-    const raw = await this.#do('could not read events', () =>
+    const raw = await withRedis('could not read events', () =>
       this.#redis.lrange(`${this.#prefix}task:${taskId}:events`, 0, -1),
     );
     return causalOrder(raw.map((r) => JSON.parse(r) as EventSummary));
   }
 
   async latest(limit: number): Promise<TaskState[]> {
-    const ids = await this.#do('could not list tasks', () =>
+    const ids = await withRedis('could not list tasks', () =>
       this.#redis.zrevrange(`${this.#prefix}tasks`, 0, limit - 1),
     );
     if (ids.length === 0) return [];
-    const docs = await this.#do('could not read tasks', () =>
+    const docs = await withRedis('could not read tasks', () =>
       this.#redis.mget(ids.map((id) => `${this.#prefix}task:${id}`)),
     );
     return docs.flatMap((d) => (d === null ? [] : [JSON.parse(d) as TaskState]));
   }
 
   async addDeadline(id: string, at: number): Promise<void> {
-    await this.#do('could not store a deadline', () =>
+    await withRedis('could not store a deadline', () =>
       this.#redis.zadd(`${this.#prefix}deadlines`, at, id),
     );
   }
 
   async removeDeadline(id: string): Promise<void> {
-    await this.#do('could not remove a deadline', () =>
+    await withRedis('could not remove a deadline', () =>
       this.#redis.zrem(`${this.#prefix}deadlines`, id),
     );
   }
 
   async dueDeadlines(now: number): Promise<string[]> {
-    return this.#do('could not read deadlines', () =>
+    return withRedis('could not read deadlines', () =>
       this.#redis.zrangebyscore(`${this.#prefix}deadlines`, 0, now, 'LIMIT', 0, 100),
     );
   }
@@ -218,12 +210,12 @@ export class TaskStore {
    */
   async bindIdempotencyKey(key: string, taskId: string): Promise<string> {
     const redisKey = `${this.#prefix}taskkey:${key}`;
-    const ok = await this.#do('could not bind an idempotency key', () =>
+    const ok = await withRedis('could not bind an idempotency key', () =>
       this.#redis.set(redisKey, taskId, 'PX', this.#ttlMs, 'NX'),
     );
     if (ok === 'OK') return taskId;
     return (
-      (await this.#do('could not read an idempotency key', () => this.#redis.get(redisKey))) ??
+      (await withRedis('could not read an idempotency key', () => this.#redis.get(redisKey))) ??
       taskId
     );
   }
