@@ -207,7 +207,7 @@ export class Orchestrator {
     await this.#store.record(taskId, summarise(event, ctx.topic));
     await this.#store.withLock(taskId, async () => {
       const state = await this.#store.get(taskId);
-      if (state === undefined || terminalStatuses.includes(state.status)) return;
+      if (state === undefined) return;
       const stage = state.stages[stageId];
       if (stage === undefined || ['completed', 'partial', 'failed'].includes(stage.status)) return;
       stage.status = event.data.status;
@@ -215,6 +215,12 @@ export class Orchestrator {
       if (event.data.failures !== undefined) stage.failures = event.data.failures;
       stage.endedAt = new Date().toISOString();
       addUsage(state.usage, event.data.usage);
+      if (terminalStatuses.includes(state.status)) {
+        // The task's final event (observed on another topic) can overtake its last stage, and a
+        // cancelled task's running stage still spent tokens: record the stage and what it cost.
+        await this.#store.put(state);
+        return;
+      }
 
       if (state.planner !== undefined && stageId === 'plan' && state.plan?.length === 1) {
         if (event.data.status === 'failed') {
