@@ -246,6 +246,127 @@ test('a task over its step budget fails with budget_exceeded', async (t) => {
   assert.match(String(outcome.data.detail), /step budget of 2/);
 });
 
+test('a planner agent plans the task at run time and the mesh runs its plan', async (t) => {
+  const mesh = await startMesh(t, {
+    agents: ['planner', 'research', 'summarize', 'fact-check', 'draft'],
+    vars: { MESH_TEMPLATES_DIR: templates },
+  });
+  const { body } = await postJson(`${mesh.url('orchestrator')}/v1/tasks`, {
+    template: 'planned',
+    input: { topic: 'coral reefs', angles: ['biology', 'economics', 'policy'] },
+  });
+  const taskId = String(body.taskId);
+  const outcome = await waitFor(() => outcomesOf(mesh, taskId)[0], {
+    timeout: 60_000,
+    message: `no outcome\n${mesh.tails()}`,
+  });
+  assert.equal(outcome.type, 'io.mesh.task.completed', JSON.stringify(outcome.data));
+  assert.match(JSON.stringify(outcome.data.output), /coral reefs/i);
+  const state = await waitFor(async () => {
+    const { body: task } = await getJson(`${mesh.url('orchestrator')}/v1/tasks/${taskId}`);
+    return task.status === 'completed' ? task : undefined;
+  });
+  const stages = state.stages as Record<string, { status: string; results?: object }>;
+  assert.deepEqual(
+    Object.keys(stages).sort(),
+    ['gather', 'plan', 'review', 'write'],
+    'the stages are the plan stage and the ones the planner chose',
+  );
+  assert.deepEqual(
+    Object.keys(stages.gather?.results ?? {}).sort(),
+    ['research-1', 'research-2', 'research-3'],
+    'one research node per angle the task asked for',
+  );
+  for (const [id, stage] of Object.entries(stages)) assert.equal(stage.status, 'completed', id);
+});
+
+test('an invalid plan fails the task with invalid_plan before anything of it is dispatched', async (t) => {
+  const mesh = await startMesh(t, {
+    agents: ['planner', 'echo'],
+    vars: { MESH_TEMPLATES_DIR: templates },
+  });
+  const plans: [unknown, RegExp][] = [
+    // A stage depending on a later one: a cycle in waiting.
+    [
+      {
+        stages: [
+          { id: 'a', dependsOn: ['b'], nodes: [{ id: 'x', agent: 'echo' }] },
+          { id: 'b', nodes: [{ id: 'y', agent: 'echo' }] },
+        ],
+      },
+      /stage a depends on b, which is not an earlier stage/,
+    ],
+    // Not the template schema at all.
+    [{ stages: [{ id: 'Bad Id!', nodes: [] }] }, /plan is invalid: \/stages\/0/],
+    // Two sinks: the plan has no single final stage.
+    [
+      {
+        stages: [
+          { id: 'a', dependsOn: [], nodes: [{ id: 'x', agent: 'echo' }] },
+          { id: 'b', dependsOn: [], nodes: [{ id: 'y', agent: 'echo' }] },
+        ],
+      },
+      /must end in exactly one stage/,
+    ],
+  ];
+  const ids: string[] = [];
+  for (const [plan] of plans) {
+    const { body } = await postJson(`${mesh.url('orchestrator')}/v1/tasks`, {
+      template: 'planned',
+      input: { plan },
+    });
+    ids.push(String(body.taskId));
+  }
+  for (const [i, [, detail]] of plans.entries()) {
+    const taskId = ids[i] ?? '';
+    const outcome = await waitFor(() => outcomesOf(mesh, taskId)[0], {
+      timeout: 60_000,
+      message: `no outcome for plan ${i}\n${mesh.tails()}`,
+    });
+    assert.equal(outcome.type, 'io.mesh.task.failed', JSON.stringify(outcome.data));
+    assert.equal(outcome.data.reason, 'invalid_plan');
+    assert.match(String(outcome.data.detail), detail);
+    const chain = await waitFor(async () => {
+      const { body } = await getJson(`${mesh.url('orchestrator')}/v1/tasks/${taskId}/events`);
+      const events = body.events as { type: string; data?: { agent?: string } }[];
+      return events.some((e) => e.type === 'io.mesh.task.failed') ? events : undefined;
+    });
+    assert.equal(
+      chain.filter((e) => e.type === 'io.mesh.subtask.assigned').length,
+      1,
+      'only the planner was ever dispatched',
+    );
+  }
+  assert.equal(mesh.probe.on(mesh.client.topics.dlq).length, 0, 'a bad plan is not a dead letter');
+});
+
+test('a task past its deadline fails with deadline_exceeded, and its late result changes nothing', async (t) => {
+  const mesh = await startMesh(t, {
+    vars: { MESH_TEMPLATES_DIR: templates },
+    serviceVars: { worker: { MESH_AGENT_DELAY: '4s' } },
+  });
+  const { body } = await postJson(`${mesh.url('orchestrator')}/v1/tasks`, {
+    template: 'default',
+    input: { text: 'slow' },
+    timeoutMs: 1_500,
+  });
+  const taskId = String(body.taskId);
+  const started = Date.now();
+  const outcome = await waitFor(() => outcomesOf(mesh, taskId)[0], {
+    timeout: 30_000,
+    message: `no outcome\n${mesh.tails()}`,
+  });
+  assert.equal(outcome.type, 'io.mesh.task.failed', JSON.stringify(outcome.data));
+  assert.equal(outcome.data.reason, 'deadline_exceeded');
+  assert.ok(Date.now() - started < 4_000, 'failed at its deadline, not when the slow step ended');
+  // The echo step ends 4 s after it started, past the deadline: its late result is no second final state.
+  await new Promise((resolve) => setTimeout(resolve, Math.max(0, started + 7_000 - Date.now())));
+  assert.equal(outcomesOf(mesh, taskId).length, 1, 'exactly one final state');
+  const state = (await getJson(`${mesh.url('orchestrator')}/v1/tasks/${taskId}`)).body;
+  assert.equal(state.status, 'failed');
+  assert.equal((state.failure as { reason: string }).reason, 'deadline_exceeded');
+});
+
 test('kill -9 of the worker mid-task: the task still completes, exactly once on mesh.outputs', async (t) => {
   const mesh = await startMesh(t, {
     vars: { MESH_TEMPLATES_DIR: templates, MESH_LEASE_TTL: '3s' },

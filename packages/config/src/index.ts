@@ -203,7 +203,7 @@ export const variables = {
       itemPattern: '^[a-z0-9][a-z0-9._-]{0,62}$',
       allowed: 'a comma-separated list of agent names',
     },
-    default: 'echo,research,summarize,fact-check,draft',
+    default: 'echo,research,summarize,fact-check,draft,planner',
     doc: 'worker: the agents this worker runs, one consumer group each.',
   },
   MESH_AGENT_DELAY: {

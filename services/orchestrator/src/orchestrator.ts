@@ -406,20 +406,21 @@ export class Orchestrator {
     for (const taskId of await this.#store.dueDeadlines(now)) {
       await this.#store.withLock(taskId, async () => {
         const state = await this.#store.get(taskId);
-        await this.#store.removeDeadline(taskId);
         if (
-          state === undefined ||
-          terminalStatuses.includes(state.status) ||
-          state.request === undefined
-        )
-          return;
-        const cause = { ...state.request, data: undefined } as MeshEvent;
-        await this.#fail(
-          state,
-          cause,
-          'deadline_exceeded',
-          `task did not finish by its deadline ${state.deadline ?? ''}`,
-        );
+          state !== undefined &&
+          !terminalStatuses.includes(state.status) &&
+          state.request !== undefined
+        ) {
+          const cause = { ...state.request, data: undefined } as MeshEvent;
+          await this.#fail(
+            state,
+            cause,
+            'deadline_exceeded',
+            `task did not finish by its deadline ${state.deadline ?? ''}`,
+          );
+        }
+        // Only once the failure is published: a tick that fails (Kafka away) retries on the next one.
+        await this.#store.removeDeadline(taskId);
       });
     }
   }

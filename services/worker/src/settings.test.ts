@@ -8,7 +8,7 @@ const read = (env: Record<string, string>) => readWorkerSettings({ env });
 describe('readWorkerSettings', () => {
   test('defaults: the five built-ins, no LLM, no delay', () => {
     assert.deepEqual(read({}), {
-      agents: ['echo', 'research', 'summarize', 'fact-check', 'draft'],
+      agents: ['echo', 'research', 'summarize', 'fact-check', 'draft', 'planner'],
       llmAgents: [],
       relayAgents: [],
       agentDelayMs: 0,

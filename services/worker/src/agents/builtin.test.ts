@@ -44,4 +44,43 @@ describe('built-in agents', () => {
     const agent = builtinAgent('echo', { delayMs: 10_000 });
     await assert.rejects(agent({}, context(AbortSignal.timeout(20))), { name: 'AbortError' });
   });
+
+  test('the planner plans research per angle, then review, then a draft, from built-in agents', async () => {
+    const planner = builtinAgent('planner');
+    const { output } = await planner(
+      { task: { topic: 'tides', angles: ['physics', 'history', 'physics'] } },
+      context(),
+    );
+    const stages = output.stages as {
+      id: string;
+      dependsOn: string[];
+      nodes: { agent: string; input?: { focus?: string } }[];
+    }[];
+    assert.deepEqual(
+      stages.map((s) => [s.id, s.dependsOn]),
+      [
+        ['gather', []],
+        ['review', ['gather']],
+        ['write', ['review']],
+      ],
+    );
+    assert.deepEqual(
+      stages[0]?.nodes.map((n) => n.input?.focus),
+      ['physics', 'history'],
+      'one research node per distinct angle',
+    );
+    for (const node of stages.flatMap((s) => s.nodes))
+      assert.ok((builtinAgentNames as readonly string[]).includes(node.agent), node.agent);
+    const unplanned = await planner({ task: { topic: 'tides' } }, context());
+    assert.equal((unplanned.output.stages as { nodes: unknown[] }[])[0]?.nodes.length, 2);
+  });
+
+  test("the planner returns a task's own plan unchanged, valid or not", async () => {
+    const plan = { stages: [{ id: 'only', nodes: [{ id: 'x', agent: 'echo' }] }] };
+    const planner = builtinAgent('planner');
+    assert.deepEqual((await planner({ task: { plan } }, context())).output, plan);
+    assert.deepEqual((await planner({ task: { plan: 'nonsense' } }, context())).output, {
+      stages: 'nonsense',
+    });
+  });
 });

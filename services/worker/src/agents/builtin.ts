@@ -1,14 +1,22 @@
 /**
- * Built-in agents that need no model: `echo`, and a research set (`research`, `summarize`,
- * `fact-check`, `draft`) whose outputs are plausible, structured and deterministic — the same input
- * always gives the same output, so a redelivered subtask yields the same result and tests can assert
- * on it. Their input is the orchestrator's `{ task, previous: { <stage>: { <node>: output } }, ...node input }`.
+ * Built-in agents that need no model: `echo`, a research set (`research`, `summarize`,
+ * `fact-check`, `draft`) and a `planner` for templates that plan at run time. Their outputs are
+ * plausible, structured and deterministic — the same input always gives the same output, so a
+ * redelivered subtask yields the same result and tests can assert on it. Their input is the
+ * orchestrator's `{ task, previous: { <stage>: { <node>: output } }, ...node input }`.
  */
 import { createHash } from 'node:crypto';
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { Agent, AgentContext, AgentResult } from './types.ts';
 
-export const builtinAgentNames = ['echo', 'research', 'summarize', 'fact-check', 'draft'] as const;
+export const builtinAgentNames = [
+  'echo',
+  'research',
+  'summarize',
+  'fact-check',
+  'draft',
+  'planner',
+] as const;
 export type BuiltinAgentName = (typeof builtinAgentNames)[number];
 
 export interface BuiltinOptions {
@@ -194,12 +202,59 @@ function draft(input: Json): Json {
   return { title: `${capitalise(topic)}: a brief`, body: paragraphs.join('\n\n') };
 }
 
+/**
+ * A research plan for the task: one `research` node per angle (the task's `angles`, 1 to 5 of them,
+ * else two picked from its topic), then `summarize` and `fact-check` side by side, then `draft`.
+ * A task that brings its own `plan` gets it back unchanged: the orchestrator validates whatever a
+ * planner returns, so this is also how a caller (or a test) hands the mesh a plan of its own.
+ */
+function planner(input: Json): Json {
+  const task = asObject(input.task) ?? {};
+  if (task.plan !== undefined) return asObject(task.plan) ?? { stages: task.plan };
+  const topic = topicOf(input);
+  const given = unique(stringsOf(task.angles), 5);
+  const h = hashOf(topic);
+  const angles =
+    given.length > 0
+      ? given
+      : unique(
+          [
+            aspects[h % aspects.length] ?? 'background',
+            aspects[(h + 5) % aspects.length] ?? 'evidence',
+          ],
+          2,
+        );
+  return {
+    stages: [
+      {
+        id: 'gather',
+        dependsOn: [],
+        nodes: angles.map((focus, i) => ({
+          id: `research-${i + 1}`,
+          agent: 'research',
+          input: { focus },
+        })),
+      },
+      {
+        id: 'review',
+        dependsOn: ['gather'],
+        nodes: [
+          { id: 'summary', agent: 'summarize' },
+          { id: 'check', agent: 'fact-check' },
+        ],
+      },
+      { id: 'write', dependsOn: ['review'], nodes: [{ id: 'draft', agent: 'draft' }] },
+    ],
+  };
+}
+
 const logic: Record<BuiltinAgentName, (input: Json) => Json> = {
   echo: (input) => input,
   research,
   summarize,
   'fact-check': factCheck,
   draft,
+  planner,
 };
 
 export function isBuiltinAgent(name: string): name is BuiltinAgentName {
