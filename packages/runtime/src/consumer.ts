@@ -231,7 +231,11 @@ export class MeshConsumer {
       tracker.paused = false;
     }
     this.#backlogged.clear();
+    // kafkajs keeps a partition's pause across rebalances while the runtime just forgot why it
+    // paused it: resume every assigned partition, or one paused before the rebalance (full, or
+    // revoked while full and assigned back) would never be fetched again.
     if (this.#stopping) this.#consumer.pause(partitions);
+    else this.#consumer.resume(partitions);
     this.#deps.log.info(
       { group: this.groupId, partitions: partitions.length },
       'partitions assigned',

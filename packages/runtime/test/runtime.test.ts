@@ -478,3 +478,43 @@ test('stop() drains running handlers and commits; a restarted member does not ru
   await sleep(500);
   assert.equal(runs, 6, 'nothing drained before the stop ran again');
 });
+
+test('a partition paused because it was full keeps flowing after a rebalance', async (t) => {
+  // kafkajs keeps a pause across rebalances; the runtime must not forget a partition it paused.
+  const { runtime } = await startRuntime(t, {
+    MESH_PARTITIONS: '1',
+    MESH_PARTITION_CONCURRENCY: '2',
+    MESH_LEASE_TTL: '2s',
+  });
+  const topic = runtime.topics.work('echo');
+  let open!: () => void;
+  const gate = new Promise<void>((resolve) => (open = resolve));
+  const handled = new Set<string>();
+  const handlers = {
+    'io.mesh.subtask.assigned': async ({ event }: HandlerContext) => {
+      await gate;
+      handled.add(event.id);
+    },
+  };
+  const first = await runtime.consume({ groupId: 'pause', topics: [topic], handlers });
+  const events = Array.from({ length: 10 }, (_, i) => assigned('echo', { i }, `pause-${i}`));
+  await runtime.publish(events.map((event) => ({ topic, event })));
+  await waitFor(() => first.pending === 2, { message: 'the first member did not fill up' });
+  // A second member joins (rebalance) and leaves (rebalance): the partition ends with the first.
+  const second = await runtime.consume({ groupId: 'pause', topics: [topic], handlers });
+  await waitFor(() => first.assignments >= 2, {
+    timeout: 30_000,
+    message: 'no rebalance when a member joined',
+  });
+  await second.stop(100);
+  await waitFor(() => first.assignments >= 3, {
+    timeout: 30_000,
+    message: 'no rebalance when the member left',
+  });
+  open();
+  await waitFor(() => handled.size === events.length, {
+    timeout: 30_000,
+    message: 'events were left unhandled after the rebalances',
+  });
+  assert.equal(handled.size, events.length);
+});
