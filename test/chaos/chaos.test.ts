@@ -244,7 +244,7 @@ test('kill -9 each service in turn mid-load: every task ends exactly once, no co
     dlq: dlqCount(mesh),
     notes: `killed ${killed.join(', ')}; ${runs.size} subtasks, ${[...runs.values()].filter((n) => n > 1).length} re-run in flight, ${effects} effects`,
   });
-  assert.equal(outcome.lost, 0, `tasks without a final state\n${mesh.tails()}`);
+  assert.equal(outcome.lost, 0, `tasks without a final state\n${await explainLost(mesh, ids)}`);
   assert.equal(outcome.duplicates, 0, 'a task had two final states');
   assert.equal(outcome.completed, ids.length);
   assert.deepEqual(rerunAfterDone, [], 'a subtask completed before the kill ran again');
@@ -281,7 +281,7 @@ test('the Kafka broker stopped and restarted mid-load: nothing lost, services re
     notes: restarted.length === 0 ? 'no service restarted' : `exited: ${restarted.join(', ')}`,
   });
   assert.deepEqual(restarted, [], `every service survived the broker outage\n${mesh.tails(30)}`);
-  assert.equal(outcome.lost, 0, mesh.tails());
+  assert.equal(outcome.lost, 0, await explainLost(mesh, ids));
   assert.equal(outcome.duplicates, 0);
   assert.equal(outcome.completed, ids.length);
 });

@@ -568,9 +568,10 @@ export class Orchestrator {
     data: Record<string, unknown>,
   ): Promise<void> {
     await this.#store.removeDeadline(state.id);
-    if (await this.#store.claimFinal(state.id, type)) {
-      const request = { ...(state.request ?? attributesOf(cause)), data: undefined } as MeshEvent;
-      const event = this.#planned(request, cause, { type, discriminator: 'final', data });
+    const request = { ...(state.request ?? attributesOf(cause)), data: undefined } as MeshEvent;
+    const event = this.#planned(request, cause, { type, discriminator: 'final', data });
+    // The claimant is this final event and its cause: a retry of this path publishes, another path does not.
+    if (await this.#store.claimFinal(state.id, type, `${event.id} ${cause.id}`)) {
       await this.#publish(state.id, [{ topic: this.#runtime.topics.outputs, event }]);
       state.status =
         type === 'io.mesh.task.failed'

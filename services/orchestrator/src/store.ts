@@ -72,6 +72,19 @@ export const finalTypes = [
 ] as const;
 export const terminalStatuses: readonly TaskStatus[] = ['completed', 'failed', 'cancelled'];
 
+// KEYS: final marker, its claimant. ARGV: final type, claimant (final event and cause ids), ttl ms.
+// The claimant is remembered so that the same final event, retried after its claim's reply was lost
+// or after a crash between claim and publish, is still published; any other final event is refused.
+const claimFinalScript = `
+local current = redis.call('GET', KEYS[1])
+if current == false then
+  redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[3])
+  redis.call('SET', KEYS[2], ARGV[2], 'PX', ARGV[3])
+  return 1
+end
+if redis.call('GET', KEYS[2]) == ARGV[2] then return 1 end
+return 0
+`;
 const releaseLock = `if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end return 0`;
 const recordEvent = `
 if redis.call('SADD', KEYS[1], ARGV[1]) == 1 then
@@ -136,12 +149,27 @@ export class TaskStore {
     }
   }
 
-  /** Claims the task's one final state; false when another path already ended it. */
-  async claimFinal(id: string, type: (typeof finalTypes)[number]): Promise<boolean> {
+  /**
+   * Claims the task's one final state for `claimant`; false when another path already ended it.
+   * Claiming again as the same claimant is true again (a retry must still publish).
+   */
+  async claimFinal(
+    id: string,
+    type: (typeof finalTypes)[number],
+    claimant: string,
+  ): Promise<boolean> {
     const ok = await withRedis('could not claim a final state', () =>
-      this.#redis.set(`${this.#prefix}final:${id}`, type, 'PX', this.#ttlMs, 'NX'),
+      this.#redis.eval(
+        claimFinalScript,
+        2,
+        `${this.#prefix}final:${id}`,
+        `${this.#prefix}final-by:${id}`,
+        type,
+        claimant,
+        this.#ttlMs,
+      ),
     );
-    return ok === 'OK';
+    return ok === 1;
   }
 
   async finalOf(id: string): Promise<string | undefined> {
