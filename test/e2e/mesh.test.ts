@@ -198,10 +198,19 @@ test('an approval gate waits, proceeds on approve and fails on deny', async (t) 
       { timeout: 30_000 },
     );
   }
+  // The state is saved before the request is published: give the probe a moment to see both.
+  await waitFor(
+    () =>
+      mesh.probe
+        .on(mesh.client.topics.escalations)
+        .filter((r) => mesh.probe.header(r, 'ce_type') === 'io.mesh.approval.requested').length >=
+      2,
+    { timeout: 10_000, message: 'each gate asks for approval on mesh.escalations' },
+  );
   const requests = mesh.probe
     .on(mesh.client.topics.escalations)
     .filter((r) => mesh.probe.header(r, 'ce_type') === 'io.mesh.approval.requested');
-  assert.equal(requests.length, 2, 'each gate asked for approval on mesh.escalations');
+  assert.equal(requests.length, 2, 'exactly one approval request per gate');
   assert.equal(outcomesOf(mesh, approved).length, 0, 'nothing proceeds without a decision');
 
   assert.equal(

@@ -2,9 +2,11 @@
  * The orchestrator's role: turn a request into a plan, dispatch each stage when its dependencies are
  * done, hold approval gates, enforce budgets and deadlines, and keep the task-state projection.
  *
- * Every handler applies one event to one task under the task's lock, publishes what follows from it
- * (acks=all) and only then writes the new state. A crash in between re-runs the handler from the old
- * state, which publishes the same events with the same deterministic ids — consumers drop the repeats.
+ * Every handler applies one event to one task under the task's lock, writes the new state, then
+ * publishes what follows from it (acks=all). Writing first means a result can never arrive before
+ * the state that expects it (a subtask finishes in milliseconds). A crash between write and publish
+ * is repaired when the event is redelivered: it finds its effect saved and re-publishes everything
+ * the state says is outstanding (#redrive), with the same deterministic ids — consumers drop repeats.
  */
 import {
   childTraceparent,
@@ -147,7 +149,10 @@ export class Orchestrator {
     }
     await this.#store.withLock(taskId, async () => {
       const existing = await this.#store.get(taskId);
-      if (existing !== undefined && existing.status !== 'accepted') return;
+      if (existing !== undefined && existing.status !== 'accepted') {
+        await this.#redrive(existing, request);
+        return;
+      }
       const now = new Date();
       const templateName = request.data.template ?? this.#templates.defaultName;
       const template = this.#templates.templates.get(templateName);
@@ -209,7 +214,12 @@ export class Orchestrator {
       const state = await this.#store.get(taskId);
       if (state === undefined) return;
       const stage = state.stages[stageId];
-      if (stage === undefined || ['completed', 'partial', 'failed'].includes(stage.status)) return;
+      if (stage === undefined) return;
+      if (['completed', 'partial', 'failed'].includes(stage.status)) {
+        // Already applied: what it led to may not have been published before a crash.
+        await this.#redrive(state, event);
+        return;
+      }
       stage.status = event.data.status;
       stage.results = event.data.results;
       if (event.data.failures !== undefined) stage.failures = event.data.failures;
@@ -304,6 +314,11 @@ export class Orchestrator {
           s.gate?.id === event.data.gateId && state.stages[s.id]?.status === 'awaiting_approval',
       );
       if (gate === undefined) {
+        if (state.plan?.some((s) => s.gate?.id === event.data.gateId) === true) {
+          // Already decided: this is a redelivery, and what it led to may not have been published.
+          await this.#redrive(state, event);
+          return;
+        }
         ctx.log.warn(
           { taskId, gateId: event.data.gateId },
           'approval for a gate that is not waiting; ignored',
@@ -438,17 +453,73 @@ export class Orchestrator {
     const emits: Emit[] = [];
     const done = (id: string): boolean =>
       ['completed', 'partial'].includes(state.stages[id]?.status ?? '');
-    const previous: Record<string, Record<string, unknown>> = {};
-    for (const [id, stage] of Object.entries(state.stages))
-      if (done(id) && stage.results !== undefined) previous[id] = stage.results;
-    const request = { ...(state.request ?? attributesOf(cause)), data: undefined } as MeshEvent;
     for (const stage of state.plan ?? []) {
       const current = state.stages[stage.id] as StageState;
       if (current.status !== 'pending' || !stage.dependsOn.every(done)) continue;
       current.startedAt = new Date().toISOString();
       if (stage.gate !== undefined) {
         current.status = 'awaiting_approval';
-        emits.push({
+        emits.push(...this.#stageEvents(state, stage, cause));
+        continue;
+      }
+      const nodes = stage.nodes ?? [];
+      if (
+        state.budget.maxSteps !== undefined &&
+        state.usage.steps + nodes.length > state.budget.maxSteps
+      ) {
+        await this.#store.put(state);
+        await this.#publish(state.id, emits);
+        await this.#fail(
+          state,
+          cause,
+          'budget_exceeded',
+          `step budget of ${state.budget.maxSteps} spent: ${state.usage.steps} steps run, stage ${stage.id} needs ${nodes.length} more`,
+        );
+        return;
+      }
+      state.usage.steps += nodes.length;
+      current.status = 'dispatched';
+      if (stage.timeoutMs !== undefined)
+        current.deadline = new Date(Date.now() + stage.timeoutMs).toISOString();
+      emits.push(...this.#stageEvents(state, stage, cause));
+    }
+    state.status = Object.values(state.stages).some((s) => s.status === 'awaiting_approval')
+      ? 'awaiting_approval'
+      : 'running';
+    // Saved before it is published: a stage result can then never arrive before the state that
+    // expects it. A crash in between is repaired by #redrive when the cause is redelivered.
+    await this.#store.put(state);
+    await this.#publish(state.id, emits);
+  }
+
+  /**
+   * Publishes again what the saved state says is outstanding — the assignments of dispatched
+   * stages and the approval requests of waiting gates — with their original ids. Called when a
+   * redelivered event finds its effect already saved: the state is written before its events are
+   * published, so a crash in between left them unpublished; copies that did go out are dropped by
+   * id by their consumers.
+   */
+  async #redrive(state: TaskState, cause: MeshEvent): Promise<void> {
+    if (terminalStatuses.includes(state.status)) return;
+    const emits: Emit[] = [];
+    for (const stage of state.plan ?? []) {
+      const status = state.stages[stage.id]?.status;
+      if (status === 'dispatched' || status === 'awaiting_approval')
+        emits.push(...this.#stageEvents(state, stage, cause));
+    }
+    await this.#publish(state.id, emits);
+  }
+
+  /** The events that start `stage`: one assignment per node, or the gate's approval request. */
+  #stageEvents(state: TaskState, stage: PlannedStage, cause: MeshEvent): Emit[] {
+    const previous: Record<string, Record<string, unknown>> = {};
+    for (const [id, other] of Object.entries(state.stages))
+      if (['completed', 'partial'].includes(other.status) && other.results !== undefined)
+        previous[id] = other.results;
+    const request = { ...(state.request ?? attributesOf(cause)), data: undefined } as MeshEvent;
+    if (stage.gate !== undefined) {
+      return [
+        {
           topic: this.#runtime.topics.escalations,
           event: this.#planned(request, cause, {
             type: 'io.mesh.approval.requested',
@@ -461,66 +532,42 @@ export class Orchestrator {
               context: { previous },
             },
           }),
-        });
-        continue;
-      }
-      const nodes = stage.nodes ?? [];
-      if (
-        state.budget.maxSteps !== undefined &&
-        state.usage.steps + nodes.length > state.budget.maxSteps
-      ) {
-        await this.#publish(state.id, emits);
-        await this.#fail(
-          state,
-          cause,
-          'budget_exceeded',
-          `step budget of ${state.budget.maxSteps} spent: ${state.usage.steps} steps run, stage ${stage.id} needs ${nodes.length} more`,
-        );
-        return;
-      }
-      state.usage.steps += nodes.length;
-      current.status = 'dispatched';
-      const deadline =
-        stage.timeoutMs === undefined
-          ? undefined
-          : new Date(Date.now() + stage.timeoutMs).toISOString();
-      const join = {
-        nodes: nodes.map((n) => n.id),
-        join: stage.join ?? 'all',
-        ...(stage.quorum === undefined ? {} : { quorum: stage.quorum }),
-        ...(deadline === undefined ? {} : { deadline }),
-        onTimeout: stage.onTimeout ?? 'fail',
-        final: stage.final,
-        template: state.template,
-        ...(state.synthesis === undefined ? {} : { synthesis: state.synthesis }),
-      };
-      for (const node of nodes) {
-        const assigned = this.#planned(request, cause, {
-          type: 'io.mesh.subtask.assigned',
-          agent: node.agent,
-          discriminator: `assign:${stage.id}/${node.id}`,
-          data: {
-            taskId: state.id,
-            stageId: stage.id,
-            nodeId: node.id,
-            agent: node.agent,
-            input: { task: state.input, previous, ...node.input },
-            stage: join,
-            ...(node.outputSchema === undefined ? {} : { outputSchema: node.outputSchema }),
-            ...(node.timeoutMs === undefined ? {} : { timeoutMs: node.timeoutMs }),
-            ...(node.model === undefined ? {} : { model: node.model }),
-          },
-        });
-        // Keyed by task and node, not task alone: the nodes of a fan-out to one agent run in parallel.
-        assigned.partitionkey = `${state.id}/${node.id}`;
-        emits.push({ topic: this.#runtime.topics.work(node.agent), event: assigned });
-      }
+        },
+      ];
     }
-    state.status = Object.values(state.stages).some((s) => s.status === 'awaiting_approval')
-      ? 'awaiting_approval'
-      : 'running';
-    await this.#publish(state.id, emits);
-    await this.#store.put(state);
+    const deadline = state.stages[stage.id]?.deadline;
+    const nodes = stage.nodes ?? [];
+    const join = {
+      nodes: nodes.map((n) => n.id),
+      join: stage.join ?? 'all',
+      ...(stage.quorum === undefined ? {} : { quorum: stage.quorum }),
+      ...(deadline === undefined ? {} : { deadline }),
+      onTimeout: stage.onTimeout ?? 'fail',
+      final: stage.final,
+      template: state.template,
+      ...(state.synthesis === undefined ? {} : { synthesis: state.synthesis }),
+    };
+    return nodes.map((node) => {
+      const assigned = this.#planned(request, cause, {
+        type: 'io.mesh.subtask.assigned',
+        agent: node.agent,
+        discriminator: `assign:${stage.id}/${node.id}`,
+        data: {
+          taskId: state.id,
+          stageId: stage.id,
+          nodeId: node.id,
+          agent: node.agent,
+          input: { task: state.input, previous, ...node.input },
+          stage: join,
+          ...(node.outputSchema === undefined ? {} : { outputSchema: node.outputSchema }),
+          ...(node.timeoutMs === undefined ? {} : { timeoutMs: node.timeoutMs }),
+          ...(node.model === undefined ? {} : { model: node.model }),
+        },
+      });
+      // Keyed by task and node, not task alone: the nodes of a fan-out to one agent run in parallel.
+      assigned.partitionkey = `${state.id}/${node.id}`;
+      return { topic: this.#runtime.topics.work(node.agent), event: assigned };
+    });
   }
 
   /** An event of the plan: lineage (hops, agent path, task id) from the request, causation from `cause`. */

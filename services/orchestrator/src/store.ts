@@ -28,6 +28,8 @@ export interface StageState {
   failures?: Record<string, unknown>;
   startedAt?: string;
   endedAt?: string;
+  /** The join deadline given to the aggregator, kept so that a re-published dispatch carries it. */
+  deadline?: string;
 }
 
 export interface TaskState {
