@@ -3,8 +3,8 @@
  *
  * Resolves the stack once (environment variables, testcontainers or the local processes), checks
  * each component answers, passes the three MESH_* addresses to every test file, and stops what it
- * started afterwards. `--unit` runs the unit tests alone, without a stack; `--chaos` runs the
- * reliability suite alone.
+ * started afterwards. The reliability suite (test/chaos) runs last. `--unit` runs the unit tests
+ * alone, without a stack; `--chaos` runs the reliability suite alone.
  */
 import { spawn } from 'node:child_process';
 import { globSync } from 'node:fs';
@@ -23,7 +23,8 @@ const integrationPatterns = [
   'services/*/test/**/*.test.ts',
   'test/e2e/**/*.test.ts',
 ];
-// The reliability suite stops and restarts Kafka and Redis: `npm run test:chaos`, run by .ci/run.
+// The reliability suite stops and restarts Kafka and Redis, so it needs the local stack; part of
+// `npm test`, and alone as `npm run test:chaos`.
 const chaosPatterns = ['test/chaos/**/*.test.ts'];
 
 function find(patterns: string[]): string[] {
@@ -35,9 +36,13 @@ function find(patterns: string[]): string[] {
     .filter((file) => filters.length === 0 || filters.some((f) => file.includes(f)));
 }
 
+// The reliability suite runs last: it stops and restarts the stack's Kafka and Redis.
 const files = chaos
   ? find(chaosPatterns)
-  : [...find(unitPatterns), ...(unitOnly ? [] : find(integrationPatterns))];
+  : [
+      ...find(unitPatterns),
+      ...(unitOnly ? [] : [...find(integrationPatterns), ...find(chaosPatterns)]),
+    ];
 if (files.length === 0) {
   process.stderr.write('no test files matched\n');
   process.exit(1);
@@ -65,7 +70,14 @@ if (!unitOnly) {
 
 const child = spawn(
   process.execPath,
-  ['--test', '--test-concurrency=1', '--test-timeout=600000', '--test-reporter=spec', ...files],
+  [
+    '--test',
+    '--test-concurrency=1',
+    '--test-timeout=1800000',
+    '--test-force-exit',
+    '--test-reporter=spec',
+    ...files,
+  ],
   { cwd: root, env, stdio: 'inherit' },
 );
 const forward = (signal: NodeJS.Signals): void => {
