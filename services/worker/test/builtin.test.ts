@@ -129,7 +129,7 @@ test('each built-in agent completes its subtask with structured output, usage an
     listed
       .json<{ agents: { name: string; group: string; kind: string }[] }>()
       .agents.map((a) => [a.name, a.kind, a.group]),
-    ['echo', 'research', 'summarize', 'fact-check', 'draft'].map((name) => [
+    ['echo', 'research', 'summarize', 'fact-check', 'draft', 'planner'].map((name) => [
       name,
       'builtin',
       `${h.client.config.topicPrefix}worker.${name}`,
