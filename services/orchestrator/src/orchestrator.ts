@@ -127,7 +127,10 @@ export class Orchestrator {
   async #publish(taskId: string, emits: Emit[]): Promise<void> {
     if (emits.length === 0) return;
     await this.#runtime.publish(emits);
-    for (const { topic, event } of emits) await this.#store.record(taskId, summarise(event, topic));
+    // One pipelined round trip, not one per event: the chain is put in causal order when read.
+    await Promise.all(
+      emits.map(({ topic, event }) => this.#store.record(taskId, summarise(event, topic))),
+    );
   }
 
   // ── intake ────────────────────────────────────────────────────────────────────────────────────
