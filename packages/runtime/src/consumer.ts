@@ -231,7 +231,10 @@ export class MeshConsumer {
       tracker.paused = false;
     }
     this.#backlogged.clear();
+    // kafkajs keeps a partition's pause across a rejoin: resume what this member owns now, or a
+    // partition paused for its backlog before the rebalance is never fetched again.
     if (this.#stopping) this.#consumer.pause(partitions);
+    else this.#consumer.resume(partitions);
     this.#deps.log.info(
       { group: this.groupId, partitions: partitions.length },
       'partitions assigned',
