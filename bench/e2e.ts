@@ -16,6 +16,8 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { meshEnv } from '@mesh/testkit';
 import { BenchMesh } from './mesh.ts';
 import {
+  hopBreakdown,
+  hopNames,
   latency,
   OutputWatcher,
   saturation,
@@ -23,8 +25,9 @@ import {
   type LatencyResult,
   type Publish,
   type SaturationResult,
+  type Steps,
 } from './pipeline.ts';
-import { RawProducer, rawAgents, rawOutcome, rawTopics } from './plain-kafkajs.ts';
+import { RawProducer, rawAgents, rawOutcome, rawTopics, recordTimes } from './plain-kafkajs.ts';
 import {
   cpuDuring,
   serviceNames,
@@ -42,6 +45,7 @@ export const usage = `usage: npm run bench -- e2e [options]
   --load F               offered load of the latency runs, as a fraction of the mesh's saturation rate (default 0.5)
   --partitions N         partitions of every topic, both pipelines (default 3)
   --rounds N             rounds, alternating which side goes first (default 2)
+  --unloaded-rate N      latency of both sides at N tasks/s for 10 s after the rounds, for context (default 10; 0 skips it)
   --each-message-seconds S  saturation of a raw eachMessage pipeline, for context (default 10; 0 skips it)
   --warmup S             seconds each side runs at saturation before the first round, not measured (default 5)
   --profile-dir DIR      run every process under --cpu-prof into DIR (the results file is not written)`;
@@ -63,6 +67,7 @@ function options(args: string[]) {
         rounds: { type: 'string', default: '2' },
         warmup: { type: 'string', default: '5' },
         'each-message-seconds': { type: 'string', default: '10' },
+        'unloaded-rate': { type: 'string', default: '10' },
         'profile-dir': { type: 'string' },
       },
       strict: true,
@@ -87,6 +92,7 @@ function options(args: string[]) {
     rounds: count('rounds', 1),
     warmup: count('warmup', 0),
     eachMessageSeconds: count('each-message-seconds', 0),
+    unloadedRate: count('unloaded-rate', 0),
     profileDir: values['profile-dir'],
   };
 }
@@ -128,6 +134,20 @@ export async function run(args: string[]): Promise<Record<string, unknown> & { p
       raw: await OutputWatcher.start(mesh.client.kafka, raw.outputs, rawOutcome),
     };
     watchers.push(watch.mesh, watch.raw);
+    const steps: Record<Side, Steps> = {
+      mesh: {
+        request: mesh.client.topics.requests,
+        work: rawAgents.map((agent) => mesh.client.topics.work(agent)),
+        results: mesh.client.topics.results,
+        outputs: mesh.client.topics.outputs,
+      },
+      raw: {
+        request: raw.requests,
+        work: rawAgents.map((agent) => raw.work(agent)),
+        results: raw.results,
+        outputs: raw.outputs,
+      },
+    };
     const publish: Record<Side, Publish> = {
       mesh: mesh.publisher('fan-out'),
       raw: rawProducer.publisher(raw.requests),
@@ -164,6 +184,7 @@ export async function run(args: string[]): Promise<Record<string, unknown> & { p
       first: Side;
       saturation: Record<Side, SaturationResult & { cpu_ms_per_task: Record<string, number> }>;
       latency: Record<Side, LatencyResult>;
+      hops: Record<Side, ReturnType<typeof hopBreakdown>>;
       throughput_ratio: number;
       p50_overhead_ms: number | null;
     }[] = [];
@@ -193,15 +214,20 @@ export async function run(args: string[]): Promise<Record<string, unknown> & { p
       const rate = sat.mesh.tasks_per_s * opts.load;
       const count = Math.max(10, Math.round(rate * opts.latencySeconds));
       const lat = {} as Record<Side, LatencyResult>;
+      const hopsOf = {} as Record<Side, ReturnType<typeof hopBreakdown>>;
       for (const side of order) {
         log(`round ${r}: ${side} latency at ${round(rate, 1)} tasks/s, ${count} tasks`);
-        lat[side] = await latency(
-          publish[side],
-          watch[side],
-          taskIds(`lat-${side}-${r}`, count),
-          rate,
-        );
+        const ids = taskIds(`lat-${side}-${r}`, count);
+        const sentWall = new Map<string, number>();
+        const since = Date.now() - 1_000;
+        lat[side] = await latency(publish[side], watch[side], ids, rate, { sentWall });
         log(`round ${r}: ${side} p50 ${lat[side].p50_ms} ms, p99 ${lat[side].p99_ms} ms`);
+        const records = await recordTimes(
+          brokers.split(','),
+          [steps[side].request, ...steps[side].work, steps[side].results, steps[side].outputs],
+          since,
+        );
+        hopsOf[side] = hopBreakdown(records, steps[side], ids, sentWall, watch[side]);
         await sleep(1_000);
       }
       const meshP50 = lat.mesh.p50_ms;
@@ -211,10 +237,37 @@ export async function run(args: string[]): Promise<Record<string, unknown> & { p
         first: order[0] as Side,
         saturation: sat,
         latency: lat,
+        hops: hopsOf,
         throughput_ratio: round(sat.mesh.tasks_per_s / sat.raw.tasks_per_s, 3),
         p50_overhead_ms:
           meshP50 === null || rawP50 === null ? null : round((meshP50 - rawP50) / hops, 2),
       });
+    }
+
+    // Context: the latency of a nearly idle pipeline, split by hop, to tell fixed costs from queueing.
+    let unloaded: Record<string, unknown> | undefined;
+    if (opts.unloadedRate > 0) {
+      unloaded = { rate_per_s: opts.unloadedRate };
+      for (const side of ['mesh', 'raw'] as const) {
+        log(`unloaded: ${side} latency at ${opts.unloadedRate} tasks/s`);
+        const ids = taskIds(`idle-${side}`, opts.unloadedRate * 10);
+        const sentWall = new Map<string, number>();
+        const since = Date.now() - 1_000;
+        const result = await latency(publish[side], watch[side], ids, opts.unloadedRate, {
+          sentWall,
+        });
+        const records = await recordTimes(
+          brokers.split(','),
+          [steps[side].request, ...steps[side].work, steps[side].results, steps[side].outputs],
+          since,
+        );
+        unloaded[side] = {
+          ...result,
+          hops: hopBreakdown(records, steps[side], ids, sentWall, watch[side]),
+        };
+        log(`unloaded: ${side} p50 ${result.p50_ms} ms`);
+        await sleep(1_000);
+      }
     }
 
     // Context: the same pipeline with kafkajs eachMessage consumers (one awaited send per message).
@@ -263,6 +316,22 @@ export async function run(args: string[]): Promise<Record<string, unknown> & { p
         p99: col((r) => r.latency[side].p99_ms),
       },
     });
+    // Per hop, from record timestamps: the median over rounds of each hop's p50, and mesh − raw.
+    const hopTable = Object.fromEntries(
+      hopNames.map((hop) => {
+        const meshHop = col((r) => r.hops.mesh[hop].p50_ms);
+        const rawHopMs = col((r) => r.hops.raw[hop].p50_ms);
+        return [
+          hop,
+          {
+            mesh_p50_ms: meshHop,
+            raw_p50_ms: rawHopMs,
+            overhead_ms:
+              meshHop === null || rawHopMs === null ? null : round(meshHop - rawHopMs, 1),
+          },
+        ];
+      }),
+    );
     const failed = rounds.reduce((n, r) => n + r.saturation.mesh.failed + r.latency.mesh.failed, 0);
     return {
       partial: opts.profileDir !== undefined,
@@ -279,8 +348,10 @@ export async function run(args: string[]): Promise<Record<string, unknown> & { p
         throughput_ratio: throughputRatio !== null && throughputRatio >= 0.5,
         p50_overhead: overhead !== null && rawHop !== null ? overhead <= 2 * rawHop : false,
       },
+      hops_p50_ms: hopTable,
       mesh: summary('mesh'),
       raw: summary('raw'),
+      unloaded: unloaded ?? null,
       raw_each_message: eachMessage ?? null,
       counts: {
         saturation_window_tasks: opts.window,
@@ -306,6 +377,10 @@ export async function run(args: string[]): Promise<Record<string, unknown> & { p
         p50_overhead_ms: `(mesh p50 − raw p50) ÷ ${hops} hops (orchestrator, worker, aggregator vs planner, agents, joiner), per round, the median`,
         raw_hop_p50_ms: `raw p50 ÷ ${hops}`,
         target_p50: 'p50_overhead_ms ≤ 2 × raw_hop_p50_ms',
+        hops_p50_ms:
+          "each latency-run task split by hop from its records' CreateTime (read after the run): publish (send → request record), dispatch (→ the last subtask: orchestrator / planner), agents (→ the last result: worker / agents), join (→ the outcome: aggregator / joiner), delivery (→ arrival here); the median over rounds of each hop's p50 (ms resolution)",
+        unloaded:
+          'context: each side at a low open-loop rate after the rounds, with its hop split: the latency without queueing',
         raw_each_message:
           'context, not the baseline: the raw pipeline with kafkajs eachMessage consumers (one awaited send per message), saturation only, after the rounds',
         cpu_ms_per_task:

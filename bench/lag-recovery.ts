@@ -23,6 +23,7 @@ import {
   spawnRaw,
   stackProcs,
   stopProc,
+  tail,
   type Proc,
 } from './processes.ts';
 import { describeMachine, describeSource, environmentOf, round } from './support.ts';
@@ -132,7 +133,11 @@ export async function run(args: string[]): Promise<Record<string, unknown> & { p
           last = lag;
           movedAt = now;
         } else if (now - movedAt > 60_000 && readyAt !== undefined) {
-          throw new Error(`${name}: the lag stayed at ${lag} for 60 s`);
+          const where = partitions
+            .map((p) => `p${p.partition} committed ${p.committed} of ${p.high}`)
+            .join(', ');
+          const tails = procs.map((p) => `--- ${p.name}: ${tail(p, 20)}`).join('\n');
+          throw new Error(`${name}: the lag stayed at ${lag} for 60 s (${where})\n${tails}`);
         }
         await sleep(opts.sampleMs);
       }

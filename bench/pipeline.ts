@@ -12,10 +12,14 @@
 import { randomUUID } from 'node:crypto';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { GroupConsumer, type ConsumedRecord, type Kafka } from '@mesh/kafka';
-import { latencySummary, round } from './support.ts';
+import type { RecordTime } from './plain-kafkajs.ts';
+import { latencySummary, percentile, round } from './support.ts';
 
 export interface Arrival {
+  /** performance.now() when it arrived … */
   at: number;
+  /** … and Date.now(), to compare with record timestamps. */
+  wall: number;
   ok: boolean;
 }
 
@@ -50,11 +54,12 @@ export class OutputWatcher {
     await consumer.start([topic], {
       take: (_topic, _partition, records) => {
         const at = performance.now();
+        const wall = Date.now();
         for (const record of records) {
           const outcome = classify(record);
           if (outcome === undefined) continue;
           if (watcher.arrivals.has(outcome.taskId)) watcher.duplicates += 1;
-          else watcher.arrivals.set(outcome.taskId, { at, ok: outcome.ok });
+          else watcher.arrivals.set(outcome.taskId, { at, wall, ok: outcome.ok });
         }
         return records.length;
       },
@@ -170,10 +175,11 @@ export async function latency(
   watcher: OutputWatcher,
   ids: string[],
   rate: number,
-  options: { tickMs?: number; stallMs?: number } = {},
+  options: { tickMs?: number; stallMs?: number; sentWall?: Map<string, number> } = {},
 ): Promise<LatencyResult> {
   const tickMs = options.tickMs ?? 5;
   const sentAt = new Map<string, number>();
+  const sentWall = options.sentWall ?? new Map<string, number>();
   const sends: Promise<void>[] = [];
   const started = performance.now();
   let next = 0;
@@ -185,7 +191,11 @@ export async function latency(
     if (due > next) {
       const batch = ids.slice(next, due);
       const now = performance.now();
-      for (const id of batch) sentAt.set(id, now);
+      const wall = Date.now();
+      for (const id of batch) {
+        sentAt.set(id, now);
+        sentWall.set(id, wall);
+      }
       sends.push(publish(batch));
       next = due;
     }
@@ -211,4 +221,88 @@ export function header(record: ConsumedRecord, name: string): string | undefined
   const value = record.headers[name];
   const one = Array.isArray(value) ? value[value.length - 1] : value;
   return one === undefined ? undefined : one.toString();
+}
+
+/** The topics of each step of a fan-out pipeline, to split its latency by hop. */
+export interface Steps {
+  request: string;
+  work: string[];
+  results: string;
+  outputs: string;
+}
+
+export const hopNames = ['publish', 'dispatch', 'agents', 'join', 'delivery'] as const;
+
+/**
+ * A task's latency split by hop, from the CreateTime of its records (ms resolution, one clock): the
+ * client's publish (send → request record), dispatch (request → the last of its subtasks: the
+ * orchestrator or planner), agents (→ the last result: worker or agents), join (→ the outcome:
+ * aggregator or joiner), delivery (→ its arrival at this process). p50 and p95 over the tasks.
+ */
+export function hopBreakdown(
+  records: RecordTime[],
+  steps: Steps,
+  ids: string[],
+  sentWall: Map<string, number>,
+  watcher: OutputWatcher,
+): Record<(typeof hopNames)[number], { p50_ms: number | null; p95_ms: number | null }> & {
+  tasks: number;
+} {
+  const wanted = new Set(ids);
+  const work = new Set(steps.work);
+  const byTask = new Map<
+    string,
+    { request?: number; work?: number; results?: number; output?: number }
+  >();
+  for (const r of records) {
+    // The mesh keys a subtask and its result by `<task id>/<node id>`, to spread a fan-out.
+    const task = wanted.has(r.key) ? r.key : r.key.slice(0, r.key.lastIndexOf('/'));
+    if (!wanted.has(task)) continue;
+    let t = byTask.get(task);
+    if (t === undefined) byTask.set(task, (t = {}));
+    if (r.topic === steps.request) t.request = r.ts;
+    else if (work.has(r.topic)) t.work = Math.max(t.work ?? 0, r.ts);
+    else if (r.topic === steps.results) t.results = Math.max(t.results ?? 0, r.ts);
+    else if (r.topic === steps.outputs) t.output ??= r.ts;
+  }
+  const hops: Record<(typeof hopNames)[number], number[]> = {
+    publish: [],
+    dispatch: [],
+    agents: [],
+    join: [],
+    delivery: [],
+  };
+  let complete = 0;
+  for (const id of ids) {
+    const t = byTask.get(id);
+    const sent = sentWall.get(id);
+    const arrived = watcher.arrivals.get(id)?.wall;
+    if (
+      t?.request === undefined ||
+      t.work === undefined ||
+      t.results === undefined ||
+      t.output === undefined ||
+      sent === undefined ||
+      arrived === undefined
+    )
+      continue;
+    complete += 1;
+    hops.publish.push(t.request - sent);
+    hops.dispatch.push(t.work - t.request);
+    hops.agents.push(t.results - t.work);
+    hops.join.push(t.output - t.results);
+    hops.delivery.push(arrived - t.output);
+  }
+  const summary = (values: number[]) => ({
+    p50_ms: percentile(values, 50),
+    p95_ms: percentile(values, 95),
+  });
+  return {
+    tasks: complete,
+    publish: summary(hops.publish),
+    dispatch: summary(hops.dispatch),
+    agents: summary(hops.agents),
+    join: summary(hops.join),
+    delivery: summary(hops.delivery),
+  };
 }

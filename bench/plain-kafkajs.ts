@@ -434,3 +434,80 @@ export function rawOutcome(record: {
 }): { taskId: string; ok: boolean } | undefined {
   return record.key === null ? undefined : { taskId: record.key.toString(), ok: true };
 }
+
+export interface RecordTime {
+  topic: string;
+  key: string;
+  /** The record's CreateTime: when its producer built it (ms since the epoch). */
+  ts: number;
+}
+
+/**
+ * The keys and CreateTime timestamps of the records of `topics` written since `sinceMs`, read after
+ * a run by a group of its own whose offsets are first set to that time: a latency can then be split
+ * by hop without a reader competing with the pipeline while it is measured.
+ * @throws Error when the records are not all read within `timeoutMs`.
+ */
+export async function recordTimes(
+  brokers: string[],
+  topics: string[],
+  sinceMs: number,
+  timeoutMs = 60_000,
+): Promise<RecordTime[]> {
+  const kafka = new Kafka({ clientId: 'bench-hops', brokers, logLevel: logLevel.ERROR });
+  const groupId = `bench-hops-${Date.now()}-${Math.random().toString(36).slice(2, 8)}`;
+  const admin = kafka.admin();
+  const ends = new Map<string, number>();
+  await admin.connect();
+  try {
+    for (const topic of topics) {
+      const from = await admin.fetchTopicOffsetsByTimestamp(topic, sinceMs);
+      const high = await admin.fetchTopicOffsets(topic);
+      await admin.setOffsets({ groupId, topic, partitions: from });
+      for (const { partition, offset } of from) {
+        const end = Number(high.find((h) => h.partition === partition)?.high ?? offset);
+        if (end > Number(offset)) ends.set(`${topic}:${partition}`, end);
+      }
+    }
+  } finally {
+    await admin.disconnect();
+  }
+  const records: RecordTime[] = [];
+  if (ends.size === 0) return records;
+  const consumer = kafka.consumer({ groupId, maxWaitTimeInMs: 100 });
+  let done: (() => void) | undefined;
+  let fail: ((error: Error) => void) | undefined;
+  const allRead = new Promise<void>((resolve, reject) => {
+    done = resolve;
+    fail = reject;
+  });
+  const timer = setTimeout(
+    () =>
+      fail?.(new Error(`record timestamps: ${ends.size} partitions unread after ${timeoutMs} ms`)),
+    timeoutMs,
+  );
+  try {
+    await consumer.connect();
+    await consumer.subscribe({ topics });
+    await consumer.run({
+      autoCommit: false,
+      eachBatch: async ({ batch }) => {
+        for (const m of batch.messages)
+          records.push({
+            topic: batch.topic,
+            key: m.key?.toString() ?? '',
+            ts: Number(m.timestamp),
+          });
+        const key = `${batch.topic}:${batch.partition}`;
+        const end = ends.get(key);
+        if (end !== undefined && Number(batch.lastOffset()) + 1 >= end) ends.delete(key);
+        if (ends.size === 0) done?.();
+      },
+    });
+    await allRead;
+    return records;
+  } finally {
+    clearTimeout(timer);
+    await consumer.disconnect();
+  }
+}
