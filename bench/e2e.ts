@@ -36,15 +36,22 @@ import {
   stopProc,
   type Proc,
 } from './processes.ts';
-import { describeMachine, describeSource, environmentOf, median, round } from './support.ts';
+import {
+  describeMachine,
+  describeSource,
+  environmentOf,
+  median,
+  round,
+  progress,
+} from './support.ts';
 
 export const usage = `usage: npm run bench -- e2e [options]
   --window N             tasks kept outstanding by the saturation loop (default 1000)
-  --saturation-seconds S measured window of each saturation run, after 3 s of warm-up (default 20)
-  --latency-seconds S    length of each latency run (default 20)
+  --saturation-seconds S measured window of each saturation run, after 3 s of warm-up (default 10)
+  --latency-seconds S    length of each latency run (default 10)
   --load F               offered load of the latency runs, as a fraction of the mesh's saturation rate (default 0.5)
   --partitions N         partitions of every topic, both pipelines (default 3)
-  --rounds N             rounds, alternating which side goes first (default 2)
+  --rounds N             rounds, alternating which side goes first (default 3)
   --unloaded-rate N      latency of both sides at N tasks/s for 10 s after the rounds, for context (default 10; 0 skips it)
   --each-message-seconds S  saturation of a raw eachMessage pipeline, for context (default 10; 0 skips it)
   --warmup S             seconds each side runs at saturation before the first round, not measured (default 5)
@@ -60,11 +67,11 @@ function options(args: string[]) {
       args,
       options: {
         window: { type: 'string', default: '1000' },
-        'saturation-seconds': { type: 'string', default: '20' },
-        'latency-seconds': { type: 'string', default: '20' },
+        'saturation-seconds': { type: 'string', default: '10' },
+        'latency-seconds': { type: 'string', default: '10' },
         load: { type: 'string', default: '0.5' },
         partitions: { type: 'string', default: '3' },
-        rounds: { type: 'string', default: '2' },
+        rounds: { type: 'string', default: '3' },
         warmup: { type: 'string', default: '5' },
         'each-message-seconds': { type: 'string', default: '10' },
         'unloaded-rate': { type: 'string', default: '10' },
@@ -101,7 +108,7 @@ type Side = 'mesh' | 'raw';
 
 export async function run(args: string[]): Promise<Record<string, unknown> & { partial: boolean }> {
   const opts = options(args);
-  const log = (message: string): void => void process.stderr.write(`[bench e2e] ${message}\n`);
+  const log = progress('e2e');
   const stack = await meshEnv();
   const machine = await describeMachine();
   const source = await describeSource();

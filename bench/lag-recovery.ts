@@ -26,7 +26,7 @@ import {
   tail,
   type Proc,
 } from './processes.ts';
-import { describeMachine, describeSource, environmentOf, round } from './support.ts';
+import { describeMachine, describeSource, environmentOf, round, progress } from './support.ts';
 
 export const usage = `usage: npm run bench -- lag-recovery [options]
   --events N         events queued before the workers start (default 100000)
@@ -88,8 +88,7 @@ interface Drain {
 
 export async function run(args: string[]): Promise<Record<string, unknown> & { partial: boolean }> {
   const opts = options(args);
-  const log = (message: string): void =>
-    void process.stderr.write(`[bench lag-recovery] ${message}\n`);
+  const log = progress('lag-recovery');
   const stack = await meshEnv();
   const machine = await describeMachine();
   const source = await describeSource();

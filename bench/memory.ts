@@ -23,6 +23,7 @@ import {
   median,
   percentile,
   round,
+  progress,
 } from './support.ts';
 
 export const usage = `usage: npm run bench -- memory [options]
@@ -91,7 +92,7 @@ interface Sample {
 
 export async function run(args: string[]): Promise<Record<string, unknown> & { partial: boolean }> {
   const opts = options(args);
-  const log = (message: string): void => void process.stderr.write(`[bench memory] ${message}\n`);
+  const log = progress('memory');
   const stack = await meshEnv();
   const machine = await describeMachine();
   const source = await describeSource();

@@ -116,6 +116,7 @@ export class BenchMesh {
 
   /** Stops the services, deletes the topics and the Redis keys, closes the client. */
   async close(extraTopics: string[] = []): Promise<void> {
+    this.#options.log(`${this.prefix}: stopping the services, deleting the topics and Redis keys`);
     await this.stopAll();
     const topics = [
       ...topicSpecs(this.config, this.#options.agents).map((s) => s.topic),

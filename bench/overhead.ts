@@ -33,6 +33,7 @@ import {
   median,
   removeKeys,
   round,
+  progress,
 } from './support.ts';
 
 export const usage = `usage: npm run bench -- overhead [options]
@@ -89,7 +90,7 @@ interface Assigned {
 
 export async function run(args: string[]): Promise<Record<string, unknown> & { partial: boolean }> {
   const opts = options(args);
-  const log = (message: string): void => void process.stderr.write(`[bench overhead] ${message}\n`);
+  const log = progress('overhead');
   const stack = await meshEnv();
   const machine = await describeMachine();
   const source = await describeSource();

@@ -444,8 +444,9 @@ export interface RecordTime {
 
 /**
  * The keys and CreateTime timestamps of the records of `topics` written since `sinceMs`, read after
- * a run by a group of its own whose offsets are first set to that time: a latency can then be split
- * by hop without a reader competing with the pipeline while it is measured.
+ * a run by a group of its own that seeks to that time: a latency can then be split by hop without a
+ * reader competing with the pipeline while it is measured. (Not `admin.setOffsets`, whose consumer
+ * always waits out a 5 s fetch.)
  * @throws Error when the records are not all read within `timeoutMs`.
  */
 export async function recordTimes(
@@ -457,23 +458,25 @@ export async function recordTimes(
   const kafka = new Kafka({ clientId: 'bench-hops', brokers, logLevel: logLevel.ERROR });
   const groupId = `bench-hops-${Date.now()}-${Math.random().toString(36).slice(2, 8)}`;
   const admin = kafka.admin();
-  const ends = new Map<string, number>();
+  /** Per topic:partition, the first offset to read and the end (exclusive). */
+  const ranges = new Map<string, { topic: string; partition: number; from: number; end: number }>();
   await admin.connect();
   try {
     for (const topic of topics) {
       const from = await admin.fetchTopicOffsetsByTimestamp(topic, sinceMs);
       const high = await admin.fetchTopicOffsets(topic);
-      await admin.setOffsets({ groupId, topic, partitions: from });
       for (const { partition, offset } of from) {
         const end = Number(high.find((h) => h.partition === partition)?.high ?? offset);
-        if (end > Number(offset)) ends.set(`${topic}:${partition}`, end);
+        if (end > Number(offset))
+          ranges.set(`${topic}:${partition}`, { topic, partition, from: Number(offset), end });
       }
     }
   } finally {
     await admin.disconnect();
   }
   const records: RecordTime[] = [];
-  if (ends.size === 0) return records;
+  if (ranges.size === 0) return records;
+  const left = new Set(ranges.keys());
   const consumer = kafka.consumer({ groupId, maxWaitTimeInMs: 100 });
   let done: (() => void) | undefined;
   let fail: ((error: Error) => void) | undefined;
@@ -483,27 +486,33 @@ export async function recordTimes(
   });
   const timer = setTimeout(
     () =>
-      fail?.(new Error(`record timestamps: ${ends.size} partitions unread after ${timeoutMs} ms`)),
+      fail?.(new Error(`record timestamps: ${left.size} partitions unread after ${timeoutMs} ms`)),
     timeoutMs,
   );
   try {
     await consumer.connect();
-    await consumer.subscribe({ topics });
+    await consumer.subscribe({ topics, fromBeginning: false });
     await consumer.run({
       autoCommit: false,
       eachBatch: async ({ batch }) => {
-        for (const m of batch.messages)
+        const key = `${batch.topic}:${batch.partition}`;
+        const range = ranges.get(key);
+        if (range === undefined) return;
+        for (const m of batch.messages) {
+          const offset = Number(m.offset);
+          if (offset < range.from || offset >= range.end) continue;
           records.push({
             topic: batch.topic,
             key: m.key?.toString() ?? '',
             ts: Number(m.timestamp),
           });
-        const key = `${batch.topic}:${batch.partition}`;
-        const end = ends.get(key);
-        if (end !== undefined && Number(batch.lastOffset()) + 1 >= end) ends.delete(key);
-        if (ends.size === 0) done?.();
+        }
+        if (Number(batch.lastOffset()) + 1 >= range.end) left.delete(key);
+        if (left.size === 0) done?.();
       },
     });
+    for (const { topic, partition, from } of ranges.values())
+      consumer.seek({ topic, partition, offset: String(from) });
     await allRead;
     return records;
   } finally {

@@ -27,7 +27,7 @@ import {
   type Proc,
   type ServiceName,
 } from './processes.ts';
-import { describeMachine, describeSource, environmentOf, round } from './support.ts';
+import { describeMachine, describeSource, environmentOf, round, progress } from './support.ts';
 
 export const usage = `usage: npm run bench -- slow-agents [options]
   --latency-ms N             fake LLM latency per call (default 500)
@@ -92,8 +92,7 @@ interface Point extends SaturationResult {
 
 export async function run(args: string[]): Promise<Record<string, unknown> & { partial: boolean }> {
   const opts = options(args);
-  const log = (message: string): void =>
-    void process.stderr.write(`[bench slow-agents] ${message}\n`);
+  const log = progress('slow-agents');
   const stack = await meshEnv();
   const machine = await describeMachine();
   const source = await describeSource();

@@ -176,3 +176,12 @@ export async function environmentOf(
     platform: machine.platform,
   };
 }
+
+/** A progress line on stderr, with the seconds since the benchmark started: `[bench e2e +12.3s] …`. */
+export function progress(name: string): (message: string) => void {
+  const started = performance.now();
+  return (message) => {
+    const seconds = ((performance.now() - started) / 1_000).toFixed(1);
+    process.stderr.write(`[bench ${name} +${seconds}s] ${message}\n`);
+  };
+}
