@@ -6,7 +6,7 @@
  * itself. The mesh side of every benchmark goes through `@mesh/runtime`.
  */
 import { setTimeout as sleep } from 'node:timers/promises';
-import { Kafka, logLevel, type Consumer, type Producer } from 'kafkajs';
+import { Kafka, logLevel, type Consumer, type Message, type Producer } from 'kafkajs';
 
 /** When the first message reached user code, and when the last one was done (performance.now()). */
 export interface Timing {
@@ -132,5 +132,391 @@ export class PlainKafka {
       await consumer.disconnect();
       await producer.disconnect();
     }
+  }
+}
+
+/**
+ * The raw pipeline of the e2e, slow-agents and lag-recovery benchmarks: the mesh's fan-out task done
+ * with nothing but kafkajs — no envelope, registry, Redis or metrics — with the same topics, hops and
+ * message counts (request → 3 subtasks → 3 results → 1 output). Its three roles run as separate
+ * processes (`bench/raw-pipeline.ts`), as the orchestrator, worker and aggregator do.
+ */
+export const rawAgents = ['research', 'summarize', 'fact-check'] as const;
+
+export interface RawTopics {
+  requests: string;
+  results: string;
+  outputs: string;
+  work(agent: string): string;
+  /** Every topic of the pipeline, to create and delete. */
+  all: string[];
+}
+
+export function rawTopics(prefix: string): RawTopics {
+  const work = (agent: string): string => `${prefix}raw.work.${agent}`;
+  const topics = {
+    requests: `${prefix}raw.requests`,
+    results: `${prefix}raw.results`,
+    outputs: `${prefix}raw.outputs`,
+  };
+  return { ...topics, work, all: [...Object.values(topics), ...rawAgents.map(work)] };
+}
+
+export type RawRole = 'planner' | 'agents' | 'joiner' | 'relay';
+
+export interface RawRoleOptions {
+  brokers: string[];
+  prefix: string;
+  /**
+   * `batch`: every role is an eachBatch relay (each fetched batch produced in one send, then
+   * committed). `each`: every role is an `eachMessage` relay (one awaited send per message). `slow`:
+   * as `batch`, but the agents are `eachMessage` consumers that call the fake LLM for each message,
+   * one at a time, as a plain consumer would.
+   */
+  mode: 'batch' | 'each' | 'slow';
+  /** The fake LLM's base URL (`…/v1`), for `slow`. */
+  llmUrl?: string;
+  /** relay: the topic drained and the topic written, and the group (lag recovery). */
+  relay?: { input: string; output: string; groupId: string };
+}
+
+interface RawMessage {
+  key: Buffer | null;
+  value: Buffer | null;
+}
+
+/**
+ * Starts one role of the raw pipeline and resolves once each of its consumers joined its group.
+ * Returns a function that stops it.
+ */
+export async function startRawRole(
+  role: RawRole,
+  options: RawRoleOptions,
+): Promise<() => Promise<void>> {
+  const kafka = new Kafka({
+    clientId: `bench-raw-${role}`,
+    brokers: options.brokers,
+    logLevel: logLevel.ERROR,
+  });
+  const topics = rawTopics(options.prefix);
+  const consumers: Consumer[] = [];
+  const producers: Producer[] = [];
+  // One producer per consumer: the sends of an idempotent producer must not interleave.
+  const newProducer = async (): Promise<Producer> => {
+    const producer = kafka.producer({ idempotent: true, allowAutoTopicCreation: false });
+    producers.push(producer);
+    await producer.connect();
+    return producer;
+  };
+  const consume = async (
+    groupId: string,
+    topic: string,
+    relay: (messages: RawMessage[]) => { topic: string; messages: RawMessage[] }[],
+  ): Promise<void> => {
+    const producer = await newProducer();
+    const consumer = kafka.consumer({
+      groupId,
+      maxBytesPerPartition: 1_048_576,
+      maxWaitTimeInMs: 100,
+      allowAutoTopicCreation: false,
+    });
+    consumers.push(consumer);
+    const joined = new Promise<void>((resolve) =>
+      consumer.on(consumer.events.GROUP_JOIN, () => resolve()),
+    );
+    await consumer.connect();
+    await consumer.subscribe({ topics: [topic], fromBeginning: true });
+    if (options.mode === 'each') {
+      await consumer.run({
+        eachMessage: async ({ message }) => {
+          const topicMessages = relay([message]).filter((t) => t.messages.length > 0);
+          if (topicMessages.length > 0) await producer.sendBatch({ acks: -1, topicMessages });
+        },
+      });
+      await joined;
+      return;
+    }
+    await consumer.run({
+      eachBatch: async (payload) => {
+        const { batch } = payload;
+        if (!payload.isRunning() || payload.isStale() || batch.messages.length === 0) return;
+        const topicMessages = relay(batch.messages).filter((t) => t.messages.length > 0);
+        if (topicMessages.length > 0) await producer.sendBatch({ acks: -1, topicMessages });
+        payload.resolveOffset(batch.lastOffset());
+        await payload.heartbeat();
+      },
+    });
+    await joined;
+  };
+  const consumeEach = async (
+    groupId: string,
+    topic: string,
+    each: (message: RawMessage, producer: Producer) => Promise<void>,
+  ): Promise<void> => {
+    const producer = await newProducer();
+    const consumer = kafka.consumer({
+      groupId,
+      maxBytesPerPartition: 1_048_576,
+      maxWaitTimeInMs: 100,
+      allowAutoTopicCreation: false,
+    });
+    consumers.push(consumer);
+    const joined = new Promise<void>((resolve) =>
+      consumer.on(consumer.events.GROUP_JOIN, () => resolve()),
+    );
+    await consumer.connect();
+    await consumer.subscribe({ topics: [topic], fromBeginning: true });
+    await consumer.run({ eachMessage: ({ message }) => each(message, producer) });
+    await joined;
+  };
+  const group = (name: string): string => `${options.prefix}raw.${name}`;
+  switch (role) {
+    case 'planner':
+      await consume(group('planner'), topics.requests, (messages) =>
+        rawAgents.map((agent) => ({
+          topic: topics.work(agent),
+          messages: messages.map((m) => ({ key: m.key, value: m.value })),
+        })),
+      );
+      break;
+    case 'agents': {
+      const result = (agent: string, m: RawMessage, output: unknown): RawMessage => ({
+        key: m.key,
+        value: Buffer.from(JSON.stringify({ taskId: m.key?.toString(), agent, output })),
+      });
+      await Promise.all(
+        rawAgents.map((agent) =>
+          options.mode !== 'slow'
+            ? consume(group(`agent.${agent}`), topics.work(agent), (messages) => [
+                { topic: topics.results, messages: messages.map((m) => result(agent, m, {})) },
+              ])
+            : consumeEach(group(`agent.${agent}`), topics.work(agent), async (m, producer) => {
+                const output = await complete(options.llmUrl ?? '', agent, m.value);
+                await producer.send({
+                  topic: topics.results,
+                  acks: -1,
+                  messages: [result(agent, m, output)],
+                });
+              }),
+        ),
+      );
+      break;
+    }
+    case 'joiner': {
+      // Results per task, in memory: the raw pipeline keeps no state anywhere else.
+      const seen = new Map<string, number>();
+      await consume(group('joiner'), topics.results, (messages) => {
+        const outputs: RawMessage[] = [];
+        for (const m of messages) {
+          const { taskId } = JSON.parse(m.value?.toString() ?? '{}') as { taskId?: string };
+          if (taskId === undefined) continue;
+          const count = (seen.get(taskId) ?? 0) + 1;
+          if (count < rawAgents.length) {
+            seen.set(taskId, count);
+            continue;
+          }
+          seen.delete(taskId);
+          outputs.push({ key: m.key, value: Buffer.from(JSON.stringify({ taskId, done: true })) });
+        }
+        return [{ topic: topics.outputs, messages: outputs }];
+      });
+      break;
+    }
+    case 'relay': {
+      const relay = options.relay;
+      if (relay === undefined) throw new Error('the relay role needs its topics');
+      await consume(relay.groupId, relay.input, (messages) => [
+        {
+          topic: relay.output,
+          messages: messages.map((m) => ({ key: m.key, value: m.value })),
+        },
+      ]);
+      break;
+    }
+  }
+  return async () => {
+    await Promise.all(consumers.map((c) => c.disconnect()));
+    await Promise.all(producers.map((p) => p.disconnect()));
+  };
+}
+
+/** One chat completion from the fake LLM: what a plain consumer's agent does with a message. */
+async function complete(baseUrl: string, agent: string, value: Buffer | null): Promise<unknown> {
+  const response = await fetch(`${baseUrl}/chat/completions`, {
+    method: 'POST',
+    headers: { 'content-type': 'application/json' },
+    body: JSON.stringify({
+      model: 'fake',
+      messages: [
+        { role: 'system', content: `You are the ${agent} agent. Answer with one JSON object.` },
+        { role: 'user', content: value?.toString() ?? '' },
+      ],
+    }),
+  });
+  if (!response.ok) throw new Error(`fake LLM answered ${response.status}`);
+  const body = (await response.json()) as { choices?: { message?: { content?: string } }[] };
+  return JSON.parse(body.choices?.[0]?.message?.content ?? '{}') as unknown;
+}
+
+/**
+ * A plain producer for the raw pipeline's requests (idempotent, acks=-1). Sends are queued and
+ * written one request at a time, as the mesh's producer does: an idempotent kafkajs producer must
+ * not have two requests to one partition in flight.
+ */
+export class RawProducer {
+  readonly #producer: Producer;
+  #queue: { topic: string; messages: Message[]; done: () => void; fail: (e: Error) => void }[] = [];
+  #flushing = false;
+
+  constructor(brokers: string[]) {
+    const kafka = new Kafka({ clientId: 'bench-raw-client', brokers, logLevel: logLevel.ERROR });
+    this.#producer = kafka.producer({ idempotent: true, allowAutoTopicCreation: false });
+  }
+
+  connect(): Promise<void> {
+    return this.#producer.connect();
+  }
+
+  send(topic: string, messages: { key: string; value: string | Buffer }[]): Promise<void> {
+    return new Promise<void>((done, fail) => {
+      this.#queue.push({ topic, messages, done, fail });
+      if (!this.#flushing) void this.#flush();
+    });
+  }
+
+  /** Publishes one fan-out request per task id, keyed by the task id. */
+  publisher(topic: string): (taskIds: string[]) => Promise<void> {
+    return (ids) =>
+      this.send(
+        topic,
+        ids.map((id) => ({
+          key: id,
+          value: JSON.stringify({
+            taskId: id,
+            template: 'fan-out',
+            input: { topic: `benchmark task ${id}` },
+          }),
+        })),
+      );
+  }
+
+  async #flush(): Promise<void> {
+    this.#flushing = true;
+    try {
+      while (this.#queue.length > 0) {
+        const batch = this.#queue.splice(0, this.#queue.length);
+        const byTopic = new Map<string, Message[]>();
+        for (const { topic, messages } of batch)
+          byTopic.set(topic, [...(byTopic.get(topic) ?? []), ...messages]);
+        try {
+          await this.#producer.sendBatch({
+            acks: -1,
+            topicMessages: [...byTopic].map(([topic, messages]) => ({ topic, messages })),
+          });
+          for (const pending of batch) pending.done();
+        } catch (error) {
+          for (const pending of batch) pending.fail(error as Error);
+        }
+      }
+    } finally {
+      this.#flushing = false;
+    }
+  }
+
+  disconnect(): Promise<void> {
+    return this.#producer.disconnect();
+  }
+}
+
+/** The task of a raw pipeline output: its key. */
+export function rawOutcome(record: {
+  key: Buffer | null;
+}): { taskId: string; ok: boolean } | undefined {
+  return record.key === null ? undefined : { taskId: record.key.toString(), ok: true };
+}
+
+export interface RecordTime {
+  topic: string;
+  key: string;
+  /** The record's CreateTime: when its producer built it (ms since the epoch). */
+  ts: number;
+}
+
+/**
+ * The keys and CreateTime timestamps of the records of `topics` written since `sinceMs`, read after
+ * a run by a group of its own that seeks to that time: a latency can then be split by hop without a
+ * reader competing with the pipeline while it is measured. (Not `admin.setOffsets`, whose consumer
+ * always waits out a 5 s fetch.)
+ * @throws Error when the records are not all read within `timeoutMs`.
+ */
+export async function recordTimes(
+  brokers: string[],
+  topics: string[],
+  sinceMs: number,
+  timeoutMs = 60_000,
+): Promise<RecordTime[]> {
+  const kafka = new Kafka({ clientId: 'bench-hops', brokers, logLevel: logLevel.ERROR });
+  const groupId = `bench-hops-${Date.now()}-${Math.random().toString(36).slice(2, 8)}`;
+  const admin = kafka.admin();
+  /** Per topic:partition, the first offset to read and the end (exclusive). */
+  const ranges = new Map<string, { topic: string; partition: number; from: number; end: number }>();
+  await admin.connect();
+  try {
+    for (const topic of topics) {
+      const from = await admin.fetchTopicOffsetsByTimestamp(topic, sinceMs);
+      const high = await admin.fetchTopicOffsets(topic);
+      for (const { partition, offset } of from) {
+        const end = Number(high.find((h) => h.partition === partition)?.high ?? offset);
+        if (end > Number(offset))
+          ranges.set(`${topic}:${partition}`, { topic, partition, from: Number(offset), end });
+      }
+    }
+  } finally {
+    await admin.disconnect();
+  }
+  const records: RecordTime[] = [];
+  if (ranges.size === 0) return records;
+  const left = new Set(ranges.keys());
+  const consumer = kafka.consumer({ groupId, maxWaitTimeInMs: 100 });
+  let done: (() => void) | undefined;
+  let fail: ((error: Error) => void) | undefined;
+  const allRead = new Promise<void>((resolve, reject) => {
+    done = resolve;
+    fail = reject;
+  });
+  const timer = setTimeout(
+    () =>
+      fail?.(new Error(`record timestamps: ${left.size} partitions unread after ${timeoutMs} ms`)),
+    timeoutMs,
+  );
+  try {
+    await consumer.connect();
+    await consumer.subscribe({ topics, fromBeginning: false });
+    await consumer.run({
+      autoCommit: false,
+      eachBatch: async ({ batch }) => {
+        const key = `${batch.topic}:${batch.partition}`;
+        const range = ranges.get(key);
+        if (range === undefined) return;
+        for (const m of batch.messages) {
+          const offset = Number(m.offset);
+          if (offset < range.from || offset >= range.end) continue;
+          records.push({
+            topic: batch.topic,
+            key: m.key?.toString() ?? '',
+            ts: Number(m.timestamp),
+          });
+        }
+        if (Number(batch.lastOffset()) + 1 >= range.end) left.delete(key);
+        if (left.size === 0) done?.();
+      },
+    });
+    for (const { topic, partition, from } of ranges.values())
+      consumer.seek({ topic, partition, offset: String(from) });
+    await allRead;
+    return records;
+  } finally {
+    clearTimeout(timer);
+    await consumer.disconnect();
   }
 }

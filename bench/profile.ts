@@ -124,6 +124,8 @@ async function main(): Promise<void> {
   const pct = (ms: number): number => Math.round((ms / summary.totalMs) * 1_000) / 10;
   const idle = summary.byPackage.get('(idle)') ?? 0;
   const busy = summary.totalMs - idle;
+  // Share of the time the process was working: a service profiled over its whole life idles a lot.
+  const busyPct = (ms: number): number => Math.round((ms / busy) * 1_000) / 10;
   const top = Number(values.top);
   process.stdout.write(
     `${JSON.stringify(
@@ -135,7 +137,12 @@ async function main(): Promise<void> {
         by_package: [...summary.byPackage]
           .sort((a, b) => b[1] - a[1])
           .slice(0, top)
-          .map(([pkg, ms]) => ({ pkg, self_ms: Math.round(ms), pct: pct(ms) })),
+          .map(([pkg, ms]) => ({
+            pkg,
+            self_ms: Math.round(ms),
+            pct: pct(ms),
+            pct_busy: pkg === '(idle)' ? null : busyPct(ms),
+          })),
         top_self: [...summary.byFunction]
           .sort((a, b) => b[1].selfMs - a[1].selfMs)
           .slice(0, top)
@@ -144,10 +151,16 @@ async function main(): Promise<void> {
             pkg,
             self_ms: Math.round(selfMs),
             pct: pct(selfMs),
+            pct_busy: pkg === '(idle)' ? null : busyPct(selfMs),
           })),
         inclusive: [...summary.inclusive]
           .sort((a, b) => b[1] - a[1])
-          .map(([fn, ms]) => ({ fn, total_ms: Math.round(ms), pct: pct(ms) })),
+          .map(([fn, ms]) => ({
+            fn,
+            total_ms: Math.round(ms),
+            pct: pct(ms),
+            pct_busy: busyPct(ms),
+          })),
       },
       null,
       2,

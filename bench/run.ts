@@ -13,6 +13,11 @@ interface BenchModule {
 
 const benches: Record<string, () => Promise<BenchModule>> = {
   runtime: () => import('./runtime.ts'),
+  e2e: () => import('./e2e.ts'),
+  'slow-agents': () => import('./slow-agents.ts'),
+  overhead: () => import('./overhead.ts'),
+  memory: () => import('./memory.ts'),
+  'lag-recovery': () => import('./lag-recovery.ts'),
 };
 
 async function main(): Promise<void> {

@@ -22,11 +22,18 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { parseArgs } from 'node:util';
 import { loadConfig, type MeshConfig } from '@mesh/config';
 import { newEvent, type MeshEvent } from '@mesh/envelope';
-import { createRedis, waitForRedis } from '@mesh/redis';
+import { waitForRedis } from '@mesh/redis';
 import { MeshRuntime, topicSpecs, type Handler } from '@mesh/runtime';
 import { meshEnv } from '@mesh/testkit';
 import { PlainKafka, type Timing } from './plain-kafkajs.ts';
-import { brokerVersion, describeMachine, describeSource, median, round } from './support.ts';
+import {
+  brokerVersion,
+  describeMachine,
+  describeSource,
+  median,
+  removeKeys,
+  round,
+} from './support.ts';
 
 const phases = [
   'slow-plain',
@@ -496,21 +503,5 @@ export async function run(args: string[]): Promise<RuntimeBenchResult> {
     await removeKeys(config, `${runtime.keyPrefix}*`).catch((error: unknown) => {
       log(`could not remove the Redis keys of ${prefix}: ${(error as Error).message}`);
     });
-  }
-}
-
-/** Deletes the Redis keys of this run's mesh (the runtime's client is closed by then). */
-async function removeKeys(config: MeshConfig, pattern: string): Promise<void> {
-  const redis = createRedis(config.redis, { connectionName: 'mesh-bench-cleanup' });
-  try {
-    await waitForRedis(redis, 5_000);
-    let cursor = '0';
-    do {
-      const [next, keys] = await redis.scan(cursor, 'MATCH', pattern, 'COUNT', 1_000);
-      cursor = next;
-      if (keys.length > 0) await redis.unlink(...keys);
-    } while (cursor !== '0');
-  } finally {
-    redis.disconnect();
   }
 }

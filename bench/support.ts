@@ -5,7 +5,9 @@ import { execFile } from 'node:child_process';
 import { readFile } from 'node:fs/promises';
 import { createRequire } from 'node:module';
 import { availableParallelism, cpus, loadavg, platform, release } from 'node:os';
-import type { Kafka } from '@mesh/kafka';
+import type { MeshConfig } from '@mesh/config';
+import { createKafka, type Kafka } from '@mesh/kafka';
+import { createRedis, waitForRedis } from '@mesh/redis';
 import * as stack from '@mesh/stack';
 
 const git = (args: string[]): Promise<string> =>
@@ -113,4 +115,73 @@ export function median(values: number[]): number | null {
 export function round(value: number, digits: number): number {
   const scale = 10 ** digits;
   return Math.round(value * scale) / scale;
+}
+
+/** The `p`-th percentile (0..100, nearest rank) of `values`, in their unit; null when empty. */
+export function percentile(values: number[], p: number): number | null {
+  if (values.length === 0) return null;
+  const sorted = [...values].sort((a, b) => a - b);
+  const rank = Math.min(sorted.length, Math.max(1, Math.ceil((p / 100) * sorted.length)));
+  return sorted[rank - 1] as number;
+}
+
+/** p50/p95/p99/max of latencies in ms, rounded to 0.1 ms. */
+export function latencySummary(values: number[]): {
+  count: number;
+  p50_ms: number | null;
+  p95_ms: number | null;
+  p99_ms: number | null;
+  max_ms: number | null;
+} {
+  const at = (p: number): number | null => {
+    const v = percentile(values, p);
+    return v === null ? null : round(v, 1);
+  };
+  return { count: values.length, p50_ms: at(50), p95_ms: at(95), p99_ms: at(99), max_ms: at(100) };
+}
+
+/** Deletes the Redis keys matching `pattern` (a run's keys, once its own clients are closed). */
+export async function removeKeys(config: MeshConfig, pattern: string): Promise<void> {
+  const redis = createRedis(config.redis, { connectionName: 'mesh-bench-cleanup' });
+  try {
+    await waitForRedis(redis, 5_000);
+    let cursor = '0';
+    do {
+      const [next, keys] = await redis.scan(cursor, 'MATCH', pattern, 'COUNT', 1_000);
+      cursor = next;
+      if (keys.length > 0) await redis.unlink(...keys);
+    } while (cursor !== '0');
+  } finally {
+    redis.disconnect();
+  }
+}
+
+/** The run's environment block of every result file: versions, cores, load. */
+export async function environmentOf(
+  brokers: string,
+  machine: Machine,
+): Promise<Record<string, unknown>> {
+  const broker = await brokerVersion(
+    createKafka({ brokers: brokers.split(','), clientId: 'mesh-bench-environment' }),
+    brokers,
+  );
+  return {
+    broker: broker.version,
+    broker_version_source: broker.source,
+    node: process.version,
+    kafkajs: machine.kafkajs,
+    cores: machine.cores,
+    load_average_1m: { start: machine.loadAverage, end: round(loadavg()[0] ?? 0, 2) },
+    cpu: machine.cpu,
+    platform: machine.platform,
+  };
+}
+
+/** A progress line on stderr, with the seconds since the benchmark started: `[bench e2e +12.3s] …`. */
+export function progress(name: string): (message: string) => void {
+  const started = performance.now();
+  return (message) => {
+    const seconds = ((performance.now() - started) / 1_000).toFixed(1);
+    process.stderr.write(`[bench ${name} +${seconds}s] ${message}\n`);
+  };
 }

@@ -1,0 +1,47 @@
+/**
+ * `node bench/raw-pipeline.ts <role> --brokers B --prefix P [--mode batch|each|slow] [--llm-url U]
+ * [--input T --output T --group G]`: one role of the raw kafkajs pipeline as a process (see
+ * `startRawRole` in `plain-kafkajs.ts`). Prints `ready` once its consumers joined; SIGTERM stops it
+ * cleanly (so `--cpu-prof` writes its profile).
+ */
+import { parseArgs } from 'node:util';
+import { startRawRole, type RawRole } from './plain-kafkajs.ts';
+
+const roles: RawRole[] = ['planner', 'agents', 'joiner', 'relay'];
+
+const { positionals, values } = parseArgs({
+  allowPositionals: true,
+  options: {
+    brokers: { type: 'string' },
+    prefix: { type: 'string', default: '' },
+    mode: { type: 'string', default: 'batch' },
+    'llm-url': { type: 'string' },
+    input: { type: 'string' },
+    output: { type: 'string' },
+    group: { type: 'string' },
+  },
+});
+const role = positionals[0] as RawRole;
+if (!roles.includes(role) || values.brokers === undefined) {
+  process.stderr.write(`usage: node bench/raw-pipeline.ts <${roles.join('|')}> --brokers B\n`);
+  process.exit(2);
+}
+const mode = values.mode === 'slow' || values.mode === 'each' ? values.mode : 'batch';
+const stop = await startRawRole(role, {
+  brokers: values.brokers.split(','),
+  prefix: values.prefix,
+  mode,
+  ...(values['llm-url'] === undefined ? {} : { llmUrl: values['llm-url'] }),
+  ...(values.input !== undefined && values.output !== undefined && values.group !== undefined
+    ? { relay: { input: values.input, output: values.output, groupId: values.group } }
+    : {}),
+});
+process.stdout.write('ready\n');
+const onSignal = (): void => {
+  stop().then(
+    () => process.exit(0),
+    () => process.exit(1),
+  );
+};
+process.once('SIGTERM', onSignal);
+process.once('SIGINT', onSignal);
