@@ -1,0 +1,82 @@
+/**
+ * The idempotency store against the real Redis: one holder at a time, renewal while a handler runs,
+ * done markers, release, and a lost lease reported.
+ */
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { createRedis, waitForRedis } from '@mesh/redis';
+import { meshEnv, onCleanup, uniqueName } from '@mesh/testkit';
+import { IdempotencyStore, type Lease } from '../src/index.ts';
+
+async function store(t: Parameters<typeof onCleanup>[0], leaseTtlMs: number) {
+  const env = await meshEnv();
+  const redis = createRedis({ url: env.MESH_REDIS_URL }, { connectionName: 'idempotency-test' });
+  onCleanup(t, () => redis.disconnect());
+  await waitForRedis(redis);
+  const keyPrefix = `${uniqueName('idem')}:`;
+  onCleanup(t, async () => {
+    const keys = await redis.keys(`${keyPrefix}*`);
+    if (keys.length > 0) await redis.del(...keys);
+  });
+  return {
+    redis,
+    idempotency: new IdempotencyStore(redis, { leaseTtlMs, doneTtlMs: 60_000, keyPrefix }),
+  };
+}
+
+function claimed(claim: Awaited<ReturnType<IdempotencyStore['claim']>>): Lease {
+  assert.equal(claim.state, 'claimed');
+  return claim.lease;
+}
+
+test('one holder at a time; done is final; a released event can be claimed again', async (t) => {
+  const { idempotency } = await store(t, 5_000);
+  const lease = claimed(await idempotency.claim('g', 'e1'));
+  assert.equal(lease.idempotencyKey, 'g:e1');
+  const other = await idempotency.claim('g', 'e1');
+  assert.equal(other.state, 'leased');
+  assert.ok(other.state === 'leased' && other.retryInMs > 0 && other.retryInMs <= 5_000);
+  assert.equal((await idempotency.claim('other-group', 'e1')).state, 'claimed', 'groups are apart');
+
+  await idempotency.release(lease);
+  const again = claimed(await idempotency.claim('g', 'e1'));
+  await idempotency.complete(again, 'ok');
+  assert.deepEqual(await idempotency.claim('g', 'e1'), { state: 'done', outcome: 'ok' });
+});
+
+test('a lease is renewed while its handler runs past the TTL, then lapses when nobody renews it', async (t) => {
+  const { idempotency } = await store(t, 600);
+  const lease = claimed(await idempotency.claim('g', 'long'));
+  const lost: string[] = [];
+  await idempotency.withRenewal(
+    lease,
+    async () => {
+      // Three TTLs: without renewal another replica could take the event over.
+      for (let i = 0; i < 6; i += 1) {
+        await sleep(300);
+        assert.equal((await idempotency.claim('g', 'long')).state, 'leased', `held at ${i}`);
+      }
+    },
+    (reason) => lost.push(reason),
+  );
+  assert.deepEqual(lost, [], 'the lease was never lost');
+  await sleep(900);
+  claimed(await idempotency.claim('g', 'long'));
+});
+
+test('a lease taken over while its handler runs is reported lost, once', async (t) => {
+  const { redis, idempotency } = await store(t, 600);
+  const lease = claimed(await idempotency.claim('g', 'stolen'));
+  const lost: string[] = [];
+  await idempotency.withRenewal(
+    lease,
+    async () => {
+      // Another holder's lease replaces ours (as after our lease expired and it claimed the event).
+      await redis.set(lease.key, 'lease:someone-else', 'PX', 10_000);
+      await sleep(1_200);
+    },
+    (reason) => lost.push(reason),
+  );
+  assert.deepEqual(lost, ['lease expired and was taken over']);
+});
