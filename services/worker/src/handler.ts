@@ -130,14 +130,17 @@ export function subtaskHandler(options: SubtaskHandlerOptions): {
 
   const handler: Handler = async (ctx) => {
     const data = ctx.event.data as SubtaskAssigned;
-    const log = ctx.log.child({ agent: agentName, taskId: data.taskId, nodeId: data.nodeId });
+    // Made on first use: most subtasks never log, and a child logger per event is not free.
+    let child: AgentContext['log'] | undefined;
+    const log = (): AgentContext['log'] =>
+      (child ??= ctx.log.child({ agent: agentName, taskId: data.taskId, nodeId: data.nodeId }));
     const ended = await taskEnded(runtime.redis, runtime.key('final', data.taskId));
     if (ended !== null) {
-      log.info({ final: ended }, 'task already ended; subtask skipped');
+      log().info({ final: ended }, 'task already ended; subtask skipped');
       return;
     }
     if (data.agent !== agentName)
-      log.warn({ assignedTo: data.agent }, 'subtask names another agent than its work topic');
+      log().warn({ assignedTo: data.agent }, 'subtask names another agent than its work topic');
 
     const started = performance.now();
     const timeout = data.timeoutMs === undefined ? undefined : AbortSignal.timeout(data.timeoutMs);
@@ -156,7 +159,9 @@ export function subtaskHandler(options: SubtaskHandlerOptions): {
       ...(data.model === undefined ? {} : { model: data.model }),
       ...(data.outputSchema === undefined ? {} : { outputSchema: data.outputSchema }),
       remainingMs: () => (deadline === undefined ? undefined : Math.max(0, deadline - Date.now())),
-      log,
+      get log() {
+        return log();
+      },
     };
 
     let result;
@@ -203,7 +208,7 @@ export function subtaskHandler(options: SubtaskHandlerOptions): {
       ...(data.stage === undefined ? {} : { stage: data.stage }),
       ...(result.delegate === undefined ? {} : { delegate: result.delegate }),
     };
-    log.debug({ durationMs, usage }, 'subtask completed');
+    if (ctx.log.isLevelEnabled('debug')) log().debug({ durationMs, usage }, 'subtask completed');
     return {
       emit: [
         {
