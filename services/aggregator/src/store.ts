@@ -18,7 +18,7 @@
  * time after which the timer re-publishes it, in case the process that closed it died).
  */
 import type { MeshEventAttributes } from '@mesh/envelope';
-import { redisFailure, type Redis } from '@mesh/redis';
+import { defineScript, redisFailure, type Redis, type Script } from '@mesh/redis';
 import type { JoinSpec, NodeOutcome } from './join.ts';
 import type { StageCompletedData, StageRef, TaskOutcome } from './outcome.ts';
 
@@ -136,10 +136,17 @@ const separator = '\u0000';
 export class JoinStore {
   readonly #redis: Redis;
   readonly #options: JoinStoreOptions;
+  // Run by hash (EVALSHA): the script bodies are sent once per connection, not with every call.
+  readonly #commit: Script;
+  readonly #published: Script;
+  readonly #claimDue: Script;
 
   constructor(redis: Redis, options: JoinStoreOptions) {
     this.#redis = redis;
     this.#options = options;
+    this.#commit = defineScript(redis, 'meshJoinCommit', commitScript, 3);
+    this.#published = defineScript(redis, 'meshJoinPublished', publishedScript, 2);
+    this.#claimDue = defineScript(redis, 'meshJoinClaimDue', claimDueScript, 1);
   }
 
   stateKey(ref: StageRef): string {
@@ -195,23 +202,21 @@ export class JoinStore {
   async commit(ref: StageRef, version: string, change: Change): Promise<CommitResult> {
     let reply: [string, string];
     try {
-      reply = (await this.#redis.eval(
-        commitScript,
-        3,
-        this.stateKey(ref),
-        this.deadlinesKey,
-        this.finalKey(ref.taskId),
-        version,
-        change.node?.id ?? '',
-        change.node === undefined ? '' : JSON.stringify(change.node.outcome),
-        JSON.stringify(change.spec),
-        JSON.stringify(change.first),
-        change.deadline === undefined ? '' : String(change.deadline),
-        this.member(ref),
-        String(this.#options.ttlMs),
-        change.close === undefined ? '' : JSON.stringify(change.close.closed),
-        change.close?.finalType ?? '',
-        String(change.close?.republishAt ?? 0),
+      reply = (await this.#commit(
+        [this.stateKey(ref), this.deadlinesKey, this.finalKey(ref.taskId)],
+        [
+          version,
+          change.node?.id ?? '',
+          change.node === undefined ? '' : JSON.stringify(change.node.outcome),
+          JSON.stringify(change.spec),
+          JSON.stringify(change.first),
+          change.deadline === undefined ? '' : String(change.deadline),
+          this.member(ref),
+          String(this.#options.ttlMs),
+          change.close === undefined ? '' : JSON.stringify(change.close.closed),
+          change.close?.finalType ?? '',
+          String(change.close?.republishAt ?? 0),
+        ],
       )) as [string, string];
     } catch (error) {
       throw redisFailure(error, 'could not update join state');
@@ -227,13 +232,7 @@ export class JoinStore {
   /** Records that the stage's events were acknowledged by Kafka. @throws MeshError `redis_unavailable`. */
   async markPublished(ref: StageRef): Promise<void> {
     try {
-      await this.#redis.eval(
-        publishedScript,
-        2,
-        this.stateKey(ref),
-        this.deadlinesKey,
-        this.member(ref),
-      );
+      await this.#published([this.stateKey(ref), this.deadlinesKey], [this.member(ref)]);
     } catch (error) {
       throw redisFailure(error, 'could not mark a stage published');
     }
@@ -245,13 +244,9 @@ export class JoinStore {
    */
   async claimDue(now: number, leaseMs: number, limit: number): Promise<string[]> {
     try {
-      return (await this.#redis.eval(
-        claimDueScript,
-        1,
-        this.deadlinesKey,
-        String(now),
-        String(limit),
-        String(leaseMs),
+      return (await this.#claimDue(
+        [this.deadlinesKey],
+        [String(now), String(limit), String(leaseMs)],
       )) as string[];
     } catch (error) {
       throw redisFailure(error, 'could not read stage deadlines');

@@ -7,7 +7,7 @@ import { randomUUID } from 'node:crypto';
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { MeshEventAttributes } from '@mesh/envelope';
 import { retryable } from '@mesh/errors';
-import { withRedis, type Redis } from '@mesh/redis';
+import { defineScript, withRedis, type Redis, type Script } from '@mesh/redis';
 import type { Budget, PlannedStage } from './templates.ts';
 
 export type TaskStatus =
@@ -100,12 +100,19 @@ export class TaskStore {
   readonly #redis: Redis;
   readonly #ttlMs: number;
   readonly #prefix: string;
+  // Run by hash (EVALSHA): the script bodies are sent once per connection, not with every call.
+  readonly #claimFinal: Script;
+  readonly #releaseLock: Script;
+  readonly #record: Script;
 
   /** `prefix` is the mesh's Redis key prefix (`mesh:` by default). */
   constructor(redis: Redis, options: { ttlMs: number; prefix: string }) {
     this.#redis = redis;
     this.#ttlMs = options.ttlMs;
     this.#prefix = options.prefix;
+    this.#claimFinal = defineScript(redis, 'meshTaskClaimFinal', claimFinalScript, 2);
+    this.#releaseLock = defineScript(redis, 'meshTaskReleaseLock', releaseLock, 1);
+    this.#record = defineScript(redis, 'meshTaskRecord', recordEvent, 2);
   }
 
   async get(id: string): Promise<TaskState | undefined> {
@@ -147,7 +154,7 @@ export class TaskStore {
     try {
       return await fn();
     } finally {
-      await this.#redis.eval(releaseLock, 1, key, token).catch(() => undefined);
+      await this.#releaseLock([key], [token]).catch(() => undefined);
     }
   }
 
@@ -161,14 +168,9 @@ export class TaskStore {
     claimant: string,
   ): Promise<boolean> {
     const ok = await withRedis('could not claim a final state', () =>
-      this.#redis.eval(
-        claimFinalScript,
-        2,
-        `${this.#prefix}final:${id}`,
-        `${this.#prefix}final-by:${id}`,
-        type,
-        claimant,
-        this.#ttlMs,
+      this.#claimFinal(
+        [`${this.#prefix}final:${id}`, `${this.#prefix}final-by:${id}`],
+        [type, claimant, this.#ttlMs],
       ),
     );
     return ok === 1;
@@ -185,14 +187,9 @@ export class TaskStore {
   /** Appends an event to the task's causal chain once, whatever how often it is delivered. */
   async record(taskId: string, summary: EventSummary): Promise<void> {
     await withRedis('could not record an event', () =>
-      this.#redis.eval(
-        recordEvent,
-        2,
-        `${this.#prefix}task:${taskId}:seen`,
-        `${this.#prefix}task:${taskId}:events`,
-        summary.id,
-        JSON.stringify(summary),
-        this.#ttlMs,
+      this.#record(
+        [`${this.#prefix}task:${taskId}:seen`, `${this.#prefix}task:${taskId}:events`],
+        [summary.id, JSON.stringify(summary), this.#ttlMs],
       ),
     );
   }
