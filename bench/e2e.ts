@@ -11,7 +11,6 @@
  * saturation (a burst of tasks, rate between the 10th and 90th percentile outcome), then latency
  * at half the mesh's saturation rate, the same offered load for both sides.
  */
-import { parseArgs } from 'node:util';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { meshEnv } from '@mesh/testkit';
 import { BenchMesh } from './mesh.ts';
@@ -43,6 +42,8 @@ import {
   median,
   round,
   progress,
+  benchOptions,
+  intOption,
 } from './support.ts';
 
 export const usage = `usage: npm run bench -- e2e [options]
@@ -61,33 +62,24 @@ export const usage = `usage: npm run bench -- e2e [options]
 const hops = 3;
 
 function options(args: string[]) {
-  let values;
-  try {
-    ({ values } = parseArgs({
-      args,
-      options: {
-        window: { type: 'string', default: '1000' },
-        'saturation-seconds': { type: 'string', default: '10' },
-        'latency-seconds': { type: 'string', default: '10' },
-        load: { type: 'string', default: '0.5' },
-        partitions: { type: 'string', default: '3' },
-        rounds: { type: 'string', default: '3' },
-        warmup: { type: 'string', default: '5' },
-        'each-message-seconds': { type: 'string', default: '10' },
-        'unloaded-rate': { type: 'string', default: '10' },
-        'profile-dir': { type: 'string' },
-      },
-      strict: true,
-    }));
-  } catch (error) {
-    throw new Error(`${(error as Error).message}\n${usage}`);
-  }
-  const count = (name: keyof typeof values, min: number): number => {
-    const n = Number(values[name]);
-    if (!Number.isSafeInteger(n) || n < min)
-      throw new Error(`--${name} must be an integer ≥ ${min}\n${usage}`);
-    return n;
-  };
+  const values = benchOptions(
+    args,
+    {
+      window: { type: 'string', default: '1000' },
+      'saturation-seconds': { type: 'string', default: '10' },
+      'latency-seconds': { type: 'string', default: '10' },
+      load: { type: 'string', default: '0.5' },
+      partitions: { type: 'string', default: '3' },
+      rounds: { type: 'string', default: '3' },
+      warmup: { type: 'string', default: '5' },
+      'each-message-seconds': { type: 'string', default: '10' },
+      'unloaded-rate': { type: 'string', default: '10' },
+      'profile-dir': { type: 'string' },
+    },
+    usage,
+  );
+  const count = (name: keyof typeof values, min: number): number =>
+    intOption(name, values[name], min, usage);
   const load = Number(values.load);
   if (!(load > 0 && load <= 1)) throw new Error(`--load must be in (0, 1]\n${usage}`);
   return {

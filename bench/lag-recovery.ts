@@ -10,7 +10,6 @@
  * The series go into the JSON and into `bench/results/lag-recovery.png` (and `.svg`).
  */
 import { join, relative } from 'node:path';
-import { parseArgs } from 'node:util';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { newEvent } from '@mesh/envelope';
 import { meshEnv } from '@mesh/testkit';
@@ -26,7 +25,15 @@ import {
   tail,
   type Proc,
 } from './processes.ts';
-import { describeMachine, describeSource, environmentOf, round, progress } from './support.ts';
+import {
+  describeMachine,
+  describeSource,
+  environmentOf,
+  round,
+  progress,
+  benchOptions,
+  intOption,
+} from './support.ts';
 
 export const usage = `usage: npm run bench -- lag-recovery [options]
   --events N         events queued before the workers start (default 100000)
@@ -38,30 +45,21 @@ export const usage = `usage: npm run bench -- lag-recovery [options]
   --profile-dir DIR  run the workers under --cpu-prof into DIR (the results file is not written)`;
 
 function options(args: string[]) {
-  let values;
-  try {
-    ({ values } = parseArgs({
-      args,
-      options: {
-        events: { type: 'string', default: '100000' },
-        partitions: { type: 'string', default: '6' },
-        replicas: { type: 'string', default: '1,2' },
-        'sample-ms': { type: 'string', default: '500' },
-        'no-raw': { type: 'boolean', default: false },
-        'no-chart': { type: 'boolean', default: false },
-        'profile-dir': { type: 'string' },
-      },
-      strict: true,
-    }));
-  } catch (error) {
-    throw new Error(`${(error as Error).message}\n${usage}`);
-  }
-  const int = (name: string, text: string, min: number): number => {
-    const n = Number(text);
-    if (!Number.isSafeInteger(n) || n < min)
-      throw new Error(`--${name} must be an integer ≥ ${min}\n${usage}`);
-    return n;
-  };
+  const values = benchOptions(
+    args,
+    {
+      events: { type: 'string', default: '100000' },
+      partitions: { type: 'string', default: '6' },
+      replicas: { type: 'string', default: '1,2' },
+      'sample-ms': { type: 'string', default: '500' },
+      'no-raw': { type: 'boolean', default: false },
+      'no-chart': { type: 'boolean', default: false },
+      'profile-dir': { type: 'string' },
+    },
+    usage,
+  );
+  const int = (name: string, text: string, min: number): number =>
+    intOption(name, text, min, usage);
   return {
     events: int('events', values.events, 1),
     partitions: int('partitions', values.partitions, 1),

@@ -10,16 +10,17 @@
  * `/proc/<pid>/status` (VmRSS, VmHWM) are sampled every 500 ms, idle first, then under load. The
  * baseline is the same worker idle, in the same run.
  */
-import { parseArgs } from 'node:util';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { newEvent } from '@mesh/envelope';
 import { meshEnv } from '@mesh/testkit';
 import { BenchMesh } from './mesh.ts';
 import { memoryOf, spawnFakeLlm, stopProc, type Proc } from './processes.ts';
 import {
+  benchOptions,
   describeMachine,
   describeSource,
   environmentOf,
+  intOption,
   median,
   percentile,
   round,
@@ -35,29 +36,20 @@ export const usage = `usage: npm run bench -- memory [options]
   --idle-seconds S   idle sampling before the load (default 3)`;
 
 function options(args: string[]) {
-  let values;
-  try {
-    ({ values } = parseArgs({
-      args,
-      options: {
-        subtasks: { type: 'string', default: '4000' },
-        'latency-ms': { type: 'string', default: '5000' },
-        partitions: { type: 'string', default: '6' },
-        concurrency: { type: 'string', default: '1000' },
-        'rss-bound-mb': { type: 'string', default: '512' },
-        'idle-seconds': { type: 'string', default: '3' },
-      },
-      strict: true,
-    }));
-  } catch (error) {
-    throw new Error(`${(error as Error).message}\n${usage}`);
-  }
-  const count = (name: keyof typeof values, min: number): number => {
-    const n = Number(values[name]);
-    if (!Number.isSafeInteger(n) || n < min)
-      throw new Error(`--${name} must be an integer ≥ ${min}\n${usage}`);
-    return n;
-  };
+  const values = benchOptions(
+    args,
+    {
+      subtasks: { type: 'string', default: '4000' },
+      'latency-ms': { type: 'string', default: '5000' },
+      partitions: { type: 'string', default: '6' },
+      concurrency: { type: 'string', default: '1000' },
+      'rss-bound-mb': { type: 'string', default: '512' },
+      'idle-seconds': { type: 'string', default: '3' },
+    },
+    usage,
+  );
+  const count = (name: keyof typeof values, min: number): number =>
+    intOption(name, values[name], min, usage);
   return {
     subtasks: count('subtasks', 1),
     latencyMs: count('latency-ms', 1),

@@ -17,7 +17,6 @@
  * `codec.encode` and a claim + done round trip to Redis, each timed in a loop.
  */
 import { randomUUID } from 'node:crypto';
-import { parseArgs } from 'node:util';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { loadConfig } from '@mesh/config';
 import { newEvent, type MeshEvent } from '@mesh/envelope';
@@ -34,6 +33,8 @@ import {
   removeKeys,
   round,
   progress,
+  benchOptions,
+  intOption,
 } from './support.ts';
 
 export const usage = `usage: npm run bench -- overhead [options]
@@ -47,26 +48,17 @@ type Variant = (typeof variants)[number];
 const keys = 1024;
 
 function options(args: string[]) {
-  let values;
-  try {
-    ({ values } = parseArgs({
-      args,
-      options: {
-        events: { type: 'string', default: '10000' },
-        rounds: { type: 'string', default: '3' },
-        micro: { type: 'string', default: '20000' },
-      },
-      strict: true,
-    }));
-  } catch (error) {
-    throw new Error(`${(error as Error).message}\n${usage}`);
-  }
-  const count = (name: keyof typeof values, min: number): number => {
-    const n = Number(values[name]);
-    if (!Number.isSafeInteger(n) || n < min)
-      throw new Error(`--${name} must be an integer ≥ ${min}\n${usage}`);
-    return n;
-  };
+  const values = benchOptions(
+    args,
+    {
+      events: { type: 'string', default: '10000' },
+      rounds: { type: 'string', default: '3' },
+      micro: { type: 'string', default: '20000' },
+    },
+    usage,
+  );
+  const count = (name: keyof typeof values, min: number): number =>
+    intOption(name, values[name], min, usage);
   return { events: count('events', 100), rounds: count('rounds', 1), micro: count('micro', 100) };
 }
 

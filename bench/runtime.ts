@@ -19,7 +19,6 @@ import { Session } from 'node:inspector/promises';
 import { loadavg } from 'node:os';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { parseArgs } from 'node:util';
 import { loadConfig, type MeshConfig } from '@mesh/config';
 import { newEvent, type MeshEvent } from '@mesh/envelope';
 import { waitForRedis } from '@mesh/redis';
@@ -33,6 +32,8 @@ import {
   median,
   removeKeys,
   round,
+  benchOptions,
+  intOption,
 } from './support.ts';
 
 const phases = [
@@ -64,31 +65,21 @@ interface Options {
 }
 
 function parseOptions(args: string[]): Options {
-  let parsed;
-  try {
-    parsed = parseArgs({
-      args,
-      options: {
-        'slow-messages': { type: 'string', default: '2000' },
-        'slow-plain-messages': { type: 'string', default: '50' },
-        'noop-messages': { type: 'string', default: '20000' },
-        'each-message-messages': { type: 'string', default: '3000' },
-        rounds: { type: 'string', default: '3' },
-        only: { type: 'string' },
-        'profile-dir': { type: 'string' },
-      },
-      strict: true,
-    });
-  } catch (error) {
-    throw new Error(`${(error as Error).message}\n${usage}`);
-  }
-  const { values } = parsed;
-  const count = (name: keyof typeof values, min: number): number => {
-    const n = Number(values[name]);
-    if (!Number.isSafeInteger(n) || n < min)
-      throw new Error(`--${name} must be an integer ≥ ${min}\n${usage}`);
-    return n;
-  };
+  const values = benchOptions(
+    args,
+    {
+      'slow-messages': { type: 'string', default: '2000' },
+      'slow-plain-messages': { type: 'string', default: '50' },
+      'noop-messages': { type: 'string', default: '20000' },
+      'each-message-messages': { type: 'string', default: '3000' },
+      rounds: { type: 'string', default: '3' },
+      only: { type: 'string' },
+      'profile-dir': { type: 'string' },
+    },
+    usage,
+  );
+  const count = (name: keyof typeof values, min: number): number =>
+    intOption(name, values[name], min, usage);
   let only: Set<Phase> | undefined;
   if (values.only !== undefined) {
     only = new Set();

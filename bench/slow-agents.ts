@@ -12,7 +12,6 @@
  * one partition per agent topic (a partition has one consumer per group, so only one replica of an
  * agent's group can work) and on more partitions.
  */
-import { parseArgs } from 'node:util';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { meshEnv } from '@mesh/testkit';
 import { BenchMesh } from './mesh.ts';
@@ -27,7 +26,15 @@ import {
   type Proc,
   type ServiceName,
 } from './processes.ts';
-import { describeMachine, describeSource, environmentOf, round, progress } from './support.ts';
+import {
+  describeMachine,
+  describeSource,
+  environmentOf,
+  round,
+  progress,
+  benchOptions,
+  intOption,
+} from './support.ts';
 
 export const usage = `usage: npm run bench -- slow-agents [options]
   --latency-ms N             fake LLM latency per call (default 500)
@@ -41,32 +48,23 @@ export const usage = `usage: npm run bench -- slow-agents [options]
   --profile-dir DIR          run every process under --cpu-prof into DIR (the results file is not written)`;
 
 function options(args: string[]) {
-  let values;
-  try {
-    ({ values } = parseArgs({
-      args,
-      options: {
-        'latency-ms': { type: 'string', default: '500' },
-        seconds: { type: 'string', default: '15' },
-        'warmup-seconds': { type: 'string', default: '4' },
-        window: { type: 'string', default: '1000' },
-        'plain-seconds': { type: 'string', default: '15' },
-        'plain-window': { type: 'string', default: '10' },
-        replicas: { type: 'string', default: '1,2,4' },
-        'scaling-partitions': { type: 'string', default: '1,4' },
-        'profile-dir': { type: 'string' },
-      },
-      strict: true,
-    }));
-  } catch (error) {
-    throw new Error(`${(error as Error).message}\n${usage}`);
-  }
-  const int = (name: string, text: string, min: number): number => {
-    const n = Number(text);
-    if (!Number.isSafeInteger(n) || n < min)
-      throw new Error(`--${name} must be an integer ≥ ${min}\n${usage}`);
-    return n;
-  };
+  const values = benchOptions(
+    args,
+    {
+      'latency-ms': { type: 'string', default: '500' },
+      seconds: { type: 'string', default: '15' },
+      'warmup-seconds': { type: 'string', default: '4' },
+      window: { type: 'string', default: '1000' },
+      'plain-seconds': { type: 'string', default: '15' },
+      'plain-window': { type: 'string', default: '10' },
+      replicas: { type: 'string', default: '1,2,4' },
+      'scaling-partitions': { type: 'string', default: '1,4' },
+      'profile-dir': { type: 'string' },
+    },
+    usage,
+  );
+  const int = (name: string, text: string, min: number): number =>
+    intOption(name, text, min, usage);
   const list = (name: 'replicas' | 'scaling-partitions'): number[] =>
     [...new Set(values[name].split(',').map((item) => int(name, item, 1)))].sort((a, b) => a - b);
   const replicas = list('replicas');

@@ -5,10 +5,35 @@ import { execFile } from 'node:child_process';
 import { readFile } from 'node:fs/promises';
 import { createRequire } from 'node:module';
 import { availableParallelism, cpus, loadavg, platform, release } from 'node:os';
+import { parseArgs, type ParseArgsOptionsConfig } from 'node:util';
 import type { MeshConfig } from '@mesh/config';
 import { createKafka, type Kafka } from '@mesh/kafka';
 import { createRedis, waitForRedis } from '@mesh/redis';
 import * as stack from '@mesh/stack';
+
+/**
+ * A benchmark's command-line options, strictly: an unknown or malformed option is an error that
+ * ends with the benchmark's usage.
+ */
+export function benchOptions<const O extends ParseArgsOptionsConfig>(
+  args: string[],
+  options: O,
+  usage: string,
+) {
+  try {
+    return parseArgs({ args, options, strict: true }).values;
+  } catch (error) {
+    throw new Error(`${(error as Error).message}\n${usage}`);
+  }
+}
+
+/** The integer value of option `--name` (or of one item of its list), at least `min`. */
+export function intOption(name: string, text: unknown, min: number, usage: string): number {
+  const n = Number(text);
+  if (!Number.isSafeInteger(n) || n < min)
+    throw new Error(`--${name} must be an integer ≥ ${min}\n${usage}`);
+  return n;
+}
 
 const git = (args: string[]): Promise<string> =>
   new Promise((resolve) =>
