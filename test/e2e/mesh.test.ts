@@ -7,8 +7,8 @@ import { spawn, spawnSync } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
 import { fileURLToPath } from 'node:url';
 import { newEvent } from '@mesh/envelope';
-import { waitFor } from '@mesh/testkit';
-import { freePort, getJson, outcomesOf, postJson, root, startMesh } from '../support/mesh.ts';
+import { freePort, waitFor } from '@mesh/testkit';
+import { getJson, outcomesOf, postJson, root, startMesh } from '../support/mesh.ts';
 
 const templates = fileURLToPath(new URL('./templates/', import.meta.url));
 

@@ -4,12 +4,12 @@
  * failure reports, and a client runtime to publish and a probe to read what the mesh produced.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
-import { createServer } from 'node:net';
 import { fileURLToPath } from 'node:url';
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { TestContext } from 'node:test';
 import { MeshRuntime, topicSpecs } from '@mesh/runtime';
 import {
+  freePort,
   meshEnv,
   onCleanup,
   probeTopics,
@@ -42,19 +42,6 @@ export interface Mesh {
   start(name: ServiceName, extraEnv?: Record<string, string>): Promise<RunningProcess>;
   /** Last lines of every service's output, for failure messages. */
   tails(lines?: number): string;
-}
-
-export async function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const server = createServer();
-    server.unref();
-    server.on('error', reject);
-    server.listen(0, '127.0.0.1', () => {
-      const address = server.address();
-      const port = typeof address === 'object' && address !== null ? address.port : 0;
-      server.close(() => resolve(port));
-    });
-  });
 }
 
 export interface MeshOptions {

@@ -6,25 +6,12 @@
 import { test, type TestContext } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
-import { createServer } from 'node:net';
 import { join } from 'node:path';
 import { MeshProducer } from '@mesh/kafka';
-import { disposable, onCleanup, waitFor } from '@mesh/testkit';
+import { disposable, freePort, onCleanup, waitFor } from '@mesh/testkit';
 import { cliHarness, lines, root, show, type CliHarness } from './helpers.ts';
 
 const token = 'cli-test-token';
-
-async function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const server = createServer();
-    server.on('error', reject);
-    server.listen(0, '127.0.0.1', () => {
-      const address = server.address();
-      const port = typeof address === 'object' && address !== null ? address.port : 0;
-      server.close(() => resolve(port));
-    });
-  });
-}
 
 /** Starts `services/<name>` on a free port with the harness's prefix; stopped when the test ends. */
 async function startService(t: TestContext, h: CliHarness, name: string): Promise<string> {

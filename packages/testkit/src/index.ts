@@ -5,6 +5,7 @@
  * creates a client, and polls with `waitFor` instead of sleeping.
  */
 import { randomUUID } from 'node:crypto';
+import { createServer } from 'node:net';
 import { loadConfig, type MeshConfig } from '@mesh/config';
 import { resolveEnvironment, verifyEnvironment, type StackEnv } from './environment.ts';
 
@@ -28,6 +29,20 @@ export function meshEnv(): Promise<StackEnv> {
 }
 
 /** A short unique name for topics, groups and ids of one test. */
+/** A TCP port free on 127.0.0.1 right now, for a process the test or benchmark starts. */
+export async function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const server = createServer();
+    server.unref();
+    server.on('error', reject);
+    server.listen(0, '127.0.0.1', () => {
+      const address = server.address();
+      const port = typeof address === 'object' && address !== null ? address.port : 0;
+      server.close(() => resolve(port));
+    });
+  });
+}
+
 export function uniqueName(prefix = 't'): string {
   return `${prefix}-${randomUUID().slice(0, 8)}`;
 }
