@@ -208,11 +208,11 @@ export async function startRawRole(
     await producer.connect();
     return producer;
   };
-  const consume = async (
+  /** A producer and a consumer of `topic` in `groupId`, subscribed; `joined` when it has partitions. */
+  const member = async (
     groupId: string,
     topic: string,
-    relay: (messages: RawMessage[]) => { topic: string; messages: RawMessage[] }[],
-  ): Promise<void> => {
+  ): Promise<{ producer: Producer; consumer: Consumer; joined: Promise<void> }> => {
     const producer = await newProducer();
     const consumer = kafka.consumer({
       groupId,
@@ -226,6 +226,14 @@ export async function startRawRole(
     );
     await consumer.connect();
     await consumer.subscribe({ topics: [topic], fromBeginning: true });
+    return { producer, consumer, joined };
+  };
+  const consume = async (
+    groupId: string,
+    topic: string,
+    relay: (messages: RawMessage[]) => { topic: string; messages: RawMessage[] }[],
+  ): Promise<void> => {
+    const { producer, consumer, joined } = await member(groupId, topic);
     if (options.mode === 'each') {
       await consumer.run({
         eachMessage: async ({ message }) => {
@@ -253,19 +261,7 @@ export async function startRawRole(
     topic: string,
     each: (message: RawMessage, producer: Producer) => Promise<void>,
   ): Promise<void> => {
-    const producer = await newProducer();
-    const consumer = kafka.consumer({
-      groupId,
-      maxBytesPerPartition: 1_048_576,
-      maxWaitTimeInMs: 100,
-      allowAutoTopicCreation: false,
-    });
-    consumers.push(consumer);
-    const joined = new Promise<void>((resolve) =>
-      consumer.on(consumer.events.GROUP_JOIN, () => resolve()),
-    );
-    await consumer.connect();
-    await consumer.subscribe({ topics: [topic], fromBeginning: true });
+    const { producer, consumer, joined } = await member(groupId, topic);
     await consumer.run({ eachMessage: ({ message }) => each(message, producer) });
     await joined;
   };
