@@ -8,20 +8,32 @@
  * run again. Every change is one Lua script, so it is atomic on the server.
  */
 import { randomUUID } from 'node:crypto';
-import { defineScript, redisFailure, type Redis, type Script } from '@mesh/redis';
+import { Coalescer, defineScript, redisFailure, type Redis, type Script } from '@mesh/redis';
 
+// Claims and done markers are batched: every claim (or completion) made while one turn of the event
+// loop runs goes to Redis as one script call over all of their keys (KEYS[i] with ARGV[i + 1]).
 const claimScript = `
-local v = redis.call('GET', KEYS[1])
-if not v then
-  redis.call('SET', KEYS[1], 'lease:' .. ARGV[1], 'PX', ARGV[2])
-  return {'claimed', ''}
+local out = {}
+for i, key in ipairs(KEYS) do
+  local token = ARGV[i + 1]
+  local v = redis.call('GET', key)
+  if not v then
+    redis.call('SET', key, 'lease:' .. token, 'PX', ARGV[1])
+    out[#out + 1] = 'claimed'
+    out[#out + 1] = ''
+  elseif string.sub(v, 1, 5) == 'done:' then
+    out[#out + 1] = 'done'
+    out[#out + 1] = string.sub(v, 6)
+  elseif v == 'lease:' .. token then
+    redis.call('PEXPIRE', key, ARGV[1])
+    out[#out + 1] = 'claimed'
+    out[#out + 1] = ''
+  else
+    out[#out + 1] = 'leased'
+    out[#out + 1] = tostring(redis.call('PTTL', key))
+  end
 end
-if string.sub(v, 1, 5) == 'done:' then return {'done', string.sub(v, 6)} end
-if v == 'lease:' .. ARGV[1] then
-  redis.call('PEXPIRE', KEYS[1], ARGV[2])
-  return {'claimed', ''}
-end
-return {'leased', tostring(redis.call('PTTL', KEYS[1]))}
+return out
 `;
 const renewScript = `
 if redis.call('GET', KEYS[1]) == 'lease:' .. ARGV[1] then
@@ -30,10 +42,15 @@ end
 return 0
 `;
 const completeScript = `
-local v = redis.call('GET', KEYS[1])
-if v and string.sub(v, 1, 5) == 'done:' then return 0 end
-redis.call('SET', KEYS[1], 'done:' .. ARGV[2], 'PX', ARGV[3])
-return 1
+local done = 0
+for i, key in ipairs(KEYS) do
+  local v = redis.call('GET', key)
+  if not (v and string.sub(v, 1, 5) == 'done:') then
+    redis.call('SET', key, 'done:' .. ARGV[i + 1], 'PX', ARGV[1])
+    done = done + 1
+  end
+end
+return done
 `;
 const releaseScript = `
 if redis.call('GET', KEYS[1]) == 'lease:' .. ARGV[1] then return redis.call('DEL', KEYS[1]) end
@@ -61,9 +78,9 @@ export interface IdempotencyOptions {
 
 export class IdempotencyStore {
   readonly #options: Required<IdempotencyOptions>;
-  readonly #claim: Script;
+  readonly #claims: Coalescer<{ key: string; token: string }, [string, string]>;
   readonly #renew: Script;
-  readonly #complete: Script;
+  readonly #completions: Coalescer<{ key: string; outcome: string }, void>;
   readonly #release: Script;
   readonly #renewing = new Map<
     Lease,
@@ -73,9 +90,23 @@ export class IdempotencyStore {
 
   constructor(redis: Redis, options: IdempotencyOptions) {
     this.#options = { keyPrefix: 'mesh:idem:', ...options };
-    this.#claim = defineScript(redis, 'meshIdemClaim', claimScript, 1);
+    const claim = defineScript(redis, 'meshIdemClaimMany', claimScript);
+    const complete = defineScript(redis, 'meshIdemCompleteMany', completeScript);
+    this.#claims = new Coalescer(async (items) => {
+      const reply = (await claim(
+        items.map((item) => item.key),
+        [this.#options.leaseTtlMs, ...items.map((item) => item.token)],
+      )) as string[];
+      return items.map((_, i) => [reply[2 * i] ?? '', reply[2 * i + 1] ?? ''] as [string, string]);
+    });
+    this.#completions = new Coalescer(async (items) => {
+      await complete(
+        items.map((item) => item.key),
+        [this.#options.doneTtlMs, ...items.map((item) => item.outcome)],
+      );
+      return items.map(() => undefined);
+    });
     this.#renew = defineScript(redis, 'meshIdemRenew', renewScript, 1);
-    this.#complete = defineScript(redis, 'meshIdemComplete', completeScript, 1);
     this.#release = defineScript(redis, 'meshIdemRelease', releaseScript, 1);
   }
 
@@ -100,7 +131,7 @@ export class IdempotencyStore {
     const token = randomUUID();
     let reply: [string, string];
     try {
-      reply = (await this.#claim([key], [token, this.#options.leaseTtlMs])) as [string, string];
+      reply = await this.#claims.add({ key, token });
     } catch (error) {
       throw redisFailure(error, 'could not claim an event');
     }
@@ -130,7 +161,7 @@ export class IdempotencyStore {
    */
   async complete(lease: Lease, outcome: string): Promise<void> {
     try {
-      await this.#complete([lease.key], [lease.token, outcome, this.#options.doneTtlMs]);
+      await this.#completions.add({ key: lease.key, outcome });
     } catch (error) {
       throw redisFailure(error, 'could not mark an event done');
     }

@@ -80,3 +80,45 @@ test('a lease taken over while its handler runs is reported lost, once', async (
   );
   assert.deepEqual(lost, ['lease expired and was taken over']);
 });
+
+test('claims and done markers made together go to Redis as one script call, each answered on its own', async (t) => {
+  const { redis, idempotency } = await store(t, 5_000);
+  const done = claimed(await idempotency.claim('g', 'done-before'));
+  await idempotency.complete(done, 'ok');
+  const held = claimed(await idempotency.claim('g', 'held-before'));
+  assert.ok(held);
+
+  const scriptCalls = async (): Promise<number> => {
+    const stats = await redis.info('commandstats');
+    let calls = 0;
+    for (const match of stats.matchAll(/cmdstat_(?:evalsha|eval):calls=(\d+)/g))
+      calls += Number(match[1]);
+    return calls;
+  };
+  const before = await scriptCalls();
+  const ids = Array.from({ length: 200 }, (_, i) => `e${i}`);
+  const claims = await Promise.all([
+    ...ids.map((id) => idempotency.claim('g', id)),
+    idempotency.claim('g', 'done-before'),
+    idempotency.claim('g', 'held-before'),
+    // The same event twice in one batch: only one of the two may hold it.
+    idempotency.claim('g', 'e0'),
+  ]);
+  const calls = (await scriptCalls()) - before;
+  // `INFO` itself is not a script; the first use of a script on a connection may add one EVAL.
+  assert.ok(calls <= 2, `202 claims took ${calls} script calls`);
+  assert.deepEqual(
+    claims.slice(0, 200).map((c) => c.state),
+    ids.map(() => 'claimed'),
+  );
+  assert.deepEqual(claims[200], { state: 'done', outcome: 'ok' });
+  assert.equal(claims[201]?.state, 'leased');
+  assert.equal(claims[202]?.state, 'leased', 'a second claim of e0 in the same batch waits');
+
+  const leases = claims.slice(0, 200).map(claimed);
+  const beforeDone = await scriptCalls();
+  await Promise.all(leases.map((lease) => idempotency.complete(lease, 'ok')));
+  assert.ok((await scriptCalls()) - beforeDone <= 2, 'the done markers went in one script call');
+  const again = await Promise.all(ids.map((id) => idempotency.claim('g', id)));
+  assert.ok(again.every((c) => c.state === 'done' && c.outcome === 'ok'));
+});

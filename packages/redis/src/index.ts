@@ -42,22 +42,28 @@ export function createRedis(connection: RedisConnection, options: CreateRedisOpt
 /** A Lua script run by hash (EVALSHA, falling back to EVAL once), so the body is sent only once. */
 export type Script = (keys: string[], args: (string | number)[]) => Promise<unknown>;
 
-/** Defines `lua` on the client under `name` (once per client) and returns a function that runs it. */
+/**
+ * Defines `lua` on the client under `name` (once per client) and returns a function that runs it.
+ * Without `numberOfKeys` the script takes any number of keys (one call for a whole batch).
+ */
 export function defineScript(
   client: Redis,
   name: string,
   lua: string,
-  numberOfKeys: number,
+  numberOfKeys?: number,
 ): Script {
   const commands = client as unknown as Record<
     string,
     ((...args: (string | number)[]) => Promise<unknown>) | undefined
   >;
-  if (commands[name] === undefined) client.defineCommand(name, { numberOfKeys, lua });
+  if (commands[name] === undefined)
+    client.defineCommand(name, numberOfKeys === undefined ? { lua } : { numberOfKeys, lua });
   return (keys, args) => {
     const command = commands[name];
     if (command === undefined) throw new Error(`script ${name} is not defined`);
-    return command.call(client, ...keys, ...args);
+    return numberOfKeys === undefined
+      ? command.call(client, keys.length, ...keys, ...args)
+      : command.call(client, ...keys, ...args);
   };
 }
 
@@ -97,3 +103,59 @@ export function redisFailure(error: unknown, what: string): Error {
 }
 
 export type { Redis };
+
+/**
+ * Gathers the calls made while one turn of the event loop runs and hands them to `run` together,
+ * at most `maxBatch` at a time: many handlers claiming at once cost one script call, not one each.
+ * `run` answers every item, in order; a failure of `run` fails every item of its batch.
+ */
+export class Coalescer<I, O> {
+  readonly #run: (items: I[]) => Promise<O[]>;
+  readonly #maxBatch: number;
+  #queue: { item: I; resolve: (value: O) => void; reject: (error: unknown) => void }[] = [];
+  #scheduled = false;
+
+  constructor(run: (items: I[]) => Promise<O[]>, options: { maxBatch?: number } = {}) {
+    this.#run = run;
+    this.#maxBatch = options.maxBatch ?? 512;
+  }
+
+  add(item: I): Promise<O> {
+    return new Promise<O>((resolve, reject) => {
+      this.#queue.push({ item, resolve, reject });
+      if (!this.#scheduled) {
+        this.#scheduled = true;
+        setImmediate(() => this.#flush());
+      }
+    });
+  }
+
+  #flush(): void {
+    this.#scheduled = false;
+    const queue = this.#queue;
+    this.#queue = [];
+    for (let start = 0; start < queue.length; start += this.#maxBatch) {
+      const batch = queue.slice(start, start + this.#maxBatch);
+      let running: Promise<O[]>;
+      try {
+        running = this.#run(batch.map((entry) => entry.item));
+      } catch (error) {
+        running = Promise.reject(error instanceof Error ? error : new Error(String(error)));
+      }
+      running.then(
+        (results) => {
+          for (let i = 0; i < batch.length; i += 1) {
+            const entry = batch[i];
+            if (entry === undefined) continue;
+            if (i < results.length) entry.resolve(results[i] as O);
+            else
+              entry.reject(new Error(`batch answered ${results.length} of ${batch.length} items`));
+          }
+        },
+        (error: unknown) => {
+          for (const entry of batch) entry.reject(error);
+        },
+      );
+    }
+  }
+}
