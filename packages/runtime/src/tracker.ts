@@ -24,6 +24,8 @@ export class PartitionTracker {
   revoked = false;
   /** Records fetched beyond the bounds, waiting for room, in offset order (never taken yet). */
   backlog: ConsumedRecord[] = [];
+  /** A paused partition is resumed once its backlog is down to this many records. */
+  resumeAt = 0;
 
   constructor(topic: string, partition: number) {
     this.topic = topic;
