@@ -51,6 +51,8 @@ function statusOf(error: unknown): number | undefined {
   return undefined;
 }
 
+const strictUtf8 = new TextDecoder('utf-8', { fatal: true });
+
 export class ContractRegistry {
   readonly url: string;
   readonly #contracts: Map<string, Contract>;
@@ -59,6 +61,15 @@ export class ContractRegistry {
   readonly #latestIds = new Map<string, Promise<number>>();
   readonly #subjectsOfId = new Map<number, Promise<string[]>>();
   readonly #schemas = new Map<number, Promise<ValidatingSchema>>();
+  /**
+   * The settled values of the three caches above: the hot path (every event) reads these without
+   * an await; the promises serve the first, concurrent uses.
+   */
+  readonly #settled = {
+    ids: new Map<string, number>(),
+    subjects: new Map<number, string[]>(),
+    schemas: new Map<number, ValidatingSchema>(),
+  };
 
   constructor(connection: RegistryConnection, contracts: Map<string, Contract> = loadContracts()) {
     this.url = connection.url.replace(/\/+$/, '');
@@ -186,6 +197,7 @@ export class ContractRegistry {
     }
     const id = (result.json as { id: number }).id;
     this.#latestIds.set(type, Promise.resolve(id));
+    this.#settled.ids.set(type, id);
     return id;
   }
 
@@ -219,10 +231,15 @@ export class ContractRegistry {
 
   /** The id of the latest registered schema of `type`, cached. @throws MeshError. */
   async idOf(type: string): Promise<number> {
+    const settled = this.#settled.ids.get(type);
+    if (settled !== undefined) return settled;
     let id = this.#latestIds.get(type);
     if (id === undefined) {
       id = this.#registry.getLatestSchemaId(type).then(
-        (value) => value,
+        (value) => {
+          if (this.#latestIds.get(type) === id) this.#settled.ids.set(type, value);
+          return value;
+        },
         (error: unknown) => {
           this.#latestIds.delete(type);
           if (statusOf(error) === 404)
@@ -251,16 +268,32 @@ export class ContractRegistry {
    *   in the producing service and the event must not be published.
    */
   async encode(type: string, data: unknown): Promise<{ value: Buffer; schemaId: number }> {
-    const schemaId = await this.idOf(type);
-    await this.#validate(type, schemaId, data);
-    const header = Buffer.alloc(wireHeaderBytes);
-    header.writeUInt32BE(schemaId, 1);
-    return { value: Buffer.concat([header, Buffer.from(JSON.stringify(data))]), schemaId };
+    const schemaId = this.#settled.ids.get(type) ?? (await this.idOf(type));
+    const validating = this.#validate(type, schemaId, data);
+    if (validating !== undefined) await validating;
+    const json = JSON.stringify(data);
+    const value = Buffer.allocUnsafe(wireHeaderBytes + Buffer.byteLength(json));
+    value[0] = 0;
+    value.writeUInt32BE(schemaId, 1);
+    value.write(json, wireHeaderBytes);
+    return { value, schemaId };
   }
 
-  /** @throws MeshError `schema_violation` listing the first faults, with their paths. */
-  async #validate(type: string, schemaId: number, data: unknown): Promise<void> {
-    const { validate } = await this.#schemaOf(schemaId);
+  /**
+   * Validates `data` against schema `schemaId`: synchronously once the schema is compiled (every
+   * event but the first), so the hot path has no await; a promise only while it is being fetched.
+   * @throws MeshError `schema_violation` listing the first faults, with their paths.
+   */
+  #validate(type: string, schemaId: number, data: unknown): Promise<void> | undefined {
+    const settled = this.#settled.schemas.get(schemaId);
+    if (settled !== undefined) {
+      this.#check(settled, type, schemaId, data);
+      return undefined;
+    }
+    return this.#schemaOf(schemaId).then((schema) => this.#check(schema, type, schemaId, data));
+  }
+
+  #check({ validate }: ValidatingSchema, type: string, schemaId: number, data: unknown): void {
     if (typeof data === 'object' && data !== null && validate(data)) return;
     const faults = (validate.errors ?? []).slice(0, 5).map((e) => {
       const extra =
@@ -293,6 +326,10 @@ export class ContractRegistry {
         },
       );
       this.#schemas.set(id, schema);
+      schema.then(
+        (value) => this.#settled.schemas.set(id, value),
+        () => undefined,
+      );
     }
     return schema;
   }
@@ -314,7 +351,10 @@ export class ContractRegistry {
           );
         return (json as { subject?: unknown }[]).map((entry) => String(entry.subject));
       });
-      subjects.catch(() => this.#subjectsOfId.delete(id));
+      subjects.then(
+        (value) => this.#settled.subjects.set(id, value),
+        () => this.#subjectsOfId.delete(id),
+      );
       this.#subjectsOfId.set(id, subjects);
     }
     return subjects;
@@ -336,7 +376,7 @@ export class ContractRegistry {
         throw terminal('malformed_event', 'wire-format value is shorter than its header');
       schemaId = value.readUInt32BE(1);
       json = value.subarray(wireHeaderBytes);
-      const subjects = await this.#subjectsOf(schemaId);
+      const subjects = this.#settled.subjects.get(schemaId) ?? (await this.#subjectsOf(schemaId));
       if (!subjects.includes(type)) {
         throw terminal(
           'schema_violation',
@@ -359,7 +399,7 @@ export class ContractRegistry {
     }
     let data: unknown;
     try {
-      data = JSON.parse(new TextDecoder('utf-8', { fatal: true }).decode(json));
+      data = JSON.parse(strictUtf8.decode(json));
     } catch (error) {
       throw terminal(
         'malformed_event',
@@ -368,7 +408,8 @@ export class ContractRegistry {
           : 'event data is not valid JSON',
       );
     }
-    await this.#validate(type, schemaId, data);
+    const validating = this.#validate(type, schemaId, data);
+    if (validating !== undefined) await validating;
     return data;
   }
 

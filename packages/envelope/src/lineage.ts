@@ -2,7 +2,7 @@
  * Lineage: how an event caused by another carries the task's identity and the causal chain forward,
  * and the loop guards that stop circular delegation.
  */
-import { createHash, randomUUID } from 'node:crypto';
+import { hash as digest, randomUUID } from 'node:crypto';
 import { terminal } from '@mesh/errors';
 import type { MeshEvent, MeshEventAttributes } from './event.ts';
 import { childTraceparent, newTraceparent } from './trace.ts';
@@ -14,7 +14,8 @@ import { jsonContentType } from './kafka-binding.ts';
  * emits events with the same ids, and consumers that deduplicate by id see one event.
  */
 export function deterministicId(cause: string, discriminator: string): string {
-  const hash = createHash('sha1').update(cause).update('\u0000').update(discriminator).digest();
+  // One-shot hashing: no Hash object per derived event.
+  const hash = digest('sha1', `${cause}\u0000${discriminator}`, 'buffer');
   hash[6] = ((hash[6] ?? 0) & 0x0f) | 0x50;
   hash[8] = ((hash[8] ?? 0) & 0x3f) | 0x80;
   const hex = hash.subarray(0, 16).toString('hex');
