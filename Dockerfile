@@ -29,6 +29,9 @@ COPY package.json package-lock.json ./
 COPY --from=manifests /src/ ./
 RUN --mount=type=cache,target=/root/.npm,sharing=locked \
     npm ci --omit=dev --ignore-scripts --no-audit --no-fund
+# The root postinstall, run by hand because of --ignore-scripts: kafkajs allocation fixes (see the file).
+COPY packages/kafka/patches/kafkajs.mjs ./packages/kafka/patches/kafkajs.mjs
+RUN node packages/kafka/patches/kafkajs.mjs
 
 # --- runtime
 FROM ${NODE_IMAGE} AS runtime
