@@ -44,3 +44,64 @@ test('the final claim: the claimant may claim again (a retry publishes), another
   assert.equal(await store.claimFinal('t2', 'io.mesh.task.failed', 'final-1 cause-1'), false);
   assert.equal(await store.finalOf('t2'), 'io.mesh.task.completed');
 });
+
+test('the task lock: one holder at a time per task, in arrival order; other tasks and replicas wait or run freely', async (t) => {
+  const env = await meshEnv();
+  const redis = createRedis({ url: env.MESH_REDIS_URL }, { connectionName: 'orchestrator-test' });
+  onCleanup(t, () => redis.disconnect());
+  await waitForRedis(redis);
+  const prefix = `${uniqueName('tasks')}:`;
+  const store = new TaskStore(redis, { prefix, ttlMs: 60_000 });
+  // A second store on its own connection stands for another replica.
+  const other = createRedis({ url: env.MESH_REDIS_URL }, { connectionName: 'orchestrator-test' });
+  onCleanup(t, () => other.disconnect());
+  await waitForRedis(other);
+  const replica = new TaskStore(other, { prefix, ttlMs: 60_000 });
+
+  const log: string[] = [];
+  let holders = 0;
+  let most = 0;
+  const hold = (name: string, ms: number) => async (): Promise<string> => {
+    holders += 1;
+    most = Math.max(most, holders);
+    log.push(`${name} in`);
+    await new Promise((resolve) => setTimeout(resolve, ms));
+    log.push(`${name} out`);
+    holders -= 1;
+    return name;
+  };
+  const failing = store.withLock('t1', async () => {
+    await hold('fails', 5)();
+    throw new Error('handler failed');
+  });
+  const results = await Promise.allSettled([
+    failing,
+    store.withLock('t1', hold('a', 30)),
+    store.withLock('t1', hold('b', 5)),
+    replica.withLock('t1', hold('replica', 5)),
+  ]);
+  assert.equal(results[0]?.status, 'rejected', 'the failure reaches its caller');
+  assert.deepEqual(
+    results.slice(1).map((r) => (r.status === 'fulfilled' ? r.value : 'rejected')),
+    ['a', 'b', 'replica'],
+  );
+  assert.equal(most, 1, `never two holders of one task's lock at once: ${log.join(', ')}`);
+  assert.deepEqual(
+    log.filter((l) => l.endsWith(' in') && !l.startsWith('replica')),
+    ['fails in', 'a in', 'b in'],
+    'this process takes the lock in arrival order, and a failed holder does not block the next',
+  );
+
+  // Another task's lock is independent: both run at once.
+  let overlapping = 0;
+  let overlapMost = 0;
+  const overlap = async (): Promise<void> => {
+    overlapping += 1;
+    overlapMost = Math.max(overlapMost, overlapping);
+    await new Promise((resolve) => setTimeout(resolve, 30));
+    overlapping -= 1;
+  };
+  await Promise.all([store.withLock('t2', overlap), store.withLock('t3', overlap)]);
+  assert.equal(overlapMost, 2);
+  assert.equal(await redis.exists(`${prefix}lock:task:t1`), 0, 'the Redis lock is released');
+});
