@@ -268,13 +268,14 @@ export class MeshConsumer {
       if (tracker.seen(Number(record.offset))) continue;
       if (tracker.backlog.length > 0 || !this.#hasRoom(tracker)) {
         const last = Number(tracker.backlog[tracker.backlog.length - 1]?.offset ?? -1);
-        tracker.backlog.push(
-          ...records
-            .slice(i)
-            .filter((r) => Number(r.offset) > last && !tracker.seen(Number(r.offset))),
-        );
+        const kept = records
+          .slice(i)
+          .filter((r) => Number(r.offset) > last && !tracker.seen(Number(r.offset)));
+        tracker.backlog.push(...kept);
         this.#backlogged.add(tracker);
-        tracker.resumeAt = Math.floor(tracker.backlog.length / 2);
+        // Half of this fetch, not of the whole backlog: with the next fetch on top of what is left,
+        // the backlog stays under one and a half fetches instead of creeping towards two.
+        tracker.resumeAt = Math.floor(kept.length / 2);
         this.#pausePartition(tracker);
         return records.length;
       }
