@@ -126,12 +126,20 @@ export class TaskStore {
 
   async put(state: TaskState): Promise<void> {
     state.updatedAt = new Date().toISOString();
+    // Two commands issued together, not a MULTI: they join the connection's automatic pipeline
+    // (one socket write with whatever else this turn of the event loop sends) instead of costing a
+    // write of their own. The index entry needs no atomicity with the document: it only lists ids,
+    // and `latest` skips ids whose document is gone.
     await withRedis('could not write a task', async () => {
-      await this.#redis
-        .multi()
-        .set(`${this.#prefix}task:${state.id}`, JSON.stringify(state), 'PX', this.#ttlMs)
-        .zadd(`${this.#prefix}tasks`, Date.parse(state.createdAt), state.id)
-        .exec();
+      await Promise.all([
+        this.#redis.set(
+          `${this.#prefix}task:${state.id}`,
+          JSON.stringify(state),
+          'PX',
+          this.#ttlMs,
+        ),
+        this.#redis.zadd(`${this.#prefix}tasks`, Date.parse(state.createdAt), state.id),
+      ]);
     });
   }
 
@@ -174,7 +182,10 @@ export class TaskStore {
     try {
       return await fn();
     } finally {
-      await this.#releaseLock([key], [token]).catch(() => undefined);
+      // Not awaited: the next holder in this process asks on the same connection, after this
+      // command, so Redis has released the lock by then; a replica polling for it sees it soon.
+      // A release that fails leaves the lock to expire.
+      void this.#releaseLock([key], [token]).catch(() => undefined);
     }
   }
 
