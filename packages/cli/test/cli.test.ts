@@ -145,13 +145,15 @@ test('schemas check exits 1 and names the contract an incompatible change would 
   await write({ properties: { a: { type: 'string' } } });
   const fresh = await h.run(['schemas', 'check', '--json'], { env });
   assert.equal(fresh.code, 0, show(fresh));
-  // A subject the registry has never seen is compatible (Apicurio answers 200 rather than 404,
-  // so `isNew` is not asserted).
+  // A subject the registry has never seen is compatible, and reported as new (Apicurio answers
+  // its compatibility check with 200 where Confluent answers 404: both must say new).
   assert.deepEqual(
-    (JSON.parse(fresh.stdout) as { schemas: { type: string; compatible: boolean }[] }).schemas.map(
-      (s) => [s.type, s.compatible],
-    ),
-    [[type, true]],
+    (
+      JSON.parse(fresh.stdout) as {
+        schemas: { type: string; compatible: boolean; isNew: boolean }[];
+      }
+    ).schemas.map((s) => [s.type, s.compatible, s.isNew]),
+    [[type, true, true]],
   );
   const registered = await h.run(['schemas', 'register'], { env });
   assert.equal(registered.code, 0, show(registered));
@@ -162,12 +164,12 @@ test('schemas check exits 1 and names the contract an incompatible change would 
   assert.equal(checked.code, 1, show(checked));
   const report = JSON.parse(checked.stdout) as {
     compatible: boolean;
-    schemas: { type: string; compatible: boolean }[];
+    schemas: { type: string; compatible: boolean; isNew: boolean }[];
   };
   assert.equal(report.compatible, false);
   assert.deepEqual(
-    report.schemas.map((s) => [s.type, s.compatible]),
-    [[type, false]],
+    report.schemas.map((s) => [s.type, s.compatible, s.isNew]),
+    [[type, false, false]],
   );
   assert.match(checked.stderr, new RegExp(`incompatible .*: ${type.replace(/\./g, '\\.')}`));
 

@@ -214,7 +214,10 @@ export class ContractRegistry {
           schema: JSON.stringify(this.#contract(type).schema),
         },
       );
-      if (result.status === 404) {
+      // Whether the subject exists is asked on its own: Confluent answers the compatibility check
+      // of an unknown subject with 404, Apicurio with 200 and is_compatible.
+      const versions = await this.#request('GET', `/subjects/${subject}/versions`);
+      if (result.status === 404 || versions.status === 404) {
         reports.push({ type, compatible: true, isNew: true, messages: [] });
         continue;
       }
