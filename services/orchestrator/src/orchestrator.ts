@@ -150,8 +150,7 @@ export class Orchestrator {
         return {};
       }
     }
-    await this.#store.withLock(taskId, async () => {
-      const existing = await this.#store.get(taskId);
+    await this.#store.withLock(taskId, async (existing) => {
       if (existing !== undefined && existing.status !== 'accepted') {
         await this.#redrive(existing, request);
         return;
@@ -212,79 +211,81 @@ export class Orchestrator {
   onStage = async (ctx: HandlerContext): Promise<HandlerResult> => {
     const event = ctx.event as MeshEvent<StageCompletedData>;
     const { taskId, stageId } = event.data;
-    await this.#store.record(taskId, summarise(event, ctx.topic));
-    await this.#store.withLock(taskId, async () => {
-      const state = await this.#store.get(taskId);
-      if (state === undefined) return;
-      const stage = state.stages[stageId];
-      if (stage === undefined) return;
-      if (['completed', 'partial', 'failed'].includes(stage.status)) {
-        // Already applied: what it led to may not have been published before a crash.
-        await this.#redrive(state, event);
-        return;
-      }
-      stage.status = event.data.status;
-      stage.results = event.data.results;
-      if (event.data.failures !== undefined) stage.failures = event.data.failures;
-      stage.endedAt = new Date().toISOString();
-      addUsage(state.usage, event.data.usage);
-      if (terminalStatuses.includes(state.status)) {
-        // The task's final event (observed on another topic) can overtake its last stage, and a
-        // cancelled task's running stage still spent tokens: record the stage and what it cost.
-        await this.#store.put(state);
-        return;
-      }
+    // The causal chain is appended while the event is applied: two round trips at once, not in turn.
+    await Promise.all([
+      this.#store.record(taskId, summarise(event, ctx.topic)),
+      this.#store.withLock(taskId, async (state) => {
+        if (state === undefined) return;
+        const stage = state.stages[stageId];
+        if (stage === undefined) return;
+        if (['completed', 'partial', 'failed'].includes(stage.status)) {
+          // Already applied: what it led to may not have been published before a crash.
+          await this.#redrive(state, event);
+          return;
+        }
+        stage.status = event.data.status;
+        stage.results = event.data.results;
+        if (event.data.failures !== undefined) stage.failures = event.data.failures;
+        stage.endedAt = new Date().toISOString();
+        addUsage(state.usage, event.data.usage);
+        if (terminalStatuses.includes(state.status)) {
+          // The task's final event (observed on another topic) can overtake its last stage, and a
+          // cancelled task's running stage still spent tokens: record the stage and what it cost.
+          await this.#store.put(state);
+          return;
+        }
 
-      if (state.planner !== undefined && stageId === 'plan' && state.plan?.length === 1) {
+        if (state.planner !== undefined && stageId === 'plan' && state.plan?.length === 1) {
+          if (event.data.status === 'failed') {
+            await this.#fail(state, event, 'invalid_plan', 'the planner agent failed');
+            return;
+          }
+          let planned: PlannedStage[];
+          try {
+            planned = validatePlan(event.data.results.plan);
+          } catch (error) {
+            await this.#fail(state, event, 'invalid_plan', safeDetail((error as Error).message));
+            return;
+          }
+          state.plan = [
+            { ...(state.plan[0] as PlannedStage) },
+            ...planned.map((s) => ({
+              ...s,
+              dependsOn: s.dependsOn.length === 0 ? ['plan'] : s.dependsOn,
+            })),
+          ];
+          for (const s of planned) state.stages[s.id] = { status: 'pending' };
+          await this.#advance(state, event);
+          return;
+        }
+
+        const planned = state.plan?.find((s) => s.id === stageId);
+        if (planned?.final === true) {
+          // The aggregator published the task's outcome with the final stage; the observer records it.
+          state.status = event.data.status === 'failed' ? 'failed' : 'completed';
+          if (event.data.status === 'failed')
+            state.failure = { reason: 'stage_failed', detail: describeFailures(event.data) };
+          await this.#store.removeDeadline(taskId);
+          await this.#store.put(state);
+          return;
+        }
         if (event.data.status === 'failed') {
-          await this.#fail(state, event, 'invalid_plan', 'the planner agent failed');
+          await this.#fail(
+            state,
+            event,
+            'stage_failed',
+            `stage ${stageId} failed: ${describeFailures(event.data)}`,
+          );
           return;
         }
-        let planned: PlannedStage[];
-        try {
-          planned = validatePlan(event.data.results.plan);
-        } catch (error) {
-          await this.#fail(state, event, 'invalid_plan', safeDetail((error as Error).message));
+        const overBudget = budgetExceeded(state);
+        if (overBudget !== undefined) {
+          await this.#fail(state, event, 'budget_exceeded', overBudget);
           return;
         }
-        state.plan = [
-          { ...(state.plan[0] as PlannedStage) },
-          ...planned.map((s) => ({
-            ...s,
-            dependsOn: s.dependsOn.length === 0 ? ['plan'] : s.dependsOn,
-          })),
-        ];
-        for (const s of planned) state.stages[s.id] = { status: 'pending' };
         await this.#advance(state, event);
-        return;
-      }
-
-      const planned = state.plan?.find((s) => s.id === stageId);
-      if (planned?.final === true) {
-        // The aggregator published the task's outcome with the final stage; the observer records it.
-        state.status = event.data.status === 'failed' ? 'failed' : 'completed';
-        if (event.data.status === 'failed')
-          state.failure = { reason: 'stage_failed', detail: describeFailures(event.data) };
-        await this.#store.removeDeadline(taskId);
-        await this.#store.put(state);
-        return;
-      }
-      if (event.data.status === 'failed') {
-        await this.#fail(
-          state,
-          event,
-          'stage_failed',
-          `stage ${stageId} failed: ${describeFailures(event.data)}`,
-        );
-        return;
-      }
-      const overBudget = budgetExceeded(state);
-      if (overBudget !== undefined) {
-        await this.#fail(state, event, 'budget_exceeded', overBudget);
-        return;
-      }
-      await this.#advance(state, event);
-    });
+      }),
+    ]);
     return {};
   };
 
@@ -300,57 +301,59 @@ export class Orchestrator {
       reason?: string;
     }>;
     const { taskId } = event.data;
-    await this.#store.record(taskId, summarise(event, ctx.topic));
-    await this.#store.withLock(taskId, async () => {
-      const state = await this.#store.get(taskId);
-      if (state === undefined || terminalStatuses.includes(state.status)) return;
-      if (event.type === 'io.mesh.task.cancel') {
-        await this.#end(state, event, 'io.mesh.task.cancelled', {
-          taskId,
-          ...(event.data.reason === undefined ? {} : { reason: event.data.reason }),
-          ...(event.data.by === undefined ? {} : { by: event.data.by }),
-        });
-        return;
-      }
-      const gate = state.plan?.find(
-        (s) =>
-          s.gate?.id === event.data.gateId && state.stages[s.id]?.status === 'awaiting_approval',
-      );
-      if (gate === undefined) {
-        if (state.plan?.some((s) => s.gate?.id === event.data.gateId) === true) {
-          // Already decided: this is a redelivery, and what it led to may not have been published.
-          await this.#redrive(state, event);
+    // The causal chain is appended while the event is applied: two round trips at once, not in turn.
+    await Promise.all([
+      this.#store.record(taskId, summarise(event, ctx.topic)),
+      this.#store.withLock(taskId, async (state) => {
+        if (state === undefined || terminalStatuses.includes(state.status)) return;
+        if (event.type === 'io.mesh.task.cancel') {
+          await this.#end(state, event, 'io.mesh.task.cancelled', {
+            taskId,
+            ...(event.data.reason === undefined ? {} : { reason: event.data.reason }),
+            ...(event.data.by === undefined ? {} : { by: event.data.by }),
+          });
           return;
         }
-        ctx.log.warn(
-          { taskId, gateId: event.data.gateId },
-          'approval for a gate that is not waiting; ignored',
+        const gate = state.plan?.find(
+          (s) =>
+            s.gate?.id === event.data.gateId && state.stages[s.id]?.status === 'awaiting_approval',
         );
-        return;
-      }
-      if (event.type === 'io.mesh.approval.denied') {
-        await this.#fail(
-          state,
-          event,
-          'approval_denied',
-          `gate ${gate.gate?.id ?? gate.id} denied${event.data.by === undefined ? '' : ` by ${event.data.by}`}${event.data.comment === undefined ? '' : `: ${event.data.comment}`}`,
-        );
-        return;
-      }
-      state.stages[gate.id] = {
-        ...state.stages[gate.id],
-        status: 'completed',
-        results: {
-          [gate.gate?.id ?? gate.id]: {
-            approved: true,
-            ...(event.data.by === undefined ? {} : { by: event.data.by }),
-            ...(event.data.comment === undefined ? {} : { comment: event.data.comment }),
+        if (gate === undefined) {
+          if (state.plan?.some((s) => s.gate?.id === event.data.gateId) === true) {
+            // Already decided: this is a redelivery, and what it led to may not have been published.
+            await this.#redrive(state, event);
+            return;
+          }
+          ctx.log.warn(
+            { taskId, gateId: event.data.gateId },
+            'approval for a gate that is not waiting; ignored',
+          );
+          return;
+        }
+        if (event.type === 'io.mesh.approval.denied') {
+          await this.#fail(
+            state,
+            event,
+            'approval_denied',
+            `gate ${gate.gate?.id ?? gate.id} denied${event.data.by === undefined ? '' : ` by ${event.data.by}`}${event.data.comment === undefined ? '' : `: ${event.data.comment}`}`,
+          );
+          return;
+        }
+        state.stages[gate.id] = {
+          ...state.stages[gate.id],
+          status: 'completed',
+          results: {
+            [gate.gate?.id ?? gate.id]: {
+              approved: true,
+              ...(event.data.by === undefined ? {} : { by: event.data.by }),
+              ...(event.data.comment === undefined ? {} : { comment: event.data.comment }),
+            },
           },
-        },
-        endedAt: new Date().toISOString(),
-      };
-      await this.#advance(state, event);
-    });
+          endedAt: new Date().toISOString(),
+        };
+        await this.#advance(state, event);
+      }),
+    ]);
     return {};
   };
 
@@ -370,8 +373,7 @@ export class Orchestrator {
       return {};
     }
     if ((finalTypes as readonly string[]).includes(event.type)) {
-      await this.#store.withLock(taskId, async () => {
-        const state = await this.#store.get(taskId);
+      await this.#store.withLock(taskId, async (state) => {
         if (state === undefined) return;
         if (event.type === 'io.mesh.task.completed') {
           state.status = 'completed';
@@ -422,8 +424,7 @@ export class Orchestrator {
   /** Fails every task whose deadline has passed. Called on a timer; safe with several replicas. */
   async tickDeadlines(now = Date.now()): Promise<void> {
     for (const taskId of await this.#store.dueDeadlines(now)) {
-      await this.#store.withLock(taskId, async () => {
-        const state = await this.#store.get(taskId);
+      await this.#store.withLock(taskId, async (state) => {
         if (
           state !== undefined &&
           !terminalStatuses.includes(state.status) &&

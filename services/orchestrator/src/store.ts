@@ -88,6 +88,14 @@ if redis.call('GET', KEYS[2]) == ARGV[2] then return 1 end
 return 0
 `;
 const releaseLock = `if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end return 0`;
+// KEYS: the task's lock, the task. ARGV: token, ttl ms. Takes the lock and reads the task in one
+// round trip: {1, task JSON or nil} when taken, {0} when another holder has it.
+const lockAndRead = `
+if redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2], 'NX') then
+  return {1, redis.call('GET', KEYS[2])}
+end
+return {0}
+`;
 const recordEvent = `
 if redis.call('SADD', KEYS[1], ARGV[1]) == 1 then
   redis.call('RPUSH', KEYS[2], ARGV[2])
@@ -103,6 +111,7 @@ export class TaskStore {
   // Run by hash (EVALSHA): the script bodies are sent once per connection, not with every call.
   readonly #claimFinal: Script;
   readonly #releaseLock: Script;
+  readonly #lockAndRead: Script;
   readonly #record: Script;
   /** Per task, the tail of this process's queue for its lock. */
   readonly #localLocks = new Map<string, Promise<void>>();
@@ -114,6 +123,7 @@ export class TaskStore {
     this.#prefix = options.prefix;
     this.#claimFinal = defineScript(redis, 'meshTaskClaimFinal', claimFinalScript, 2);
     this.#releaseLock = defineScript(redis, 'meshTaskReleaseLock', releaseLock, 1);
+    this.#lockAndRead = defineScript(redis, 'meshTaskLockAndRead', lockAndRead, 2);
     this.#record = defineScript(redis, 'meshTaskRecord', recordEvent, 2);
   }
 
@@ -144,11 +154,12 @@ export class TaskStore {
   }
 
   /**
-   * Runs `fn` holding the task's lock, so the request, stage and control events of one task — which
-   * arrive on different topics and may be handled at once, even by different replicas — apply one at
-   * a time. The lock expires by itself if its holder dies.
+   * Runs `fn` holding the task's lock, with the task's state as read under the lock (undefined when
+   * there is none), so the request, stage and control events of one task — which arrive on
+   * different topics and may be handled at once, even by different replicas — apply one at a time.
+   * The lock expires by itself if its holder dies.
    */
-  async withLock<T>(id: string, fn: () => Promise<T>): Promise<T> {
+  async withLock<T>(id: string, fn: (state: TaskState | undefined) => Promise<T>): Promise<T> {
     // Events of one task handled by this process queue here first, in arrival order, instead of
     // polling Redis every 10 ms for a lock held by their neighbour; the Redis lock below still
     // keeps replicas apart.
@@ -166,21 +177,28 @@ export class TaskStore {
     }
   }
 
-  async #withRedisLock<T>(id: string, fn: () => Promise<T>): Promise<T> {
+  async #withRedisLock<T>(
+    id: string,
+    fn: (state: TaskState | undefined) => Promise<T>,
+  ): Promise<T> {
     const key = `${this.#prefix}lock:task:${id}`;
     const token = randomUUID();
     const deadline = Date.now() + 30_000;
+    let state: TaskState | undefined;
     for (;;) {
-      const ok = await withRedis('could not lock a task', () =>
-        this.#redis.set(key, token, 'PX', 30_000, 'NX'),
-      );
-      if (ok === 'OK') break;
+      const reply = (await withRedis('could not lock a task', () =>
+        this.#lockAndRead([key, `${this.#prefix}task:${id}`], [token, 30_000]),
+      )) as [number, string | null | undefined];
+      if (reply[0] === 1) {
+        state = typeof reply[1] === 'string' ? (JSON.parse(reply[1]) as TaskState) : undefined;
+        break;
+      }
       if (Date.now() > deadline)
         throw retryable('redis_unavailable', `task ${id} stayed locked for 30 s`);
       await sleep(10);
     }
     try {
-      return await fn();
+      return await fn(state);
     } finally {
       // Not awaited: the next holder in this process asks on the same connection, after this
       // command, so Redis has released the lock by then; a replica polling for it sees it soon.

@@ -6,7 +6,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { createRedis, waitForRedis } from '@mesh/redis';
 import { meshEnv, onCleanup, uniqueName } from '@mesh/testkit';
-import { TaskStore } from '../src/index.ts';
+import { TaskStore, type TaskState } from '../src/index.ts';
 
 test('the final claim: the claimant may claim again (a retry publishes), another path may not', async (t) => {
   const env = await meshEnv();
@@ -91,6 +91,23 @@ test('the task lock: one holder at a time per task, in arrival order; other task
     ['fails in', 'a in', 'b in'],
     'this process takes the lock in arrival order, and a failed holder does not block the next',
   );
+
+  // The holder gets the task's state as read under the lock, in the same round trip.
+  assert.equal(await store.withLock('t1', async (state) => state), undefined, 'no state yet');
+  const saved: TaskState = {
+    id: 't1',
+    status: 'running',
+    template: 'fan-out',
+    createdAt: new Date().toISOString(),
+    updatedAt: new Date().toISOString(),
+    input: { question: 'q' },
+    budget: {},
+    usage: { promptTokens: 0, completionTokens: 0, costUsd: 0, steps: 3 },
+    stages: { gather: { status: 'dispatched' } },
+  };
+  await store.put(saved);
+  const read = await replica.withLock('t1', async (state) => state);
+  assert.deepEqual(read, { ...saved, updatedAt: read?.updatedAt });
 
   // Another task's lock is independent: both run at once.
   let overlapping = 0;
