@@ -1,6 +1,6 @@
 /**
  * The task store against the real Redis: the final-state claim that lets a retried path publish
- * and refuses every other path.
+ * and refuses every other path, and the task lock.
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
@@ -8,17 +8,39 @@ import { createRedis, waitForRedis } from '@mesh/redis';
 import { meshEnv, onCleanup, uniqueName } from '@mesh/testkit';
 import { TaskStore, type TaskState } from '../src/index.ts';
 
-test('the final claim: the claimant may claim again (a retry publishes), another path may not', async (t) => {
+/**
+ * Task stores sharing one key prefix, each on its own connection (a replica each); their keys are
+ * deleted after the test. `redis` is the first store's connection.
+ */
+async function taskStores(t: Parameters<typeof onCleanup>[0], count = 1) {
   const env = await meshEnv();
-  const redis = createRedis({ url: env.MESH_REDIS_URL }, { connectionName: 'orchestrator-test' });
-  onCleanup(t, () => redis.disconnect());
-  await waitForRedis(redis);
   const prefix = `${uniqueName('tasks')}:`;
-  const store = new TaskStore(redis, { prefix, ttlMs: 60_000 });
+  const stores: TaskStore[] = [];
+  const clients = [];
+  for (let i = 0; i < count; i += 1) {
+    const client = createRedis(
+      { url: env.MESH_REDIS_URL },
+      { connectionName: 'orchestrator-test' },
+    );
+    onCleanup(t, () => client.disconnect());
+    await waitForRedis(client);
+    clients.push(client);
+    stores.push(new TaskStore(client, { prefix, ttlMs: 60_000 }));
+  }
+  const redis = clients[0] as (typeof clients)[number];
   onCleanup(t, async () => {
     const keys = await redis.keys(`${prefix}*`);
     if (keys.length > 0) await redis.del(...keys);
   });
+  return { redis, prefix, stores: stores as [TaskStore, ...TaskStore[]] };
+}
+
+test('the final claim: the claimant may claim again (a retry publishes), another path may not', async (t) => {
+  const {
+    redis,
+    prefix,
+    stores: [store],
+  } = await taskStores(t);
 
   assert.equal(await store.claimFinal('t1', 'io.mesh.task.failed', 'final-1 cause-1'), true);
   assert.equal(
@@ -46,17 +68,9 @@ test('the final claim: the claimant may claim again (a retry publishes), another
 });
 
 test('the task lock: one holder at a time per task, in arrival order; other tasks and replicas wait or run freely', async (t) => {
-  const env = await meshEnv();
-  const redis = createRedis({ url: env.MESH_REDIS_URL }, { connectionName: 'orchestrator-test' });
-  onCleanup(t, () => redis.disconnect());
-  await waitForRedis(redis);
-  const prefix = `${uniqueName('tasks')}:`;
-  const store = new TaskStore(redis, { prefix, ttlMs: 60_000 });
-  // A second store on its own connection stands for another replica.
-  const other = createRedis({ url: env.MESH_REDIS_URL }, { connectionName: 'orchestrator-test' });
-  onCleanup(t, () => other.disconnect());
-  await waitForRedis(other);
-  const replica = new TaskStore(other, { prefix, ttlMs: 60_000 });
+  // The second store, on its own connection, stands for another replica.
+  const { redis, prefix, stores } = await taskStores(t, 2);
+  const [store, replica] = stores as [TaskStore, TaskStore];
 
   const log: string[] = [];
   let holders = 0;
