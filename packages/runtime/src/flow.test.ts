@@ -1,0 +1,171 @@
+/**
+ * The runtime's flow control, driven fetch by fetch: what it admits, when it pauses and resumes a
+ * partition, and how much it keeps fetched but not yet admitted. A unit test: the group member is a
+ * scripted stand-in for `@mesh/kafka`'s GroupConsumer (the boundary the runtime consumes through),
+ * so fetches arrive exactly when the test says. The real broker is exercised by
+ * packages/runtime/test.
+ */
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { loadConfig } from '@mesh/config';
+import type { EventCodec } from '@mesh/contracts';
+import type { IdempotencyStore } from '@mesh/idempotency';
+import type {
+  ConsumedRecord,
+  GroupConsumer,
+  GroupConsumerHandlers,
+  MeshProducer,
+  TopicPartition,
+} from '@mesh/kafka';
+import { createMetrics, silentLogger } from '@mesh/telemetry';
+import { MeshConsumer } from './consumer.ts';
+import { topicNames } from './topics.ts';
+
+const topic = 'flow.in';
+
+/** The member's side of the group, scripted: the test calls `fetch`, the runtime pauses/resumes. */
+class ScriptedMember {
+  handlers: GroupConsumerHandlers | undefined;
+  paused = false;
+  pauses = 0;
+  resumes = 0;
+  #next = 0;
+
+  asGroupConsumer(): GroupConsumer {
+    const member = {
+      groupId: 'flow',
+      healthy: true,
+      lastHeartbeat: 0,
+      start: async (_topics: string[], handlers: GroupConsumerHandlers) => {
+        this.handlers = handlers;
+        handlers.assigned([{ topic, partition: 0 }]);
+      },
+      pause: (partitions: TopicPartition[]) => {
+        if (partitions.length === 0) return;
+        this.paused = true;
+        this.pauses += 1;
+      },
+      resume: (partitions: TopicPartition[]) => {
+        if (partitions.length === 0) return;
+        this.paused = false;
+        this.resumes += 1;
+      },
+      commit: async () => undefined,
+      stop: async () => undefined,
+    };
+    return member as unknown as GroupConsumer;
+  }
+
+  /** One fetch of `count` new records (what kafkajs hands over after a resume). */
+  fetch(count: number): number {
+    const records: ConsumedRecord[] = [];
+    for (let i = 0; i < count; i += 1) {
+      const offset = this.#next;
+      this.#next += 1;
+      records.push({
+        topic,
+        partition: 0,
+        offset: String(offset),
+        // No key: every record may run at once, so only the partition bound limits them.
+        key: null,
+        value: Buffer.from(String(offset)),
+        headers: {},
+        timestamp: '0',
+      });
+    }
+    return this.handlers?.take(topic, 0, records) ?? 0;
+  }
+}
+
+test('a full partition pauses, resumes at half of its last fetch, and never holds more than one and a half fetches', async () => {
+  const partitionConcurrency = 10;
+  const fetchSize = 100;
+  const config = loadConfig(
+    {
+      MESH_KAFKA_BROKERS: '127.0.0.1:9',
+      MESH_SCHEMA_REGISTRY_URL: 'http://127.0.0.1:9',
+      MESH_REDIS_URL: 'redis://127.0.0.1:9',
+      MESH_PARTITION_CONCURRENCY: String(partitionConcurrency),
+    },
+    { service: 'flow-test', defaultHttpPort: 0 },
+  );
+  const member = new ScriptedMember();
+  const running: { offset: number; done: () => void }[] = [];
+  const handled: number[] = [];
+  const consumer = new MeshConsumer(
+    {
+      config,
+      createGroupConsumer: () => member.asGroupConsumer(),
+      // Raw mode decodes nothing, claims nothing and produces nothing: only the flow is tested.
+      producer: undefined as unknown as MeshProducer,
+      codec: undefined as unknown as EventCodec,
+      idempotency: undefined as unknown as IdempotencyStore,
+      metrics: createMetrics({ defaultMetrics: false }),
+      log: silentLogger(),
+      topics: topicNames('flow.'),
+    },
+    {
+      groupId: 'flow',
+      topics: [topic],
+      handlers: {},
+      raw: (record) =>
+        new Promise<void>((resolve) => {
+          running.push({ offset: Number(record.offset), done: resolve });
+        }),
+    },
+  );
+  await consumer.start();
+  const settle = () => new Promise((resolve) => setImmediate(resolve));
+  /** Lets `count` running handlers finish, oldest first. */
+  const finish = async (count: number): Promise<void> => {
+    for (const entry of running.splice(0, count)) {
+      handled.push(entry.offset);
+      entry.done();
+    }
+    await settle();
+  };
+
+  // The first fetch fills the partition: 10 run, 90 wait, fetching stops.
+  assert.equal(member.fetch(fetchSize), fetchSize, 'the whole fetch is taken (run or kept)');
+  await settle();
+  assert.equal(running.length, partitionConcurrency);
+  assert.equal(consumer.pending, partitionConcurrency);
+  assert.equal(member.paused, true);
+
+  // Room frees up 10 at a time; fetching resumes once half of the 90 kept are admitted, not at 0.
+  let resumedAt: number | undefined;
+  let fetches = 1;
+  let mostWaiting = 0;
+  const waiting = () => fetches * fetchSize - handled.length - running.length;
+  for (let round = 0; round < 200 && fetches < 20; round += 1) {
+    await finish(partitionConcurrency);
+    mostWaiting = Math.max(mostWaiting, waiting());
+    if (!member.paused) {
+      resumedAt ??= waiting();
+      // kafkajs fetches again: the new records queue behind the ones still waiting.
+      member.fetch(fetchSize);
+      fetches += 1;
+      await settle();
+      mostWaiting = Math.max(mostWaiting, waiting());
+      assert.equal(member.paused, true, 'a fetch on top of a backlog pauses the partition again');
+    }
+  }
+  assert.ok(resumedAt !== undefined && resumedAt <= 45 && resumedAt > 0, `resumed at ${resumedAt}`);
+  assert.ok(
+    mostWaiting <= 1.5 * fetchSize,
+    `at most ${1.5 * fetchSize} records fetched and not admitted, saw ${mostWaiting}`,
+  );
+  assert.equal(fetches, 20);
+  assert.ok(member.resumes >= 19 && member.pauses >= 20);
+
+  // Drain: everything fetched runs exactly once, each offset once, and the partition reopens.
+  while (running.length > 0) await finish(partitionConcurrency);
+  assert.equal(handled.length, fetches * fetchSize);
+  assert.deepEqual(
+    [...handled].sort((a, b) => a - b),
+    Array.from({ length: fetches * fetchSize }, (_, i) => i),
+  );
+  assert.equal(member.paused, false);
+  assert.equal(consumer.pending, 0);
+  await consumer.stop(0);
+});
