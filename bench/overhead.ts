@@ -19,7 +19,6 @@
 import { randomUUID } from 'node:crypto';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { loadConfig } from '@mesh/config';
-import { newEvent, type MeshEvent } from '@mesh/envelope';
 import { waitForRedis } from '@mesh/redis';
 import { MeshRuntime, topicSpecs, type ConsumeOptions } from '@mesh/runtime';
 import { silentLogger } from '@mesh/telemetry';
@@ -36,6 +35,7 @@ import {
   benchOptions,
   intOption,
 } from './support.ts';
+import { assignedEvent, completeAssigned } from './noop.ts';
 
 export const usage = `usage: npm run bench -- overhead [options]
   --events N      events of each variant's run (default 10000)
@@ -60,24 +60,6 @@ function options(args: string[]) {
   const count = (name: keyof typeof values, min: number): number =>
     intOption(name, values[name], min, usage);
   return { events: count('events', 100), rounds: count('rounds', 1), micro: count('micro', 100) };
-}
-
-function assigned(i: number): MeshEvent {
-  const taskId = `task-${i % keys}`;
-  return newEvent({
-    type: 'io.mesh.subtask.assigned',
-    source: '/bench',
-    correlationid: taskId,
-    agent: 'noop',
-    data: { taskId, stageId: 's1', nodeId: `n${i}`, agent: 'noop', input: { seq: i } },
-  });
-}
-
-interface Assigned {
-  taskId: string;
-  stageId: string;
-  nodeId: string;
-  agent: string;
 }
 
 export async function run(args: string[]): Promise<Record<string, unknown> & { partial: boolean }> {
@@ -109,7 +91,7 @@ export async function run(args: string[]): Promise<Record<string, unknown> & { p
     for (let start = 0; start < opts.events; start += 1_000) {
       const emits = [];
       for (let i = start; i < Math.min(opts.events, start + 1_000); i += 1)
-        emits.push({ topic: input, event: assigned(i) });
+        emits.push({ topic: input, event: assignedEvent('noop', i, keys) });
       await runtime.publish(emits);
     }
 
@@ -126,19 +108,7 @@ export async function run(args: string[]): Promise<Record<string, unknown> & { p
           handlers: {
             'io.mesh.subtask.assigned': async (ctx) => {
               first();
-              const data = ctx.event.data as Assigned;
-              const event = ctx.derive({
-                type: 'io.mesh.subtask.completed',
-                data: {
-                  taskId: data.taskId,
-                  stageId: data.stageId,
-                  nodeId: data.nodeId,
-                  agent: data.agent,
-                  output: {},
-                },
-                visited: data.agent,
-              });
-              return { emit: [{ topic: output, event }] };
+              return completeAssigned(ctx, output);
             },
           },
         };
@@ -248,7 +218,7 @@ export async function run(args: string[]): Promise<Record<string, unknown> & { p
 
     // Isolated: the codec and a claim round trip, each in a loop of this process.
     log('isolated: codec.encode, codec.decode, claim + done');
-    const event = assigned(1);
+    const event = assignedEvent('noop', 1, keys);
     const message = await runtime.codec.encode(event);
     const record = {
       topic: input,
@@ -267,7 +237,7 @@ export async function run(args: string[]): Promise<Record<string, unknown> & { p
     };
     const encodeUs = await loop(opts.micro, () => runtime.codec.encode(event));
     const decodeUs = await loop(opts.micro, () => runtime.codec.decode(record));
-    const newEventUs = await loop(opts.micro, () => assigned(1));
+    const newEventUs = await loop(opts.micro, () => assignedEvent('noop', 1, keys));
     const jsonUs = await loop(opts.micro, () =>
       JSON.parse(Buffer.from(JSON.stringify(event.data)).toString()),
     );

@@ -16,17 +16,14 @@
 import { randomUUID } from 'node:crypto';
 import { mkdir, writeFile } from 'node:fs/promises';
 import { Session } from 'node:inspector/promises';
-import { loadavg } from 'node:os';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { loadConfig, type MeshConfig } from '@mesh/config';
-import { newEvent, type MeshEvent } from '@mesh/envelope';
 import { waitForRedis } from '@mesh/redis';
 import { MeshRuntime, topicSpecs, type Handler } from '@mesh/runtime';
 import { meshEnv } from '@mesh/testkit';
 import { PlainKafka, type Timing } from './plain-kafkajs.ts';
 import {
-  brokerVersion,
   describeMachine,
   describeSource,
   median,
@@ -34,7 +31,9 @@ import {
   round,
   benchOptions,
   intOption,
+  environmentOf,
 } from './support.ts';
+import { assignedEvent, completeAssigned } from './noop.ts';
 
 const phases = [
   'slow-plain',
@@ -109,24 +108,6 @@ const slowKeys = 64;
 const noopKeys = 1024;
 const pollMs = 20;
 const publishChunk = 1_000;
-
-interface Assigned {
-  taskId: string;
-  stageId: string;
-  nodeId: string;
-  agent: string;
-}
-
-function assigned(agent: string, i: number, keys: number): MeshEvent {
-  const taskId = `task-${i % keys}`;
-  return newEvent({
-    type: 'io.mesh.subtask.assigned',
-    source: '/bench',
-    correlationid: taskId,
-    agent,
-    data: { taskId, stageId: 's1', nodeId: `n${i}`, agent, input: { seq: i } },
-  });
-}
 
 function pick(env: NodeJS.ProcessEnv, names: string[]): Record<string, string> {
   const picked: Record<string, string> = {};
@@ -220,7 +201,7 @@ export async function run(args: string[]): Promise<RuntimeBenchResult> {
     for (let start = 0; start < count; start += publishChunk) {
       const emits = [];
       for (let i = start; i < Math.min(count, start + publishChunk); i += 1)
-        emits.push({ topic, event: assigned(agent, i, keys) });
+        emits.push({ topic, event: assignedEvent(agent, i, keys) });
       await runtime.publish(emits);
     }
   };
@@ -291,7 +272,6 @@ export async function run(args: string[]): Promise<RuntimeBenchResult> {
     );
     const machine = await describeMachine();
     const source = await describeSource();
-    const broker = await brokerVersion(runtime.kafka, env.MESH_KAFKA_BROKERS);
 
     // (a) Slow handler.
     let slow: Record<string, unknown> | undefined;
@@ -369,21 +349,7 @@ export async function run(args: string[]): Promise<RuntimeBenchResult> {
               `noop-${r}`,
               topics.noop,
               n,
-              async (ctx) => {
-                const data = ctx.event.data as Assigned;
-                const event = ctx.derive({
-                  type: 'io.mesh.subtask.completed',
-                  data: {
-                    taskId: data.taskId,
-                    stageId: data.stageId,
-                    nodeId: data.nodeId,
-                    agent: data.agent,
-                    output: {},
-                  },
-                  visited: data.agent,
-                });
-                return { emit: [{ topic: results, event }] };
-              },
+              async (ctx) => completeAssigned(ctx, results),
               (started) => waitForEnd(results, base + n, started),
             ),
           );
@@ -454,16 +420,7 @@ export async function run(args: string[]): Promise<RuntimeBenchResult> {
         noop_plain_per_round: wanted('noop-plain') ? options.noopMessages : null,
         noop_rounds: options.rounds,
       },
-      environment: {
-        broker: broker.version,
-        broker_version_source: broker.source,
-        node: process.version,
-        kafkajs: machine.kafkajs,
-        cores: machine.cores,
-        load_average_1m: { start: machine.loadAverage, end: round(loadavg()[0] ?? 0, 2) },
-        cpu: machine.cpu,
-        platform: machine.platform,
-      },
+      environment: await environmentOf(env.MESH_KAFKA_BROKERS, machine),
       source,
       config: {
         partitions: 1,
