@@ -13,6 +13,7 @@ import { Ajv, type ValidateFunction } from 'ajv';
 import addFormatsModule from 'ajv-formats';
 import { MeshError, retryable, terminal } from '@mesh/errors';
 import { loadContracts, type Contract } from './schemas.ts';
+import { Memo } from './memo.ts';
 
 export interface RegistryConnection {
   url: string;
@@ -58,18 +59,10 @@ export class ContractRegistry {
   readonly #contracts: Map<string, Contract>;
   readonly #authHeader: string | undefined;
   readonly #registry: SchemaRegistry;
-  readonly #latestIds = new Map<string, Promise<number>>();
-  readonly #subjectsOfId = new Map<number, Promise<string[]>>();
-  readonly #schemas = new Map<number, Promise<ValidatingSchema>>();
-  /**
-   * The settled values of the three caches above: the hot path (every event) reads these without
-   * an await; the promises serve the first, concurrent uses.
-   */
-  readonly #settled = {
-    ids: new Map<string, number>(),
-    subjects: new Map<number, string[]>(),
-    schemas: new Map<number, ValidatingSchema>(),
-  };
+  /** The latest schema id of each type, the subjects of each schema id, compiled schemas by id. */
+  readonly #ids = new Memo<string, number>();
+  readonly #subjects = new Memo<number, string[]>();
+  readonly #schemas = new Memo<number, ValidatingSchema>();
 
   constructor(connection: RegistryConnection, contracts: Map<string, Contract> = loadContracts()) {
     this.url = connection.url.replace(/\/+$/, '');
@@ -196,8 +189,7 @@ export class ContractRegistry {
       );
     }
     const id = (result.json as { id: number }).id;
-    this.#latestIds.set(type, Promise.resolve(id));
-    this.#settled.ids.set(type, id);
+    this.#ids.set(type, id);
     return id;
   }
 
@@ -233,30 +225,18 @@ export class ContractRegistry {
   }
 
   /** The id of the latest registered schema of `type`, cached. @throws MeshError. */
-  async idOf(type: string): Promise<number> {
-    const settled = this.#settled.ids.get(type);
-    if (settled !== undefined) return settled;
-    let id = this.#latestIds.get(type);
-    if (id === undefined) {
-      id = this.#registry.getLatestSchemaId(type).then(
-        (value) => {
-          if (this.#latestIds.get(type) === id) this.#settled.ids.set(type, value);
-          return value;
-        },
-        (error: unknown) => {
-          this.#latestIds.delete(type);
-          if (statusOf(error) === 404)
-            throw terminal('schema_violation', `no contract is registered for event type ${type}`);
-          throw retryable(
-            'registry_unavailable',
-            `could not read the latest schema of ${type}: ${(error as Error).message}`,
-            { cause: error },
-          );
-        },
-      );
-      this.#latestIds.set(type, id);
-    }
-    return id;
+  idOf(type: string): Promise<number> {
+    return this.#ids.get(type, () =>
+      this.#registry.getLatestSchemaId(type).catch((error: unknown) => {
+        if (statusOf(error) === 404)
+          throw terminal('schema_violation', `no contract is registered for event type ${type}`);
+        throw retryable(
+          'registry_unavailable',
+          `could not read the latest schema of ${type}: ${(error as Error).message}`,
+          { cause: error },
+        );
+      }),
+    );
   }
 
   /** The `dataschema` attribute for a schema id: its URI in the registry. */
@@ -271,7 +251,7 @@ export class ContractRegistry {
    *   in the producing service and the event must not be published.
    */
   async encode(type: string, data: unknown): Promise<{ value: Buffer; schemaId: number }> {
-    const schemaId = this.#settled.ids.get(type) ?? (await this.idOf(type));
+    const schemaId = this.#ids.settled(type) ?? (await this.idOf(type));
     const validating = this.#validate(type, schemaId, data);
     if (validating !== undefined) await validating;
     const json = JSON.stringify(data);
@@ -288,7 +268,7 @@ export class ContractRegistry {
    * @throws MeshError `schema_violation` listing the first faults, with their paths.
    */
   #validate(type: string, schemaId: number, data: unknown): Promise<void> | undefined {
-    const settled = this.#settled.schemas.get(schemaId);
+    const settled = this.#schemas.settled(schemaId);
     if (settled !== undefined) {
       this.#check(settled, type, schemaId, data);
       return undefined;
@@ -315,11 +295,9 @@ export class ContractRegistry {
    * (the library caches only after its request returns). A failed fetch is forgotten and retried.
    */
   #schemaOf(id: number): Promise<ValidatingSchema> {
-    let schema = this.#schemas.get(id);
-    if (schema === undefined) {
-      schema = (this.#registry.getSchema(id) as unknown as Promise<ValidatingSchema>).catch(
+    return this.#schemas.get(id, () =>
+      (this.#registry.getSchema(id) as unknown as Promise<ValidatingSchema>).catch(
         (error: unknown) => {
-          this.#schemas.delete(id);
           if (statusOf(error) === 404) throw terminal('malformed_event', `unknown schema id ${id}`);
           throw retryable(
             'registry_unavailable',
@@ -327,14 +305,8 @@ export class ContractRegistry {
             { cause: error },
           );
         },
-      );
-      this.#schemas.set(id, schema);
-      schema.then(
-        (value) => this.#settled.schemas.set(id, value),
-        () => undefined,
-      );
-    }
-    return schema;
+      ),
+    );
   }
 
   /** Fetches and compiles the latest schema of each type ahead of the first event. */
@@ -342,10 +314,9 @@ export class ContractRegistry {
     await Promise.all(types.map(async (type) => this.#schemaOf(await this.idOf(type))));
   }
 
-  async #subjectsOf(id: number): Promise<string[]> {
-    let subjects = this.#subjectsOfId.get(id);
-    if (subjects === undefined) {
-      subjects = this.#request('GET', `/schemas/ids/${id}/versions`).then(({ status, json }) => {
+  #subjectsOf(id: number): Promise<string[]> {
+    return this.#subjects.get(id, () =>
+      this.#request('GET', `/schemas/ids/${id}/versions`).then(({ status, json }) => {
         if (status === 404) throw terminal('malformed_event', `unknown schema id ${id}`);
         if (status !== 200 || !Array.isArray(json))
           throw retryable(
@@ -353,14 +324,8 @@ export class ContractRegistry {
             `registry answered ${status} for the versions of schema ${id}`,
           );
         return (json as { subject?: unknown }[]).map((entry) => String(entry.subject));
-      });
-      subjects.then(
-        (value) => this.#settled.subjects.set(id, value),
-        () => this.#subjectsOfId.delete(id),
-      );
-      this.#subjectsOfId.set(id, subjects);
-    }
-    return subjects;
+      }),
+    );
   }
 
   /**
@@ -379,7 +344,7 @@ export class ContractRegistry {
         throw terminal('malformed_event', 'wire-format value is shorter than its header');
       schemaId = value.readUInt32BE(1);
       json = value.subarray(wireHeaderBytes);
-      const subjects = this.#settled.subjects.get(schemaId) ?? (await this.#subjectsOf(schemaId));
+      const subjects = this.#subjects.settled(schemaId) ?? (await this.#subjectsOf(schemaId));
       if (!subjects.includes(type)) {
         throw terminal(
           'schema_violation',
