@@ -36,6 +36,12 @@ export const orchestratorService: ServiceDefinition = {
       // Loop guards belong where agents run (the workers); planned stages restart their hop count
       // from the request, and a stage event from a long delegation chain must still be applied.
       loopGuards: false,
+      // No claim and done marker per event: each handler applies its event to the task state under
+      // the task's lock, and an event found already applied re-publishes what is outstanding with
+      // the same ids (#redrive), which the workers and the aggregator drop by id. The lock does what
+      // a lease would (one holder at a time, across replicas), and the claim and the done marker
+      // were two more Redis round trips on the path of every dispatch.
+      idempotency: false,
       handlers: {
         'io.mesh.task.requested': orchestrator.onRequest,
         'io.mesh.stage.completed': orchestrator.onStage,
@@ -60,6 +66,10 @@ export const orchestratorService: ServiceDefinition = {
       // These are other services' events being watched, not work: a loop guard here would dead-letter
       // the evidence of a loop a second time.
       loopGuards: false,
+      // Every effect of watching is idempotent on its own: the causal chain adds an event id once
+      // (SADD), a delegation is dispatched with a deterministic id its worker drops if repeated, and
+      // a final state is set, not appended.
+      idempotency: false,
     });
     registerTaskRoutes(context, store);
     const stopDashboard = registerDashboard(context);

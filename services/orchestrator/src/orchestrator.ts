@@ -126,11 +126,13 @@ export class Orchestrator {
 
   async #publish(taskId: string, emits: Emit[]): Promise<void> {
     if (emits.length === 0) return;
-    await this.#runtime.publish(emits);
-    // One pipelined round trip, not one per event: the chain is put in causal order when read.
-    await Promise.all(
-      emits.map(({ topic, event }) => this.#store.record(taskId, summarise(event, topic))),
-    );
+    // The chain is appended while Kafka acknowledges, in one pipelined round trip for all of them
+    // (it is put in causal order when read). If the publish fails, the redelivered cause publishes
+    // the same events with the same ids, so the chain never names an event that never goes out.
+    await Promise.all([
+      this.#runtime.publish(emits),
+      ...emits.map(({ topic, event }) => this.#store.record(taskId, summarise(event, topic))),
+    ]);
   }
 
   // ── intake ────────────────────────────────────────────────────────────────────────────────────
@@ -139,7 +141,19 @@ export class Orchestrator {
   onRequest = async (ctx: HandlerContext): Promise<HandlerResult> => {
     const request = ctx.event as MeshEvent<RequestData>;
     const taskId = Orchestrator.taskIdOf(request);
-    await this.#store.record(taskId, summarise(request, ctx.topic));
+    // The causal chain is appended while the request is applied: round trips at once, not in turn.
+    await Promise.all([
+      this.#store.record(taskId, summarise(request, ctx.topic)),
+      this.#applyRequest(ctx, request, taskId),
+    ]);
+    return {};
+  };
+
+  async #applyRequest(
+    ctx: HandlerContext,
+    request: MeshEvent<RequestData>,
+    taskId: string,
+  ): Promise<void> {
     if (request.data.idempotencyKey !== undefined) {
       const bound = await this.#store.bindIdempotencyKey(request.data.idempotencyKey, taskId);
       if (bound !== taskId) {
@@ -147,7 +161,7 @@ export class Orchestrator {
           { taskId, bound },
           'request repeats an idempotency key: it is the earlier task',
         );
-        return {};
+        return;
       }
     }
     await this.#store.withLock(taskId, async (existing) => {
@@ -202,8 +216,7 @@ export class Orchestrator {
         await this.#store.addDeadline(taskId, Date.parse(state.deadline));
       await this.#advance(state, request);
     });
-    return {};
-  };
+  }
 
   // ── stages ────────────────────────────────────────────────────────────────────────────────────
 
