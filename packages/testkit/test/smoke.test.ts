@@ -85,6 +85,46 @@ test('kafka: a consumer group resumes after its committed offset', async (t) => 
   );
 });
 
+test('kafka: the sends of one event-loop turn go out in one produce request, in order', async (t) => {
+  const env = await meshEnv();
+  const kafka = createKafka({ brokers: env.MESH_KAFKA_BROKERS.split(','), clientId: 'smoke' });
+  const admin = disposable(t, new MeshAdmin(kafka), (a) => a.disconnect());
+  const topic = uniqueName('smoke-batch');
+  await admin.ensureTopics([{ topic, numPartitions: 1, replicationFactor: 1 }]);
+  onCleanup(t, () => admin.deleteTopics([topic]));
+  const producer = disposable(t, new MeshProducer(kafka), (p) => p.disconnect());
+  await producer.connect();
+  const before = producer.requests;
+  // Fifty handlers finishing in the same turn, each sending its own record.
+  await Promise.all(
+    Array.from({ length: 50 }, (_, i) =>
+      producer.send([{ topic, key: 'k', value: Buffer.from(`m${i}`), headers: {} }]),
+    ),
+  );
+  assert.equal(producer.requests - before, 1, 'one request, not the first alone and then the rest');
+  const [end] = await admin.endOffsets(topic);
+  assert.equal(end?.high, 50);
+
+  const seen: string[] = [];
+  const consumer = new GroupConsumer(kafka, { groupId: `smoke-${randomUUID()}` });
+  await consumer.start([topic], {
+    take: (_t, _p, records) => {
+      for (const r of records) seen.push(r.value?.toString() ?? '');
+      return records.length;
+    },
+    assigned: () => undefined,
+  });
+  try {
+    await waitFor(() => seen.length === 50, { message: 'records not consumed' });
+  } finally {
+    await consumer.stop();
+  }
+  assert.deepEqual(
+    seen,
+    Array.from({ length: 50 }, (_, i) => `m${i}`),
+  );
+});
+
 test('registry: JSON Schema in the Confluent wire format, and BACKWARD refuses an incompatible change', async () => {
   const env = await meshEnv();
   const subject = `smoke.${randomUUID()}`;

@@ -114,22 +114,26 @@ export class Aggregator {
             detail: data.detail ?? '',
             ...usageOf(data),
           };
-    const log = ctx.log.child({ stageId: ref.stageId, nodeId: data.nodeId });
+    // Made on first use: most results never log, and two child loggers per result were a visible
+    // share of the aggregator's CPU.
+    let child: Logger | undefined;
+    const log = (): Logger =>
+      (child ??= ctx.log.child({ stageId: ref.stageId, nodeId: data.nodeId }));
     for (let round = 0; round < maxRounds; round += 1) {
       const state = await this.store.load(ref);
       if (state.closed !== undefined) {
         if (!state.published) await this.#publish(ref, state.closed, state.final, log);
-        else log.debug('result of a stage already decided; ignored');
+        else log().debug('result of a stage already decided; ignored');
         return;
       }
       const spec = state.spec ?? data.stage ?? singleNodeSpec(data.nodeId);
       const admission = admit(spec, state.outcomes, data.nodeId);
       if (admission === 'unknown_node') {
-        log.warn({ nodes: spec.nodes }, 'result of a node that is not in its stage; ignored');
+        log().warn({ nodes: spec.nodes }, 'result of a node that is not in its stage; ignored');
         return;
       }
       if (admission === 'duplicate') {
-        log.debug('second outcome of a node; the first one counts');
+        log().debug('second outcome of a node; the first one counts');
         return;
       }
       const outcomes = { ...state.outcomes, [data.nodeId]: outcome };
@@ -203,7 +207,7 @@ export class Aggregator {
     ref: StageRef,
     closed: ClosedStage,
     final: 'claimed' | 'taken' | undefined,
-    log: Logger,
+    log: () => Logger,
   ): Promise<void> {
     const topics = this.#runtime.topics;
     const stageEvent = deriveEvent(closed.cause, {
@@ -222,7 +226,7 @@ export class Aggregator {
       });
       emits.push({ topic: topics.outputs, event: outcomeEvent });
     } else if (closed.outcome !== undefined) {
-      log.info({ taskId: ref.taskId }, 'task already ended by another path; stage result only');
+      log().info({ taskId: ref.taskId }, 'task already ended by another path; stage result only');
     }
     await this.#runtime.publish(emits);
     await this.store.markPublished(ref);
@@ -282,13 +286,14 @@ export class Aggregator {
       await this.store.unschedule(member);
       return;
     }
-    const log = this.#log.child({ correlationid: ref.taskId, stageId: ref.stageId });
+    const child = this.#log.child({ correlationid: ref.taskId, stageId: ref.stageId });
+    const log = (): Logger => child;
     for (let round = 0; round < maxRounds; round += 1) {
       const state = await this.store.load(ref);
       if (state.closed !== undefined) {
         if (state.published) await this.store.unschedule(member);
         else {
-          log.info('re-publishing a decided stage whose events were never acknowledged');
+          child.info('re-publishing a decided stage whose events were never acknowledged');
           await this.#publish(ref, state.closed, state.final, log);
         }
         return;
