@@ -278,7 +278,7 @@ export class Orchestrator {
           state.status = event.data.status === 'failed' ? 'failed' : 'completed';
           if (event.data.status === 'failed')
             state.failure = { reason: 'stage_failed', detail: describeFailures(event.data) };
-          await this.#store.removeDeadline(taskId);
+          if (state.deadline !== undefined) await this.#store.removeDeadline(taskId);
           await this.#store.put(state);
           return;
         }
@@ -400,7 +400,7 @@ export class Orchestrator {
         } else {
           state.status = 'cancelled';
         }
-        await this.#store.removeDeadline(taskId);
+        if (state.deadline !== undefined) await this.#store.removeDeadline(taskId);
         await this.#store.put(state);
       });
     }
@@ -631,7 +631,8 @@ export class Orchestrator {
     type: (typeof finalTypes)[number],
     data: Record<string, unknown>,
   ): Promise<void> {
-    await this.#store.removeDeadline(state.id);
+    // Only a task with a deadline has an entry to remove (addDeadline is called for those alone).
+    if (state.deadline !== undefined) await this.#store.removeDeadline(state.id);
     const request = { ...(state.request ?? attributesOf(cause)), data: undefined } as MeshEvent;
     const event = this.#planned(request, cause, { type, discriminator: 'final', data });
     // The claimant is this final event and its cause: a retry of this path publishes, another path does not.

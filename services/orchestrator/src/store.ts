@@ -7,7 +7,7 @@ import { randomUUID } from 'node:crypto';
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { MeshEventAttributes } from '@mesh/envelope';
 import { retryable } from '@mesh/errors';
-import { defineScript, withRedis, type Redis, type Script } from '@mesh/redis';
+import { Coalescer, defineScript, withRedis, type Redis, type Script } from '@mesh/redis';
 import type { Budget, PlannedStage } from './templates.ts';
 
 export type TaskStatus =
@@ -96,11 +96,17 @@ if redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2], 'NX') then
 end
 return {0}
 `;
-const recordEvent = `
-if redis.call('SADD', KEYS[1], ARGV[1]) == 1 then
-  redis.call('RPUSH', KEYS[2], ARGV[2])
-  redis.call('PEXPIRE', KEYS[1], ARGV[3])
-  redis.call('PEXPIRE', KEYS[2], ARGV[3])
+// The events recorded while one turn of the event loop runs, of any tasks, in one call: for the
+// i-th event KEYS[2i-1] is its task's seen-set and KEYS[2i] its chain, ARGV[2i] its id and
+// ARGV[2i+1] its summary; ARGV[1] is the TTL. An id already in the seen-set is not appended again.
+const recordEvents = `
+for i = 1, #KEYS / 2 do
+  local seen, chain = KEYS[2 * i - 1], KEYS[2 * i]
+  if redis.call('SADD', seen, ARGV[2 * i]) == 1 then
+    redis.call('RPUSH', chain, ARGV[2 * i + 1])
+    redis.call('PEXPIRE', seen, ARGV[1])
+    redis.call('PEXPIRE', chain, ARGV[1])
+  end
 end
 return 1`;
 
@@ -112,7 +118,8 @@ export class TaskStore {
   readonly #claimFinal: Script;
   readonly #releaseLock: Script;
   readonly #lockAndRead: Script;
-  readonly #record: Script;
+  /** Chain entries of one turn of the event loop, written by one script call. */
+  readonly #records: Coalescer<{ taskId: string; summary: EventSummary }, void>;
   /** Per task, the tail of this process's queue for its lock. */
   readonly #localLocks = new Map<string, Promise<void>>();
 
@@ -124,7 +131,17 @@ export class TaskStore {
     this.#claimFinal = defineScript(redis, 'meshTaskClaimFinal', claimFinalScript, 2);
     this.#releaseLock = defineScript(redis, 'meshTaskReleaseLock', releaseLock, 1);
     this.#lockAndRead = defineScript(redis, 'meshTaskLockAndRead', lockAndRead, 2);
-    this.#record = defineScript(redis, 'meshTaskRecord', recordEvent, 2);
+    const record = defineScript(redis, 'meshTaskRecordMany', recordEvents);
+    this.#records = new Coalescer(async (items) => {
+      const keys: string[] = [];
+      const args: string[] = [String(this.#ttlMs)];
+      for (const { taskId, summary } of items) {
+        keys.push(`${this.#prefix}task:${taskId}:seen`, `${this.#prefix}task:${taskId}:events`);
+        args.push(summary.id, JSON.stringify(summary));
+      }
+      await record(keys, args);
+      return items.map(() => undefined);
+    });
   }
 
   async get(id: string): Promise<TaskState | undefined> {
@@ -235,12 +252,7 @@ export class TaskStore {
 
   /** Appends an event to the task's causal chain once, whatever how often it is delivered. */
   async record(taskId: string, summary: EventSummary): Promise<void> {
-    await withRedis('could not record an event', () =>
-      this.#record(
-        [`${this.#prefix}task:${taskId}:seen`, `${this.#prefix}task:${taskId}:events`],
-        [summary.id, JSON.stringify(summary), this.#ttlMs],
-      ),
-    );
+    await withRedis('could not record an event', () => this.#records.add({ taskId, summary }));
   }
 
   /** The task's events, in causal order: parents before children, then by time. */

@@ -1,12 +1,13 @@
 /**
  * The task store against the real Redis: the final-state claim that lets a retried path publish
- * and refuses every other path, and the task lock.
+ * and refuses every other path, the task lock, and the causal chain.
  */
 import { test } from 'node:test';
+import { setTimeout as sleep } from 'node:timers/promises';
 import assert from 'node:assert/strict';
 import { createRedis, waitForRedis } from '@mesh/redis';
-import { meshEnv, onCleanup, uniqueName } from '@mesh/testkit';
-import { TaskStore, type TaskState } from '../src/index.ts';
+import { meshEnv, onCleanup, uniqueName, waitFor } from '@mesh/testkit';
+import { TaskStore, type EventSummary, type TaskState } from '../src/index.ts';
 
 /**
  * Task stores sharing one key prefix, each on its own connection (a replica each); their keys are
@@ -140,4 +141,45 @@ test('the task lock: one holder at a time per task, in arrival order; other task
   while ((await redis.exists(`${prefix}lock:task:t1`)) === 1 && Date.now() < deadline)
     await new Promise((resolve) => setTimeout(resolve, 20));
   assert.equal(await redis.exists(`${prefix}lock:task:t1`), 0, 'the Redis lock is released');
+});
+
+test('the causal chain: what one turn records, for any tasks, is one script call, and an event is listed once', async (t) => {
+  const { redis, prefix, stores } = await taskStores(t);
+  const [store] = stores;
+  // MONITOR on its own connection: every script call that touches this test's chains.
+  const monitor = await redis.monitor();
+  onCleanup(t, () => monitor.disconnect());
+  const calls: string[][] = [];
+  monitor.on('monitor', (_time: string, args: string[]) => {
+    // MONITOR also lists the commands a script runs; only the calls from the client count here.
+    const command = args[0]?.toLowerCase() ?? '';
+    if (!['eval', 'evalsha'].includes(command)) return;
+    if (args.some((arg) => arg.startsWith(prefix) && arg.endsWith(':seen'))) calls.push(args);
+  });
+  const summary = (id: string): EventSummary => ({
+    id,
+    type: 'io.mesh.subtask.completed',
+    source: '/test',
+    topic: 'mesh.results',
+  });
+
+  await Promise.all([
+    store.record('a', summary('e1')),
+    store.record('b', summary('e2')),
+    store.record('a', summary('e3')),
+    store.record('a', summary('e1')),
+  ]);
+  await waitFor(() => calls.length >= 1, { message: 'MONITOR saw no script call' });
+  await sleep(200);
+  assert.equal(calls.length, 1, 'four records of two tasks in one turn: one script call');
+  assert.deepEqual((await store.events('a')).map((e) => e.id).sort(), ['e1', 'e3']);
+  assert.deepEqual(
+    (await store.events('b')).map((e) => e.id),
+    ['e2'],
+  );
+  assert.ok((await redis.pttl(`${prefix}task:a:events`)) > 0, 'the chain expires');
+  assert.ok((await redis.pttl(`${prefix}task:a:seen`)) > 0, 'the seen-set expires');
+
+  await store.record('a', summary('e3'));
+  assert.equal((await store.events('a')).length, 2, 'a redelivered event is not listed again');
 });
