@@ -25,15 +25,21 @@ import {
   waitFor,
 } from '../src/index.ts';
 
-test('kafka: a consumer group resumes after its committed offset', async (t) => {
+/** A fresh one-partition topic (deleted after the test) and a connected producer. */
+async function topicWithProducer(t: Parameters<typeof onCleanup>[0], name: string) {
   const env = await meshEnv();
   const kafka = createKafka({ brokers: env.MESH_KAFKA_BROKERS.split(','), clientId: 'smoke' });
   const admin = disposable(t, new MeshAdmin(kafka), (a) => a.disconnect());
-  const topic = uniqueName('smoke');
+  const topic = uniqueName(name);
   await admin.ensureTopics([{ topic, numPartitions: 1, replicationFactor: 1 }]);
   onCleanup(t, () => admin.deleteTopics([topic]));
   const producer = disposable(t, new MeshProducer(kafka), (p) => p.disconnect());
   await producer.connect();
+  return { kafka, admin, topic, producer };
+}
+
+test('kafka: a consumer group resumes after its committed offset', async (t) => {
+  const { kafka, admin, topic, producer } = await topicWithProducer(t, 'smoke');
   await producer.send(
     Array.from({ length: 10 }, (_, i) => ({
       topic,
@@ -86,14 +92,7 @@ test('kafka: a consumer group resumes after its committed offset', async (t) => 
 });
 
 test('kafka: the sends of one event-loop turn go out in one produce request, in order', async (t) => {
-  const env = await meshEnv();
-  const kafka = createKafka({ brokers: env.MESH_KAFKA_BROKERS.split(','), clientId: 'smoke' });
-  const admin = disposable(t, new MeshAdmin(kafka), (a) => a.disconnect());
-  const topic = uniqueName('smoke-batch');
-  await admin.ensureTopics([{ topic, numPartitions: 1, replicationFactor: 1 }]);
-  onCleanup(t, () => admin.deleteTopics([topic]));
-  const producer = disposable(t, new MeshProducer(kafka), (p) => p.disconnect());
-  await producer.connect();
+  const { kafka, admin, topic, producer } = await topicWithProducer(t, 'smoke-batch');
   const before = producer.requests;
   // Fifty handlers finishing in the same turn, each sending its own record.
   await Promise.all(
