@@ -127,8 +127,8 @@ export class Orchestrator {
   async #publish(taskId: string, emits: Emit[]): Promise<void> {
     if (emits.length === 0) return;
     // The chain is appended while Kafka acknowledges, in one pipelined round trip for all of them
-    // (it is put in causal order when read). If the publish fails, the redelivered cause publishes
-    // the same events with the same ids, so the chain never names an event that never goes out.
+    // (it is put in causal order when read). If the publish fails, the cause is tried again and
+    // publishes the same events with the same ids, which the chain then already lists once.
     await Promise.all([
       this.#runtime.publish(emits),
       ...emits.map(({ topic, event }) => this.#store.record(taskId, summarise(event, topic))),
