@@ -278,7 +278,7 @@ export class Orchestrator {
           state.status = event.data.status === 'failed' ? 'failed' : 'completed';
           if (event.data.status === 'failed')
             state.failure = { reason: 'stage_failed', detail: describeFailures(event.data) };
-          if (state.deadline !== undefined) await this.#store.removeDeadline(taskId);
+          await this.#dropDeadline(state);
           await this.#store.put(state);
           return;
         }
@@ -400,7 +400,7 @@ export class Orchestrator {
         } else {
           state.status = 'cancelled';
         }
-        if (state.deadline !== undefined) await this.#store.removeDeadline(taskId);
+        await this.#dropDeadline(state);
         await this.#store.put(state);
       });
     }
@@ -608,6 +608,11 @@ export class Orchestrator {
     return event;
   }
 
+  /** Removes the task from the deadline set: only a task with a deadline was ever added to it. */
+  async #dropDeadline(state: TaskState): Promise<void> {
+    if (state.deadline !== undefined) await this.#store.removeDeadline(state.id);
+  }
+
   async #fail(
     state: TaskState,
     cause: MeshEvent,
@@ -631,8 +636,7 @@ export class Orchestrator {
     type: (typeof finalTypes)[number],
     data: Record<string, unknown>,
   ): Promise<void> {
-    // Only a task with a deadline has an entry to remove (addDeadline is called for those alone).
-    if (state.deadline !== undefined) await this.#store.removeDeadline(state.id);
+    await this.#dropDeadline(state);
     const request = { ...(state.request ?? attributesOf(cause)), data: undefined } as MeshEvent;
     const event = this.#planned(request, cause, { type, discriminator: 'final', data });
     // The claimant is this final event and its cause: a retry of this path publishes, another path does not.
