@@ -80,6 +80,9 @@ for (const run of runs.filter((r) => r.length > 0)) {
   const child = spawn(
     process.execPath,
     [
+      // Without it --test-force-exit can drop the last results of a file (see the module).
+      '--import',
+      new URL('./blocking-stdout.mjs', import.meta.url).href,
       '--test',
       '--test-concurrency=1',
       '--test-timeout=1800000',
