@@ -198,6 +198,14 @@ export class ContractRegistry {
     const reports: CompatibilityReport[] = [];
     for (const type of types) {
       const subject = encodeURIComponent(type);
+      // Whether the subject exists is asked first, on its own: Confluent answers the compatibility
+      // check of an unknown subject with 404, Apicurio with 200 and is_compatible. A new subject
+      // has nothing to be compatible with, so it needs no check.
+      const versions = await this.#request('GET', `/subjects/${subject}/versions`);
+      if (versions.status === 404) {
+        reports.push({ type, compatible: true, isNew: true, messages: [] });
+        continue;
+      }
       const result = await this.#request(
         'POST',
         `/compatibility/subjects/${subject}/versions/latest?verbose=true`,
@@ -206,13 +214,6 @@ export class ContractRegistry {
           schema: JSON.stringify(this.#contract(type).schema),
         },
       );
-      // Whether the subject exists is asked on its own: Confluent answers the compatibility check
-      // of an unknown subject with 404, Apicurio with 200 and is_compatible.
-      const versions = await this.#request('GET', `/subjects/${subject}/versions`);
-      if (result.status === 404 || versions.status === 404) {
-        reports.push({ type, compatible: true, isNew: true, messages: [] });
-        continue;
-      }
       const body = result.json as { is_compatible?: boolean; messages?: string[] } | undefined;
       reports.push({
         type,
