@@ -1,16 +1,23 @@
 #!/usr/bin/env node
 /**
  * Patches kafkajs 2.2.4 in node_modules (run by `npm install`/`npm ci` as the root `postinstall`,
- * and by the Dockerfile). Two allocation hot spots that profiles of the runtime put at about a
- * fifth of its CPU; behaviour and wire bytes are unchanged:
+ * and by the Dockerfile). Hot spots of the runtime's CPU profile; behaviour and wire bytes are
+ * unchanged (`packages/kafka/src/kafkajs-patch.test.ts` holds them to a reference encoder):
  *
- * 1. `Encoder` allocated a zero-filled 512-byte buffer per instance (one per record header, ~15 per
- *    mesh event) and a fresh array + buffer per varint. Its buffer is only ever read up to the bytes
- *    written, so it now comes from Node's buffer pool (`allocUnsafe`), sized for what it holds, and
- *    varints are written in place.
- * 2. The record decoder built the headers object with a spread per header (quadratic in headers);
+ * 1. `Encoder` allocated a zero-filled 512-byte buffer per instance and a fresh array + buffer per
+ *    varint. Its buffer is only ever read up to the bytes written, so it now comes from Node's buffer
+ *    pool (`allocUnsafe`), and varints are written in place.
+ * 2. A record was encoded as one `Encoder` per header (~15 per mesh event) copied into the record's;
+ *    it is now written into one buffer of the record's size. A time delta that fits 30 bits is
+ *    written as the varint it equals, without BigInt-backed `Long` arithmetic.
+ * 3. The record decoder built the headers object with a spread per header (quadratic in headers);
  *    it is now one loop with the same result, repeated keys included (and a header named like an
- *    Object.prototype member, e.g. `toString`, no longer picks up the inherited function).
+ *    Object.prototype member, e.g. `toString`, no longer picks up the inherited function). Each
+ *    record's offset and timestamp were computed in `Long` (BigInt) from decimal strings; they are
+ *    now number arithmetic while every figure is a safe integer, and a short varlong is read
+ *    without `Long`.
+ * 4. Grouping a send's messages by partition copied the partition's array for every message
+ *    (quadratic in the batch); messages are now appended in place.
  *
  * Idempotent: an already patched file is left alone. Any other content (a different kafkajs) stops
  * the install with a message, so the patch can never be silently half-applied.
@@ -89,6 +96,132 @@ const patches = [
     if (key === '__proto__') Object.defineProperty(headers, key, { value: next, enumerable: true, writable: true, configurable: true })
     else headers[key] = next
   }`,
+  },
+  {
+    file: 'src/protocol/recordBatch/record/v0/index.js',
+    from: `  const sizeOfBody =
+    1 + // always one byte for attributes
+    Encoder.sizeOfVarLong(timestampDelta) +
+    Encoder.sizeOfVarInt(offsetDelta) +
+    Encoder.sizeOfVarIntBytes(key) +
+    Encoder.sizeOfVarIntBytes(value) +
+    sizeOfHeaders(headersArray)
+
+  return new Encoder()
+    .writeVarInt(sizeOfBody)
+    .writeInt8(0) // no used record attributes at the moment
+    .writeVarLong(timestampDelta)
+    .writeVarInt(offsetDelta)
+    .writeVarIntBytes(key)
+    .writeVarIntBytes(value)
+    .writeVarIntArray(headersArray.map(Header))
+}`,
+    to: `  /* mesh-patch: one buffer of the record's size, headers written into it (no encoder per header) */
+  // A delta that fits 30 bits has the same zig-zag varint as a varlong, without Long arithmetic.
+  const smallDelta = typeof timestampDelta === 'number' && timestampDelta > -0x40000000 && timestampDelta < 0x40000000
+  const sizeOfBody =
+    1 + // always one byte for attributes
+    (smallDelta ? Encoder.sizeOfVarInt(timestampDelta) : Encoder.sizeOfVarLong(timestampDelta)) +
+    Encoder.sizeOfVarInt(offsetDelta) +
+    Encoder.sizeOfVarIntBytes(key) +
+    Encoder.sizeOfVarIntBytes(value) +
+    sizeOfHeaders(headersArray)
+
+  const encoder = new Encoder(Encoder.sizeOfVarInt(sizeOfBody) + sizeOfBody)
+    .writeVarInt(sizeOfBody)
+    .writeInt8(0) // no used record attributes at the moment
+  if (smallDelta) encoder.writeVarInt(timestampDelta)
+  else encoder.writeVarLong(timestampDelta)
+  encoder
+    .writeVarInt(offsetDelta)
+    .writeVarIntBytes(key)
+    .writeVarIntBytes(value)
+    .writeVarInt(headersArray.length)
+  for (const header of headersArray) encoder.writeVarIntString(header.key).writeVarIntBytes(header.value)
+  return encoder
+}`,
+  },
+  {
+    file: 'src/protocol/recordBatch/record/v0/decoder.js',
+    from: `  const timestampDelta = decoder.readVarLong()
+  const timestamp =
+    timestampType === TimestampTypes.LOG_APPEND_TIME && maxTimestamp
+      ? maxTimestamp
+      : Long.fromValue(firstTimestamp)
+          .add(timestampDelta)
+          .toString()
+
+  const offsetDelta = decoder.readVarInt()
+  const offset = Long.fromValue(firstOffset)
+    .add(offsetDelta)
+    .toString()`,
+    to: `  const timestampDelta = decoder.readVarLong()
+  const timestamp =
+    timestampType === TimestampTypes.LOG_APPEND_TIME && maxTimestamp
+      ? maxTimestamp
+      : meshAddToDecimal(firstTimestamp, timestampDelta)
+
+  const offsetDelta = decoder.readVarInt()
+  const offset = meshAddToDecimal(firstOffset, offsetDelta)`,
+  },
+  {
+    file: 'src/protocol/recordBatch/record/v0/decoder.js',
+    from: `const TimestampTypes = require('../../../timestampTypes')
+`,
+    to: `const TimestampTypes = require('../../../timestampTypes')
+
+/* mesh-patch: base (a decimal string or a Long) plus delta, as a decimal string, in plain number
+   arithmetic while every figure is a safe integer (offsets and millisecond times always are), in
+   Long arithmetic otherwise. Same result as Long.fromValue(base).add(delta).toString(). */
+const meshAddToDecimal = (base, delta) => {
+  const b = typeof base === 'string' ? Number(base) : NaN
+  const d = typeof delta === 'number' ? delta : Long.isLong(delta) ? delta.toNumber() : NaN
+  const sum = b + d
+  if (Number.isSafeInteger(b) && Number.isSafeInteger(d) && Number.isSafeInteger(sum) && String(b) === base) return String(sum)
+  return Long.fromValue(base).add(delta).toString()
+}
+`,
+  },
+  {
+    file: 'src/protocol/decoder.js',
+    from: `  readVarLong() {
+    let currentByte
+    let result = Long.fromInt(0)`,
+    to: `  readVarLong() {
+    /* mesh-patch: a varlong of up to 4 bytes (28 bits: every record's time delta) is read in number
+       arithmetic, as readVarInt does; longer ones with Long, as before. */
+    const start = this.offset
+    if (start + 4 <= this.buffer.length) {
+      const b0 = this.buffer[start]
+      const b1 = this.buffer[start + 1]
+      const b2 = this.buffer[start + 2]
+      const b3 = this.buffer[start + 3]
+      let small = -1
+      if (b0 < 0x80) { small = b0; this.offset = start + 1 }
+      else if (b1 < 0x80) { small = (b0 & 0x7f) | (b1 << 7); this.offset = start + 2 }
+      else if (b2 < 0x80) { small = (b0 & 0x7f) | ((b1 & 0x7f) << 7) | (b2 << 14); this.offset = start + 3 }
+      else if (b3 < 0x80) { small = (b0 & 0x7f) | ((b1 & 0x7f) << 7) | ((b2 & 0x7f) << 14) | (b3 << 21); this.offset = start + 4 }
+      if (small >= 0) return Long.fromInt((small >>> 1) ^ -(small & 1))
+    }
+    let currentByte
+    let result = Long.fromInt(0)`,
+  },
+  {
+    file: 'src/producer/groupMessagesPerPartition.js',
+    from: `  return messages.reduce((result, message) => {
+    const partition = partitioner({ topic, partitionMetadata, message })
+    const current = result[partition] || []
+    return Object.assign(result, { [partition]: [...current, message] })
+  }, {})`,
+    to: `  /* mesh-patch: each message appended in place, not the partition's array copied per message */
+  const result = {}
+  for (const message of messages) {
+    const partition = partitioner({ topic, partitionMetadata, message })
+    const current = result[partition]
+    if (current === undefined) result[partition] = [message]
+    else current.push(message)
+  }
+  return result`,
   },
 ];
 

@@ -115,3 +115,143 @@ test('headers named like Object.prototype members decode as plain own headers', 
   assert.equal(String(Object.getOwnPropertyDescriptor(headers, '__proto__')?.value), 'b');
   assert.equal(Object.getPrototypeOf(headers), Object.prototype);
 });
+
+// A reference encoder of the record format written from the protocol (zig-zag LEB128 in BigInt), to
+// hold the patched kafkajs encoder and decoders to the bytes over many random records.
+function zigzag(value: bigint): number[] {
+  let v = BigInt.asUintN(64, (value << 1n) ^ (value >> 63n));
+  const out: number[] = [];
+  while (v >= 0x80n) {
+    out.push(Number(v & 0x7fn) | 0x80);
+    v >>= 7n;
+  }
+  out.push(Number(v));
+  return out;
+}
+function varBytes(value: Buffer | null): number[] {
+  return value === null ? zigzag(-1n) : [...zigzag(BigInt(value.length)), ...value];
+}
+function referenceRecord(r: {
+  key: Buffer | null;
+  value: Buffer | null;
+  headers: [string, Buffer][];
+  timestampDelta: number;
+  offsetDelta: number;
+}): Buffer {
+  const body = [
+    0,
+    ...zigzag(BigInt(r.timestampDelta)),
+    ...zigzag(BigInt(r.offsetDelta)),
+    ...varBytes(r.key),
+    ...varBytes(r.value),
+    ...zigzag(BigInt(r.headers.length)),
+    ...r.headers.flatMap(([k, v]) => [...varBytes(Buffer.from(k)), ...varBytes(v)]),
+  ];
+  return Buffer.from([...zigzag(BigInt(body.length)), ...body]);
+}
+
+/** A deterministic pseudo-random source, so a failure can be replayed. */
+function prng(seed: number): () => number {
+  let s = seed >>> 0;
+  return () => {
+    s = (Math.imul(s, 1664525) + 1013904223) >>> 0;
+    return s / 2 ** 32;
+  };
+}
+
+test('random records encode to the reference bytes and decode back (offsets, times, headers)', () => {
+  const random = prng(42);
+  const int = (max: number): number => Math.floor(random() * max);
+  const text = (n: number): string =>
+    Array.from({ length: n }, () => 'aZ9_-é€😀'[int(8)] ?? 'a').join('');
+  const deltas = [0, 1, -1, 63, 64, 8191, 8192, 2 ** 27, 2 ** 30 - 1, 2 ** 30, -(2 ** 30), 2 ** 40];
+  for (let i = 0; i < 2_000; i += 1) {
+    const headers: [string, Buffer][] = Array.from({ length: int(14) }, () => [
+      `ce_${text(1 + int(12))}`,
+      Buffer.from(text(int(300))),
+    ]);
+    // Repeated names go through kafkajs as arrays; the reference lists them in the same order.
+    const asObject: Record<string, string | string[]> = {};
+    const ordered: [string, Buffer][] = [];
+    for (const [name, value] of headers) {
+      const seen = asObject[name];
+      if (seen === undefined) asObject[name] = value.toString();
+      else asObject[name] = [...(Array.isArray(seen) ? seen : [seen]), value.toString()];
+    }
+    for (const [name, value] of Object.entries(asObject))
+      for (const one of Array.isArray(value) ? value : [value])
+        ordered.push([name, Buffer.from(one)]);
+    const record = {
+      key: random() < 0.1 ? null : Buffer.from(text(int(40))),
+      value: random() < 0.05 ? null : Buffer.from(text(int(2_000))),
+      timestampDelta: deltas[int(deltas.length)] ?? 0,
+      offsetDelta: int(100_000),
+    };
+    const encoded = encodeRecord({
+      ...record,
+      headers: asObject,
+    } as unknown as Parameters<RecordEncoder>[0]).buffer;
+    assert.deepEqual(encoded, referenceRecord({ ...record, headers: ordered }), `record ${i}`);
+
+    const firstOffset = [0n, 12_345n, 2n ** 53n - 1n, 2n ** 53n + 7n, 2n ** 62n][int(5)] ?? 0n;
+    const firstTimestamp = BigInt(1_763_800_000_000 + int(1e9));
+    const decoder = new Decoder(encoded);
+    decoder.readVarInt();
+    const decoded = decodeRecord(decoder, {
+      firstOffset: String(firstOffset),
+      firstTimestamp: String(firstTimestamp),
+    }) as unknown as {
+      offset: string;
+      timestamp: string;
+      key: Buffer | null;
+      value: Buffer | null;
+    };
+    assert.equal(decoded.offset, String(firstOffset + BigInt(record.offsetDelta)), `offset ${i}`);
+    assert.equal(
+      decoded.timestamp,
+      String(firstTimestamp + BigInt(record.timestampDelta)),
+      `timestamp ${i}`,
+    );
+    assert.deepEqual(decoded.key, record.key);
+    assert.deepEqual(decoded.value, record.value);
+  }
+});
+
+test('varlongs decode to the reference value, short and long, and leave the decoder after them', () => {
+  type LongDecoder = Decoder & { readVarLong(): { toString(): string }; offset: number };
+  const values = [0n, 1n, -1n, 63n, -64n, 64n, 2n ** 27n - 1n, -(2n ** 27n), 2n ** 27n, 2n ** 31n];
+  values.push(2n ** 62n, -(2n ** 63n), 2n ** 63n - 1n, 1_763_800_000_000n);
+  for (const value of values) {
+    // A trailing byte checks the offset: the next read must start right after the varlong.
+    const bytes = Buffer.from([...zigzag(value), 0x7f]);
+    const decoder = new Decoder(bytes) as LongDecoder;
+    assert.equal(decoder.readVarLong().toString(), String(value), `varlong ${value}`);
+    assert.equal(decoder.offset, bytes.length - 1, `offset after ${value}`);
+  }
+});
+
+test('messages are grouped per partition in their order', () => {
+  const group = require('kafkajs/src/producer/groupMessagesPerPartition') as (args: {
+    topic: string;
+    partitionMetadata: unknown[];
+    messages: { key: string }[];
+    partitioner: (args: { message: { key: string } }) => number;
+  }) => Record<string, { key: string }[]>;
+  const messages = Array.from({ length: 1_000 }, (_, i) => ({ key: String(i) }));
+  const grouped = group({
+    topic: 't',
+    partitionMetadata: [{}, {}, {}],
+    messages,
+    partitioner: ({ message }) => Number(message.key) % 3,
+  });
+  assert.deepEqual(Object.keys(grouped), ['0', '1', '2']);
+  for (const [partition, list] of Object.entries(grouped))
+    assert.deepEqual(
+      list,
+      messages.filter((m) => Number(m.key) % 3 === Number(partition)),
+    );
+  assert.deepEqual(
+    group({ topic: 't', partitionMetadata: [], messages, partitioner: () => 0 }),
+    {},
+  );
+});
