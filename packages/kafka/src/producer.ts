@@ -5,6 +5,7 @@
  */
 import type { Kafka, Producer } from 'kafkajs';
 import { retryable } from '@mesh/errors';
+import { meshPartitioner } from './partitioner.ts';
 
 export interface OutgoingRecord {
   topic: string;
@@ -36,6 +37,7 @@ export class MeshProducer {
     this.#producer = kafka.producer({
       idempotent: true,
       allowAutoTopicCreation: false,
+      createPartitioner: meshPartitioner,
       // The idempotent producer retries until the broker answers; the runtime does not commit
       // the consumed offset until then, so a long broker outage delays work but loses nothing.
       retry: { retries: Number.MAX_SAFE_INTEGER, initialRetryTime: 100, maxRetryTime: 2_000 },
