@@ -183,6 +183,21 @@ describe('fromKafka structured mode', () => {
     });
   });
 
+  test('a content-type header in another case is read the same', () => {
+    const value = Buffer.from(
+      JSON.stringify({ specversion: '1.0', id: 'a', source: 's', type: 't', data: { n: 1 } }),
+    );
+    for (const name of ['Content-Type', 'CONTENT-TYPE']) {
+      const decoded = fromKafka({
+        key: null,
+        value,
+        headers: { [name]: Buffer.from('application/cloudevents+json') },
+      });
+      assert.equal(decoded.mode, 'structured', name);
+      assert.deepEqual(decoded.data, { n: 1 }, name);
+    }
+  });
+
   test('data may be any JSON value, including null', () => {
     const decoded = fromKafka(
       structured({ specversion: '1.0', id: 'a', source: 's', type: 't', data: null }),

@@ -73,6 +73,22 @@ const knownAttributes = new Set<string>([
   ...timestampAttributes,
 ]);
 
+/** How `parseAttributes` reads each attribute the mesh knows (one lookup per header). */
+const attributeKinds = new Map<string, 'required' | 'data' | 'integer' | 'timestamp' | 'string'>([
+  ['specversion', 'required'],
+  ['id', 'required'],
+  ['source', 'required'],
+  ['type', 'required'],
+  ['data', 'data'],
+  ['data_base64', 'data'],
+  ['datacontenttype', 'string'],
+  ...stringAttributes
+    .filter((name) => !['id', 'source', 'type'].includes(name))
+    .map((name) => [name, 'string'] as const),
+  ...integerExtensions.map((name) => [name, 'integer'] as const),
+  ...timestampAttributes.map((name) => [name, 'timestamp'] as const),
+]);
+
 export function isKnownAttribute(name: string): boolean {
   return knownAttributes.has(name);
 }
@@ -107,52 +123,82 @@ export function parseAttributes(raw: Record<string, string>): MeshEventAttribute
     type: raw.type ?? '',
   };
   const target = attributes as unknown as Record<string, unknown>;
-  const extensions: Record<string, string> = {};
-  for (const [name, value] of Object.entries(raw)) {
-    if (name === 'specversion' || name === 'id' || name === 'source' || name === 'type') continue;
-    if (!attributeName.test(name))
+  let extensions: Record<string, string> | undefined;
+  for (const name in raw) {
+    const value = raw[name] as string;
+    // Known names are valid by construction; only the others are checked against the convention.
+    const kind = attributeKinds.get(name);
+    if (kind === 'required') continue;
+    if (kind === undefined && !attributeName.test(name))
       throw bad(`invalid attribute name ${JSON.stringify(name.slice(0, 40))}`);
-    if (name === 'data' || name === 'data_base64')
+    if (kind === 'data')
       throw bad(`${name} is not an attribute: in binary mode the data is the Kafka value`);
     if (name === 'meshfailure' && !isFailureClass(value))
       throw bad(`meshfailure ${JSON.stringify(value.slice(0, 40))} is not a failure class`);
-    if ((integerExtensions as readonly string[]).includes(name)) {
+    if (kind === 'integer') {
       if (!/^(0|[1-9][0-9]{0,8})$/.test(value))
         throw bad(
           `${name} must be a non-negative integer, got ${JSON.stringify(value.slice(0, 20))}`,
         );
       target[name] = Number(value);
-    } else if ((timestampAttributes as readonly string[]).includes(name)) {
+    } else if (kind === 'timestamp') {
       if (!rfc3339.test(value) || Number.isNaN(Date.parse(value)))
         throw bad(`${name} must be an RFC 3339 timestamp`);
       target[name] = value;
-    } else if (name === 'datacontenttype' || knownAttributes.has(name)) {
+    } else if (kind === 'string') {
       target[name] = value;
     } else {
-      extensions[name] = value;
+      (extensions ??= {})[name] = value;
     }
   }
-  if (Object.keys(extensions).length > 0) attributes.extensions = extensions;
+  if (extensions !== undefined) attributes.extensions = extensions;
   return attributes;
 }
 
-/** Flattens attributes to the string map written on the wire (no `data`, no `specversion` checks). */
-export function serializeAttributes(event: MeshEventAttributes): Record<string, string> {
-  const out: Record<string, string> = { specversion: event.specversion };
+/** `prefix + name` for every name the mesh writes, so a serialised event builds no name strings. */
+const prefixedNames = new Map<string, Map<string, string>>();
+
+/**
+ * Flattens attributes to the string map written on the wire (no `data`, no `specversion` checks),
+ * each name behind `prefix` (`ce_` for Kafka headers). `datacontenttype` is left out when
+ * `withContentType` is false (the Kafka binding carries it as the `content-type` header).
+ */
+export function serializeAttributes(
+  event: MeshEventAttributes,
+  prefix = '',
+  withContentType = true,
+): Record<string, string> {
+  let names = prefixedNames.get(prefix);
+  if (names === undefined) {
+    names = new Map(
+      [
+        'specversion',
+        'datacontenttype',
+        ...stringAttributes,
+        ...integerExtensions,
+        ...timestampAttributes,
+      ].map((name) => [name, `${prefix}${name}`]),
+    );
+    prefixedNames.set(prefix, names);
+  }
+  const out: Record<string, string> = {};
+  out[names.get('specversion') as string] = event.specversion;
   const source = event as unknown as Record<string, unknown>;
   for (const name of stringAttributes) {
     const value = source[name];
-    if (typeof value === 'string') out[name] = value;
+    if (typeof value === 'string') out[names.get(name) as string] = value;
   }
   for (const name of integerExtensions) {
     const value = source[name];
-    if (typeof value === 'number') out[name] = String(value);
+    if (typeof value === 'number') out[names.get(name) as string] = String(value);
   }
   for (const name of timestampAttributes) {
     const value = source[name];
-    if (typeof value === 'string') out[name] = value;
+    if (typeof value === 'string') out[names.get(name) as string] = value;
   }
-  if (event.datacontenttype !== undefined) out.datacontenttype = event.datacontenttype;
-  for (const [name, value] of Object.entries(event.extensions ?? {})) out[name] = value;
+  if (withContentType && event.datacontenttype !== undefined)
+    out[names.get('datacontenttype') as string] = event.datacontenttype;
+  if (event.extensions !== undefined)
+    for (const name in event.extensions) out[`${prefix}${name}`] = event.extensions[name] as string;
   return out;
 }

@@ -35,13 +35,8 @@ export const jsonContentType = 'application/json';
  * when set, else the `correlationid` (one task's events stay ordered), else null.
  */
 export function toKafka(event: MeshEventAttributes, value: Buffer): OutgoingMessage {
-  const attributes = serializeAttributes(event);
-  const headers: Record<string, string> = {};
-  for (const [name, attrValue] of Object.entries(attributes)) {
-    // §3.2.1: datacontenttype maps to the content-type header, not to a ce_ header.
-    if (name === 'datacontenttype') continue;
-    headers[`${headerPrefix}${name}`] = attrValue;
-  }
+  // §3.2.1: datacontenttype maps to the content-type header, not to a ce_ header.
+  const headers = serializeAttributes(event, headerPrefix, false);
   headers['content-type'] = event.datacontenttype ?? jsonContentType;
   return { key: event.partitionkey ?? event.correlationid ?? null, value, headers };
 }
@@ -93,18 +88,20 @@ export function fromKafka(
     );
   }
   // Kafka header names are case-sensitive, but a client may well send Content-Type.
-  const contentTypeHeader = Object.keys(message.headers).find(
-    (name) => name.toLowerCase() === 'content-type',
-  );
+  const { headers } = message;
+  const contentTypeHeader =
+    headers['content-type'] !== undefined
+      ? 'content-type'
+      : Object.keys(headers).find((name) => name.toLowerCase() === 'content-type');
   const contentType =
     contentTypeHeader === undefined
       ? undefined
-      : headerText(message.headers[contentTypeHeader])?.trim().toLowerCase();
+      : headerText(headers[contentTypeHeader])?.trim().toLowerCase();
   if (contentType?.startsWith(structuredContentType)) return fromStructured(value);
   const raw: Record<string, string> = {};
-  for (const [name, headerValue] of Object.entries(message.headers)) {
+  for (const name in headers) {
     if (!name.startsWith(headerPrefix)) continue;
-    const text = headerText(headerValue);
+    const text = headerText(headers[name]);
     if (text !== undefined) raw[name.slice(headerPrefix.length)] = text;
   }
   if (raw.specversion === undefined) {
