@@ -6,8 +6,13 @@
  * runtime (which queues them) and returns at once: the loop keeps fetching and heartbeating while
  * handlers take minutes. Offsets are never auto-committed or auto-resolved: the runtime resolves what
  * it has taken (so fetching moves on) and commits only offsets whose outcome is durable.
+ *
+ * kafkajs restarts a crashed consumer only when the crash is retriable: a non-retriable one (e.g.
+ * "Failed to find group coordinator" while the broker is restarting) leaves it stopped for good,
+ * whatever `restartOnFailure` says. The member then restarts it itself, with backoff, until it
+ * rejoins or is stopped: a broker outage must never stop a service from consuming.
  */
-import type { Consumer, IHeaders, Kafka } from 'kafkajs';
+import type { Consumer, ConsumerRunConfig, IHeaders, Kafka } from 'kafkajs';
 import { retryable } from '@mesh/errors';
 
 export interface ConsumedRecord {
@@ -42,9 +47,14 @@ export interface GroupConsumerHandlers {
   take(topic: string, partition: number, records: ConsumedRecord[]): number;
   /** The partitions this member owns after a (re)join, replacing any earlier assignment. */
   assigned(partitions: TopicPartition[]): void;
-  /** kafkajs crashed; it restarts itself and rejoins. */
-  crashed?(error: Error): void;
+  /** The consumer crashed; `restartInMs` later it is restarted (by kafkajs or by the member) and rejoins. */
+  crashed?(error: Error, restartInMs: number): void;
 }
+
+/** kafkajs's first retry delay, also its delay before restarting a consumer after a retriable crash. */
+const kafkajsInitialRetryMs = 200;
+const restartInitialMs = 500;
+const restartMaxMs = 10_000;
 
 export class GroupConsumer {
   readonly groupId: string;
@@ -52,6 +62,10 @@ export class GroupConsumer {
   #running = false;
   #lastHeartbeat = 0;
   #joined = false;
+  #run: ConsumerRunConfig | undefined;
+  #restartTimer: NodeJS.Timeout | undefined;
+  #restartDelayMs = restartInitialMs;
+  #restarts = 0;
 
   constructor(kafka: Kafka, options: GroupConsumerOptions) {
     this.groupId = options.groupId;
@@ -66,7 +80,7 @@ export class GroupConsumer {
       // Never give up: a retriable crash (broker gone) restarts the member, which rejoins.
       retry: {
         retries: Number.MAX_SAFE_INTEGER,
-        initialRetryTime: 200,
+        initialRetryTime: kafkajsInitialRetryMs,
         maxRetryTime: 5_000,
         restartOnFailure: () => Promise.resolve(true),
       },
@@ -90,6 +104,7 @@ export class GroupConsumer {
     const consumer = this.#consumer;
     consumer.on(consumer.events.GROUP_JOIN, (event) => {
       this.#joined = true;
+      this.#restartDelayMs = restartInitialMs;
       const partitions: TopicPartition[] = [];
       for (const [topic, ids] of Object.entries(event.payload.memberAssignment)) {
         for (const partition of ids) partitions.push({ topic, partition });
@@ -98,7 +113,15 @@ export class GroupConsumer {
     });
     consumer.on(consumer.events.CRASH, (event) => {
       this.#joined = false;
-      handlers.crashed?.(event.payload.error);
+      const { error, restart } = event.payload;
+      if (restart) {
+        handlers.crashed?.(
+          error,
+          (error as { retryTime?: number }).retryTime ?? kafkajsInitialRetryMs,
+        );
+        return;
+      }
+      handlers.crashed?.(error, this.#scheduleRestart(handlers));
     });
     consumer.on(consumer.events.REBALANCING, () => {
       this.#joined = false;
@@ -107,7 +130,7 @@ export class GroupConsumer {
       await consumer.connect();
       // A group with no committed offset starts at the earliest one (docs/contract.md).
       await consumer.subscribe({ topics, fromBeginning: true });
-      await consumer.run({
+      this.#run = {
         autoCommit: false,
         eachBatchAutoResolve: false,
         partitionsConsumedConcurrently: 1,
@@ -128,7 +151,8 @@ export class GroupConsumer {
           if (last !== undefined) payload.resolveOffset(last.offset);
           await payload.heartbeat();
         },
-      });
+      };
+      await consumer.run(this.#run);
       this.#running = true;
     } catch (error) {
       throw retryable(
@@ -136,6 +160,35 @@ export class GroupConsumer {
         `consumer ${this.groupId} could not start: ${(error as Error).message}`,
         { cause: error },
       );
+    }
+  }
+
+  /** Times the member restarted a consumer that kafkajs left stopped after a crash. */
+  get restarts(): number {
+    return this.#restarts;
+  }
+
+  /** Restarts the stopped consumer after a backoff; returns the delay. */
+  #scheduleRestart(handlers: GroupConsumerHandlers): number {
+    const delay = this.#restartDelayMs;
+    if (!this.#running || this.#restartTimer !== undefined) return delay;
+    this.#restartDelayMs = Math.min(delay * 2, restartMaxMs);
+    this.#restartTimer = setTimeout(() => {
+      this.#restartTimer = undefined;
+      void this.#restart(handlers);
+    }, delay);
+    return delay;
+  }
+
+  async #restart(handlers: GroupConsumerHandlers): Promise<void> {
+    if (!this.#running || this.#run === undefined) return;
+    this.#restarts += 1;
+    try {
+      // The crash disconnected it; the subscription is kept. A join that fails again crashes again.
+      await this.#consumer.connect();
+      await this.#consumer.run(this.#run);
+    } catch (error) {
+      handlers.crashed?.(error as Error, this.#scheduleRestart(handlers));
     }
   }
 
@@ -162,6 +215,8 @@ export class GroupConsumer {
 
   async stop(): Promise<void> {
     this.#running = false;
+    clearTimeout(this.#restartTimer);
+    this.#restartTimer = undefined;
     await this.#consumer.disconnect();
   }
 }

@@ -178,10 +178,10 @@ export class MeshConsumer {
     await this.#consumer.start(this.#options.topics, {
       take: (topic, partition, records) => this.#take(topic, partition, records),
       assigned: (partitions) => this.#assigned(partitions),
-      crashed: (error) =>
+      crashed: (error, restartInMs) =>
         this.#deps.log.warn(
-          { group: this.groupId, err: safeDetail(error) },
-          'consumer crashed; kafkajs restarts it',
+          { group: this.groupId, err: safeDetail(error), restartInMs },
+          'consumer crashed; it restarts and rejoins',
         ),
     });
     const interval = this.#options.commitIntervalMs ?? 200;

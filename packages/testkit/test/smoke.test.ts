@@ -124,6 +124,53 @@ test('kafka: the sends of one event-loop turn go out in one produce request, in 
   );
 });
 
+test('kafka: a consumer crash that kafkajs does not restart is restarted by the member', async (t) => {
+  const { kafka, topic, producer } = await topicWithProducer(t, 'smoke-crash');
+  await producer.send(
+    Array.from({ length: 5 }, (_, i) => ({
+      topic,
+      key: String(i),
+      value: Buffer.from(`m${i}`),
+      headers: {},
+    })),
+  );
+  const consumer = disposable(
+    t,
+    new GroupConsumer(kafka, {
+      groupId: `smoke-crash-${randomUUID()}`,
+      sessionTimeoutMs: 10_000,
+      heartbeatIntervalMs: 500,
+    }),
+    (c) => c.stop(),
+  );
+  // A non-retriable failure in the fetch loop, as kafkajs raises "Failed to find group coordinator"
+  // while a broker restarts: kafkajs then stops the consumer for good, whatever restartOnFailure says.
+  const nonRetriable = Object.assign(new Error('coordinator lookup failed'), { retriable: false });
+  let failures = 0;
+  const crashes: number[] = [];
+  const seen: string[] = [];
+  await consumer.start([topic], {
+    take: (_topic, _partition, records) => {
+      if (failures === 0) {
+        failures += 1;
+        throw nonRetriable;
+      }
+      seen.push(...records.map((r) => String(r.value)));
+      return records.length;
+    },
+    assigned: () => undefined,
+    crashed: (_error, restartInMs) => crashes.push(restartInMs),
+  });
+  await waitFor(() => seen.length >= 5, {
+    timeout: 30_000,
+    message: 'the records were not delivered after the crash',
+  });
+  assert.deepEqual(seen.slice(0, 5), ['m0', 'm1', 'm2', 'm3', 'm4']);
+  assert.ok(crashes.length >= 1, 'the crash was reported');
+  assert.equal(consumer.restarts, 1, 'the member restarted the consumer once');
+  await waitFor(() => consumer.healthy, { message: 'the restarted consumer did not rejoin' });
+});
+
 test('registry: JSON Schema in the Confluent wire format, and BACKWARD refuses an incompatible change', async () => {
   const env = await meshEnv();
   const subject = `smoke.${randomUUID()}`;
