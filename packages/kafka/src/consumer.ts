@@ -194,12 +194,25 @@ export class GroupConsumer {
 
   pause(partitions: TopicPartition[]): void {
     if (!this.#running || partitions.length === 0) return;
-    this.#consumer.pause(groupByTopic(partitions));
+    this.#whileJoined(() => this.#consumer.pause(groupByTopic(partitions)));
   }
 
   resume(partitions: TopicPartition[]): void {
     if (!this.#running || partitions.length === 0) return;
-    this.#consumer.resume(groupByTopic(partitions));
+    this.#whileJoined(() => this.#consumer.resume(groupByTopic(partitions)));
+  }
+
+  /**
+   * kafkajs throws on pause and resume between a crash and the restart (it has no group then). That
+   * window is no fault of the caller, and nothing is lost by skipping the call: the next join reports
+   * the assignment (`assigned`) and the runtime resumes or pauses every partition afresh.
+   */
+  #whileJoined(call: () => void): void {
+    try {
+      call();
+    } catch (error) {
+      if (this.#joined) throw error;
+    }
   }
 
   /**

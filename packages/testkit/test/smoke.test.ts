@@ -149,6 +149,7 @@ test('kafka: a consumer crash that kafkajs does not restart is restarted by the 
   let failures = 0;
   const crashes: number[] = [];
   const seen: string[] = [];
+  let flowControlError: unknown;
   await consumer.start([topic], {
     take: (_topic, _partition, records) => {
       if (failures === 0) {
@@ -159,7 +160,16 @@ test('kafka: a consumer crash that kafkajs does not restart is restarted by the 
       return records.length;
     },
     assigned: () => undefined,
-    crashed: (_error, restartInMs) => crashes.push(restartInMs),
+    crashed: (_error, restartInMs) => {
+      crashes.push(restartInMs);
+      // The runtime may pause or resume a partition while the consumer is down (handlers finish).
+      try {
+        consumer.pause([{ topic, partition: 0 }]);
+        consumer.resume([{ topic, partition: 0 }]);
+      } catch (error) {
+        flowControlError = error;
+      }
+    },
   });
   await waitFor(() => seen.length >= 5, {
     timeout: 30_000,
@@ -167,6 +177,7 @@ test('kafka: a consumer crash that kafkajs does not restart is restarted by the 
   });
   assert.deepEqual(seen.slice(0, 5), ['m0', 'm1', 'm2', 'm3', 'm4']);
   assert.ok(crashes.length >= 1, 'the crash was reported');
+  assert.equal(flowControlError, undefined, 'pause and resume while it was down did not throw');
   assert.equal(consumer.restarts, 1, 'the member restarted the consumer once');
   await waitFor(() => consumer.healthy, { message: 'the restarted consumer did not rejoin' });
 });
