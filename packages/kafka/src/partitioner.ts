@@ -1,14 +1,12 @@
 /**
  * The producer's partitioner. It picks the partition the Java client's default partitioner (and
  * kafkajs's `Partitioners.DefaultPartitioner`) picks: the key's murmur2 hash, made positive, modulo
- * the partition count; round-robin over the available partitions for a record without a key. So a
- * task's events land where any Kafka client would put that key.
+ * the partition count. So a task's events land where any Kafka client would put that key.
  *
  * kafkajs computes murmur2 in BigInt arithmetic, about 3.5 µs a key in the runtime's CPU profile, for
  * every record the mesh produces; this is the same hash in 32-bit integer arithmetic.
  */
-import { randomInt } from 'node:crypto';
-import type { ICustomPartitioner } from 'kafkajs';
+import { Partitioners, type ICustomPartitioner } from 'kafkajs';
 
 const seed = 0x9747b28c;
 const m = 0x5bd1e995;
@@ -43,22 +41,18 @@ export function murmur2(data: Uint8Array): number {
   return h | 0;
 }
 
-/** For `kafka.producer({ createPartitioner })`. */
+/**
+ * For `kafka.producer({ createPartitioner })`: keyed records by our murmur2, the rest (an explicit
+ * partition, or no key: round-robin over the available partitions) by kafkajs's own partitioner.
+ */
 export const meshPartitioner: ICustomPartitioner = () => {
-  const counters = new Map<string, number>();
-  return ({ topic, partitionMetadata, message }) => {
-    if (message.partition !== null && message.partition !== undefined) return message.partition;
+  const kafkajs = Partitioners.DefaultPartitioner();
+  return (args) => {
+    const { partitionMetadata, message } = args;
     const { key } = message;
-    if (key !== null && key !== undefined) {
-      const bytes = Buffer.isBuffer(key) ? key : Buffer.from(String(key));
-      return (murmur2(bytes) & 0x7fffffff) % partitionMetadata.length;
-    }
-    const next = (counters.get(topic) ?? randomInt(2 ** 31)) + 1;
-    counters.set(topic, next);
-    const available = partitionMetadata.filter((p) => p.leader >= 0);
-    // No partition has a leader: a partition all the same, and the send waits for the leader.
-    if (available.length === 0) return (next & 0x7fffffff) % partitionMetadata.length;
-    return (available[(next & 0x7fffffff) % available.length] as { partitionId: number })
-      .partitionId;
+    const explicit = message.partition !== undefined && message.partition !== null;
+    if (explicit || key === null || key === undefined) return kafkajs(args);
+    const bytes = Buffer.isBuffer(key) ? key : Buffer.from(String(key));
+    return (murmur2(bytes) & 0x7fffffff) % partitionMetadata.length;
   };
 };
