@@ -9,7 +9,13 @@
  * application/cloudevents+json` and the whole event as JSON in the value.
  */
 import { isMeshError, terminal } from '@mesh/errors';
-import { parseAttributes, serializeAttributes, type MeshEventAttributes } from './event.ts';
+import {
+  integerExtensions,
+  parseAttributes,
+  stringAttributes,
+  timestampAttributes,
+  type MeshEventAttributes,
+} from './event.ts';
 
 /** A Kafka record as the mesh's Kafka package hands it over (kafkajs-compatible, no kafkajs import). */
 export interface WireMessage {
@@ -35,11 +41,40 @@ export const jsonContentType = 'application/json';
  * when set, else the `correlationid` (one task's events stay ordered), else null.
  */
 export function toKafka(event: MeshEventAttributes, value: Buffer): OutgoingMessage {
+  const headers: Record<string, string> = { ce_specversion: event.specversion };
+  const source = event as unknown as Record<string, unknown>;
+  for (const name of stringAttributes) {
+    const attribute = source[name];
+    if (typeof attribute === 'string') headers[ceHeader[name]] = attribute;
+  }
+  for (const name of integerExtensions) {
+    const attribute = source[name];
+    if (typeof attribute === 'number') headers[ceHeader[name]] = String(attribute);
+  }
+  for (const name of timestampAttributes) {
+    const attribute = source[name];
+    if (typeof attribute === 'string') headers[ceHeader[name]] = attribute;
+  }
+  if (event.extensions !== undefined)
+    for (const name in event.extensions)
+      headers[`${headerPrefix}${name}`] = event.extensions[name] as string;
   // §3.2.1: datacontenttype maps to the content-type header, not to a ce_ header.
-  const headers = serializeAttributes(event, headerPrefix, false);
   headers['content-type'] = event.datacontenttype ?? jsonContentType;
   return { key: event.partitionkey ?? event.correlationid ?? null, value, headers };
 }
+
+type HeaderAttribute =
+  | (typeof stringAttributes)[number]
+  | (typeof integerExtensions)[number]
+  | (typeof timestampAttributes)[number];
+
+/** The `ce_` header of every attribute the mesh writes, built once rather than per event. */
+const ceHeader = Object.fromEntries(
+  [...stringAttributes, ...integerExtensions, ...timestampAttributes].map((name) => [
+    name,
+    `${headerPrefix}${name}`,
+  ]),
+) as Record<HeaderAttribute, string>;
 
 export type BindingMode = 'binary' | 'structured';
 
