@@ -63,6 +63,7 @@ export class GroupConsumer {
   #lastHeartbeat = 0;
   #joined = false;
   #run: ConsumerRunConfig | undefined;
+  #handlers: GroupConsumerHandlers | undefined;
   #restartTimer: NodeJS.Timeout | undefined;
   #restartDelayMs = restartInitialMs;
   #restarts = 0;
@@ -102,6 +103,7 @@ export class GroupConsumer {
   /** Joins the group and starts fetching. @throws MeshError `kafka_unavailable`. */
   async start(topics: string[], handlers: GroupConsumerHandlers): Promise<void> {
     const consumer = this.#consumer;
+    this.#handlers = handlers;
     consumer.on(consumer.events.GROUP_JOIN, (event) => {
       this.#joined = true;
       this.#restartDelayMs = restartInitialMs;
@@ -121,7 +123,7 @@ export class GroupConsumer {
         );
         return;
       }
-      handlers.crashed?.(error, this.#scheduleRestart(handlers));
+      handlers.crashed?.(error, this.#scheduleRestart());
     });
     consumer.on(consumer.events.REBALANCING, () => {
       this.#joined = false;
@@ -169,18 +171,18 @@ export class GroupConsumer {
   }
 
   /** Restarts the stopped consumer after a backoff; returns the delay. */
-  #scheduleRestart(handlers: GroupConsumerHandlers): number {
+  #scheduleRestart(): number {
     const delay = this.#restartDelayMs;
     if (!this.#running || this.#restartTimer !== undefined) return delay;
     this.#restartDelayMs = Math.min(delay * 2, restartMaxMs);
     this.#restartTimer = setTimeout(() => {
       this.#restartTimer = undefined;
-      void this.#restart(handlers);
+      void this.#restart();
     }, delay);
     return delay;
   }
 
-  async #restart(handlers: GroupConsumerHandlers): Promise<void> {
+  async #restart(): Promise<void> {
     if (!this.#running || this.#run === undefined) return;
     this.#restarts += 1;
     try {
@@ -188,7 +190,7 @@ export class GroupConsumer {
       await this.#consumer.connect();
       await this.#consumer.run(this.#run);
     } catch (error) {
-      handlers.crashed?.(error as Error, this.#scheduleRestart(handlers));
+      this.#handlers?.crashed?.(error as Error, this.#scheduleRestart());
     }
   }
 
