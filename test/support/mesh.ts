@@ -40,7 +40,11 @@ export interface Mesh {
   /** Sends a signal and waits for the process to exit. */
   kill(name: ServiceName, signal?: NodeJS.Signals): Promise<void>;
   start(name: ServiceName, extraEnv?: Record<string, string>): Promise<RunningProcess>;
-  /** Last lines of every service's output, for failure messages. */
+  /**
+   * For failure messages: every service's warnings and errors over its whole run, counted by message
+   * with the first and last of each, then its last lines. A tail alone loses what went wrong early
+   * (a consumer that crashed during an outage and never came back).
+   */
   tails(lines?: number): string;
 }
 
@@ -108,7 +112,8 @@ export async function startMesh(t: TestContext, options: MeshOptions = {}): Prom
     const keep = (chunk: Buffer): void => {
       for (const line of chunk.toString().split('\n'))
         if (line.length > 0) running.output.push(line);
-      if (running.output.length > 400) running.output.splice(0, running.output.length - 400);
+      if (running.output.length > maxKeptLines)
+        running.output.splice(0, running.output.length - maxKeptLines);
     };
     child.stdout?.on('data', keep);
     child.stderr?.on('data', keep);
@@ -159,10 +164,58 @@ export async function startMesh(t: TestContext, options: MeshOptions = {}): Prom
       [...services.values()]
         .map(
           (s) =>
-            `--- ${s.name} (exit ${String(s.child.exitCode ?? s.child.signalCode)})\n${s.output.slice(-lines).join('\n')}`,
+            `--- ${s.name} (exit ${String(s.child.exitCode ?? s.child.signalCode)})\n` +
+            `${digestProblems(s.output)}\n  last lines:\n${s.output.slice(-lines).join('\n')}`,
         )
         .join('\n'),
   };
+}
+
+/** Lines of a service's output kept for failure reports (a chaos run writes a few thousand). */
+const maxKeptLines = 50_000;
+
+/**
+ * The warnings and errors (pino level 40 and up) of one service's output, one line per distinct
+ * message: how many, when first and last, and the first one's error.
+ */
+export function digestProblems(output: string[]): string {
+  const byMessage = new Map<
+    string,
+    { count: number; level: number; first: string; last: string; err: string }
+  >();
+  for (const line of output) {
+    let entry: { level?: unknown; msg?: unknown; time?: unknown; err?: unknown };
+    try {
+      entry = JSON.parse(line) as typeof entry;
+    } catch {
+      continue;
+    }
+    if (typeof entry.level !== 'number' || entry.level < 40) continue;
+    const msg = typeof entry.msg === 'string' ? entry.msg : JSON.stringify(entry.msg ?? '');
+    // The services log ISO times (pino isoTime); the clock time is enough to line events up.
+    const time =
+      typeof entry.time === 'string'
+        ? entry.time.slice(11, 23)
+        : typeof entry.time === 'number'
+          ? new Date(entry.time).toISOString().slice(11, 23)
+          : '?';
+    const seen = byMessage.get(msg);
+    if (seen === undefined) {
+      const err = entry.err === undefined ? '' : JSON.stringify(entry.err).slice(0, 300);
+      byMessage.set(msg, { count: 1, level: entry.level, first: time, last: time, err });
+    } else {
+      seen.count += 1;
+      seen.last = time;
+    }
+  }
+  if (byMessage.size === 0) return '  no warnings or errors';
+  return [...byMessage]
+    .map(
+      ([msg, d]) =>
+        `  ${d.level >= 50 ? 'ERROR' : 'WARN'} ${d.count}× ${JSON.stringify(msg)} ${d.first}..${d.last}` +
+        (d.err === '' ? '' : ` first err: ${d.err}`),
+    )
+    .join('\n');
 }
 
 /** The task outcome events on mesh.outputs for a task id. */
