@@ -61,6 +61,22 @@ export const usage = `usage: npm run bench -- e2e [options]
 /** Hops that consume and produce: orchestrator/planner, worker/agents, aggregator/joiner. */
 const hops = 3;
 
+interface CpuFigures {
+  /** CPU ms of each process (and the stack's) per task of the run. */
+  cpu_ms_per_task: Record<string, number>;
+  /** How busy the whole machine was during the run, in percent of all its cores. */
+  host_cpu_busy_pct: number;
+}
+
+function cpuFigures(cpu: Record<string, number>, hostBusyPct: number, tasks: number): CpuFigures {
+  return {
+    cpu_ms_per_task: Object.fromEntries(
+      Object.entries(cpu).map(([name, s]) => [name, round((s * 1_000) / tasks, 3)]),
+    ),
+    host_cpu_busy_pct: round(hostBusyPct, 1),
+  };
+}
+
 function options(args: string[]) {
   const values = benchOptions(
     args,
@@ -181,45 +197,40 @@ export async function run(args: string[]): Promise<Record<string, unknown> & { p
     const rounds: {
       round: number;
       first: Side;
-      saturation: Record<Side, SaturationResult & { cpu_ms_per_task: Record<string, number> }>;
-      latency: Record<Side, LatencyResult>;
+      saturation: Record<Side, SaturationResult & CpuFigures>;
+      latency: Record<Side, LatencyResult & CpuFigures>;
       hops: Record<Side, ReturnType<typeof hopBreakdown>>;
       throughput_ratio: number;
       p50_overhead_ms: number | null;
     }[] = [];
     for (let r = 1; r <= opts.rounds; r += 1) {
       const order: Side[] = r % 2 === 1 ? ['mesh', 'raw'] : ['raw', 'mesh'];
-      const sat = {} as Record<
-        Side,
-        SaturationResult & { cpu_ms_per_task: Record<string, number> }
-      >;
+      const sat = {} as Record<Side, SaturationResult & CpuFigures>;
       for (const side of order) {
         log(`round ${r}: ${side} saturation, ${opts.window} tasks outstanding`);
-        const { result, cpu } = await cpuDuring(procsOf(side), () =>
+        const { result, cpu, hostBusyPct } = await cpuDuring(procsOf(side), () =>
           saturation(publish[side], watch[side], `sat-${side}-${r}`, {
             window: opts.window,
             seconds: opts.saturationSeconds,
           }),
         );
-        sat[side] = {
-          ...result,
-          cpu_ms_per_task: Object.fromEntries(
-            Object.entries(cpu).map(([name, s]) => [name, round((s * 1_000) / result.tasks, 3)]),
-          ),
-        };
+        sat[side] = { ...result, ...cpuFigures(cpu, hostBusyPct, result.tasks) };
         log(`round ${r}: ${side} ${result.tasks_per_s} tasks/s`);
         await sleep(1_000);
       }
       const rate = sat.mesh.tasks_per_s * opts.load;
       const count = Math.max(10, Math.round(rate * opts.latencySeconds));
-      const lat = {} as Record<Side, LatencyResult>;
+      const lat = {} as Record<Side, LatencyResult & CpuFigures>;
       const hopsOf = {} as Record<Side, ReturnType<typeof hopBreakdown>>;
       for (const side of order) {
         log(`round ${r}: ${side} latency at ${round(rate, 1)} tasks/s, ${count} tasks`);
         const ids = taskIds(`lat-${side}-${r}`, count);
         const sentWall = new Map<string, number>();
         const since = Date.now() - 1_000;
-        lat[side] = await latency(publish[side], watch[side], ids, rate, { sentWall });
+        const { result, cpu, hostBusyPct } = await cpuDuring(procsOf(side), () =>
+          latency(publish[side], watch[side], ids, rate, { sentWall }),
+        );
+        lat[side] = { ...result, ...cpuFigures(cpu, hostBusyPct, ids.length) };
         log(`round ${r}: ${side} p50 ${lat[side].p50_ms} ms, p99 ${lat[side].p99_ms} ms`);
         const records = await recordTimes(
           brokers.split(','),
@@ -314,6 +325,10 @@ export async function run(args: string[]): Promise<Record<string, unknown> & { p
         p95: col((r) => r.latency[side].p95_ms),
         p99: col((r) => r.latency[side].p99_ms),
       },
+      host_cpu_busy_pct: {
+        saturation: col((r) => r.saturation[side].host_cpu_busy_pct),
+        latency: col((r) => r.latency[side].host_cpu_busy_pct),
+      },
     });
     // Per hop, from record timestamps: the median over rounds of each hop's p50, and mesh − raw.
     const hopTable = Object.fromEntries(
@@ -383,7 +398,9 @@ export async function run(args: string[]): Promise<Record<string, unknown> & { p
         raw_each_message:
           'context, not the baseline: the raw pipeline with kafkajs eachMessage consumers (one awaited send per message), saturation only, after the rounds',
         cpu_ms_per_task:
-          'CPU time (user + system, /proc) of each process during the saturation run (warm-up, window and drain) ÷ the tasks it published; "stack" processes are Kafka, the registry and Redis, shared by both sides',
+          'CPU time (user + system, /proc) of each process during a run (saturation: warm-up, window and drain; latency: the whole run) ÷ the tasks it published; "stack" processes are Kafka, the registry and Redis, shared by both sides',
+        host_cpu_busy_pct:
+          'how busy the whole machine was during each run, every process counted (/proc/stat), in percent of all cores; the median over rounds. Near 100 at the latency load means the latency is measured on a saturated machine and is mostly waiting for a core',
       },
       environment: await environmentOf(brokers, machine),
       source,

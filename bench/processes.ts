@@ -191,16 +191,30 @@ export async function memoryOf(pid: number): Promise<{ rssMb: number; peakMb: nu
   return { rssMb: kb('VmRSS') / 1024, peakMb: kb('VmHWM') / 1024 };
 }
 
-/** CPU seconds of each process over `work`, keyed by process name (summed over equal names). */
+/** Busy and total jiffies of all cores together, from the first line of `/proc/stat`. */
+async function hostJiffies(): Promise<{ busy: number; total: number }> {
+  const line = (await readFile('/proc/stat', 'utf8')).split('\n', 1)[0] ?? '';
+  const fields = line.trim().split(/\s+/).slice(1, 9).map(Number);
+  const total = fields.reduce((sum, v) => sum + v, 0);
+  // idle and iowait are the 4th and 5th fields.
+  return { busy: total - (fields[3] ?? 0) - (fields[4] ?? 0), total };
+}
+
+/**
+ * CPU seconds of each process over `work`, keyed by process name (summed over equal names), and
+ * how busy the whole machine was meanwhile (percent of all its cores, every process counted).
+ */
 export async function cpuDuring<T>(
   procs: { name: string; pid: number }[],
   work: () => Promise<T>,
-): Promise<{ result: T; cpu: Record<string, number>; seconds: number }> {
+): Promise<{ result: T; cpu: Record<string, number>; seconds: number; hostBusyPct: number }> {
   const before = await Promise.all(procs.map((p) => cpuSeconds(p.pid)));
+  const host0 = await hostJiffies();
   const self0 = process.cpuUsage();
   const started = performance.now();
   const result = await work();
   const seconds = (performance.now() - started) / 1_000;
+  const host1 = await hostJiffies();
   const after = await Promise.all(procs.map((p) => cpuSeconds(p.pid)));
   const self = process.cpuUsage(self0);
   const cpu: Record<string, number> = {};
@@ -208,7 +222,8 @@ export async function cpuDuring<T>(
     cpu[p.name] = (cpu[p.name] ?? 0) + ((after[i] ?? 0) - (before[i] ?? 0));
   });
   cpu['bench (this process)'] = (self.user + self.system) / 1e6;
-  return { result, cpu, seconds };
+  const hostBusyPct = (100 * (host1.busy - host0.busy)) / Math.max(1, host1.total - host0.total);
+  return { result, cpu, seconds, hostBusyPct };
 }
 
 /**
