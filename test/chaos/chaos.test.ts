@@ -1,7 +1,7 @@
 /**
  * The reliability suite: the four services as processes under a steady load of tasks, against the
- * real Kafka, registry and Redis of the local stack, with processes killed, the broker and Redis
- * stopped, bad input and loops thrown at them. Each case reports counts; all are written to
+ * real Kafka, registry and Redis of the local stack, with processes killed, the broker, Redis and
+ * the registry stopped, bad input and loops thrown at them. Each case reports counts; all are written to
  * test/results/chaos.json and printed as a table at the end.
  *
  * It stops and restarts components, so it needs the local stack (`npm run stack`), not a shared one.
@@ -334,6 +334,73 @@ test('Redis stopped and restarted mid-load: consumption stops (readyz red), resu
   assert.equal(outcome.lost, 0, await explainLost(mesh, ids));
   assert.equal(outcome.duplicates, 0);
   assert.equal(outcome.completed, ids.length, mesh.tails(30));
+  assert.equal(dlqCount(mesh), 0, `an outage is not a dead letter\n${mesh.tails(30)}`);
+});
+
+/** The latest schema id of every mesh contract in the registry, and the subjects each id answers for. */
+async function contractIds(
+  url: string,
+): Promise<Record<string, { id: number; subjects: string[] }>> {
+  const get = async (path: string): Promise<unknown> => {
+    const response = await fetch(`${url}${path}`);
+    assert.equal(response.status, 200, `GET ${path} answered ${response.status}`);
+    return response.json();
+  };
+  const out: Record<string, { id: number; subjects: string[] }> = {};
+  for (const subject of (await get('/subjects')) as string[]) {
+    if (!subject.startsWith('io.mesh.')) continue;
+    const { id } = (await get(`/subjects/${encodeURIComponent(subject)}/versions/latest`)) as {
+      id: number;
+    };
+    const versions = (await get(`/schemas/ids/${id}/versions`)) as { subject: string }[];
+    out[subject] = { id, subjects: versions.map((v) => v.subject).sort() };
+  }
+  return out;
+}
+
+test('the schema registry killed (-9) and restarted mid-load: its ids survive, a fresh worker decodes the backlog, nothing dead-lettered', async (t) => {
+  await requireLocalStack();
+  const mesh = await chaosMesh(t);
+  const url = mesh.env.MESH_SCHEMA_REGISTRY_URL ?? '';
+  const before = await contractIds(url);
+  assert.ok(Object.keys(before).length >= 10, 'the mesh contracts are registered');
+  const loading = load(mesh, 200, 25);
+  // Observed at once so a failure while other steps run is reported by `await loading`.
+  loading.catch(() => undefined);
+  await sleep(2_000);
+  // The worker goes first, so assignments written with the registry's ids pile up on Kafka for a
+  // worker that will have to look every id up afresh.
+  await mesh.kill('worker', 'SIGKILL');
+  await stopComponent('registry', { signal: 'SIGKILL' });
+  // Whatever happens below, the next test needs the registry back.
+  t.after(() => startComponent('registry'));
+  const outputsAtStop = mesh.probe.on(mesh.client.topics.outputs).length;
+  await sleep(3_000);
+  // Started right after a SIGKILL: the JVM's threads may still hold the port for a moment.
+  await startComponent('registry');
+  const after = await contractIds(url);
+  assert.deepEqual(
+    after,
+    before,
+    'the restarted registry answers the same ids for the same subjects',
+  );
+  await mesh.start('worker');
+  const ids = await loading;
+  const outcome = await settle(mesh, ids);
+  const exited = [...mesh.services.values()]
+    .filter((s) => s.child.exitCode !== null || s.child.signalCode !== null)
+    .map((s) => s.name);
+  rows.push({
+    case: 'registry kill -9, 3s down',
+    tasks: ids.length,
+    ...outcome,
+    dlq: dlqCount(mesh),
+    notes: `${Object.keys(after).length} contract ids kept; worker restarted after; ${mesh.probe.on(mesh.client.topics.outputs).length - outputsAtStop} outcomes since the kill`,
+  });
+  assert.deepEqual(exited, [], `every service survived the registry outage\n${mesh.tails(30)}`);
+  assert.equal(outcome.lost, 0, await explainLost(mesh, ids));
+  assert.equal(outcome.duplicates, 0);
+  assert.equal(outcome.completed, ids.length);
   assert.equal(dlqCount(mesh), 0, `an outage is not a dead letter\n${mesh.tails(30)}`);
 });
 

@@ -65,9 +65,11 @@ test('redis.conf: loopback, password, no persistence, foreground', () => {
   }
 });
 
-test('Apicurio binds loopback and keeps Confluent-style content ids', () => {
-  const props = registrySystemProperties('127.0.0.1', 18081);
+test('Apicurio binds loopback, keeps Confluent-style content ids and keeps its schemas on disk', () => {
+  const props = registrySystemProperties('127.0.0.1', 18081, '/s/registry/data');
   assert.equal(props['quarkus.http.host'], '127.0.0.1');
+  // On disk, in the component's data directory: a restart keeps the schemas and their ids.
+  assert.equal(props['apicurio.datasource.url'], 'jdbc:h2:file:/s/registry/data/registry');
   assert.equal(props['quarkus.http.port'], '18081');
   assert.equal(props['apicurio.ccompat.legacy-id-mode.enabled'], 'false');
 });

@@ -1,7 +1,7 @@
 import { spawn } from 'node:child_process';
 import { once } from 'node:events';
 import { closeSync, openSync, writeSync } from 'node:fs';
-import { mkdir, open, readFile, readlink, rm, writeFile } from 'node:fs/promises';
+import { mkdir, open, readFile, readdir, readlink, rm, writeFile } from 'node:fs/promises';
 import { dirname } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 
@@ -85,11 +85,20 @@ export async function processStartTime(pid: number): Promise<number | undefined>
   return (await readProcStat(pid))?.startTime;
 }
 
-/** True while `pid` exists and is not a zombie. */
+/**
+ * True while `pid` exists and is not a zombie, or is a zombie whose other threads still run: a
+ * multi-threaded process (the JVM of Kafka or the registry) shows its leader as a zombie at once on
+ * SIGKILL while its other threads are still exiting and its sockets still listen.
+ */
 export async function isAlive(pid: number): Promise<boolean> {
   const stat = await readProcStat(pid);
   if (stat === undefined) return false;
-  return stat.state !== 'Z' && stat.state !== 'X';
+  if (stat.state !== 'Z' && stat.state !== 'X') return true;
+  try {
+    return (await readdir(`/proc/${pid}/task`)).length > 1;
+  } catch {
+    return false;
+  }
 }
 
 /**

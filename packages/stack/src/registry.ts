@@ -20,19 +20,28 @@ const tarball = `apicurio-registry-app-${apicurioVersion}-all.tar.gz`;
 const runnerJar = `apicurio-registry-app-${apicurioVersion}-runner.jar`;
 
 /**
- * JVM system properties for Apicurio Registry 3 serving the Confluent-compatible API from in-memory storage.
+ * JVM system properties for Apicurio Registry 3 serving the Confluent-compatible API.
  *
- * - Storage is SQL on an in-memory H2 database (Apicurio 3's default, spelled out): a restart forgets every schema.
+ * - Storage is SQL on an H2 database in a file under `dataDir`, so a restart of the registry keeps
+ *   every schema and its id, as Confluent's `_schemas` topic does. Records already on Kafka carry
+ *   schema ids: a registry that forgot them on restart would make a service that starts afresh
+ *   dead-letter every such record (`unknown schema id`, or a schema of another subject under a
+ *   reused id). `stack down` deletes the file with the rest of the stack's data.
  * - `apicurio.ccompat.legacy-id-mode.enabled` stays false: ccompat ids are then content ids, so one schema
  *   registered under two subjects gets one id, as in Confluent. (Legacy mode answers global ids: one per version.)
  * - Deletion through the core v3 API is enabled too, so test clean-up can use either API.
  */
-export function registrySystemProperties(host: string, port: number): Record<string, string> {
+export function registrySystemProperties(
+  host: string,
+  port: number,
+  dataDir: string,
+): Record<string, string> {
   return {
     'quarkus.http.host': host,
     'quarkus.http.port': String(port),
     'apicurio.storage.kind': 'sql',
     'apicurio.storage.sql.kind': 'h2',
+    'apicurio.datasource.url': `jdbc:h2:file:${join(dataDir, 'registry')}`,
     'apicurio.ccompat.legacy-id-mode.enabled': 'false',
     'apicurio.rest.deletion.group.enabled': 'true',
     'apicurio.rest.deletion.artifact.enabled': 'true',
@@ -61,9 +70,9 @@ export function createRegistryComponent(settings: StackSettings): Component {
     },
 
     async command() {
-      const properties = Object.entries(registrySystemProperties(host, ports.registry)).map(
-        ([key, value]) => `-D${key}=${value}`,
-      );
+      const properties = Object.entries(
+        registrySystemProperties(host, ports.registry, paths.dataDir),
+      ).map(([key, value]) => `-D${key}=${value}`);
       return {
         file: java,
         args: [
