@@ -196,7 +196,8 @@ async function hostJiffies(): Promise<{ busy: number; total: number }> {
   const line = (await readFile('/proc/stat', 'utf8')).split('\n', 1)[0] ?? '';
   const fields = line.trim().split(/\s+/).slice(1, 9).map(Number);
   const total = fields.reduce((sum, v) => sum + v, 0);
-  // idle and iowait are the 4th and 5th fields.
+  // user nice system idle iowait irq softirq steal: all but idle and iowait. Steal (the time the
+  // hypervisor ran another guest) counts: a core this machine could not use is not free either.
   return { busy: total - (fields[3] ?? 0) - (fields[4] ?? 0), total };
 }
 
