@@ -1,3 +1,4 @@
+import { createRequire } from 'node:module';
 import { Kafka, logLevel, type KafkaConfig, type SASLOptions } from 'kafkajs';
 
 /** How to reach the brokers. SASL and TLS are optional; both are needed for most managed clusters. */
@@ -29,6 +30,42 @@ const levelNames = {
   [logLevel.NOTHING]: 'debug',
 } as const;
 
+/**
+ * The messages of the broker's error codes that kafkajs retries by itself, from its protocol table
+ * (kafkajs is pinned and patched at install, so this path is fixed): a partition whose leader moves,
+ * a group coordinator still loading after a restart, a topic created a moment ago.
+ */
+const retriedByKafkajs: ReadonlySet<string> = new Set(
+  (
+    createRequire(import.meta.url)('kafkajs/src/protocol/error.js') as {
+      errorCodes: { retriable: boolean; message: string }[];
+    }
+  ).errorCodes
+    .filter((code) => code.retriable)
+    .map((code) => code.message),
+);
+
+/**
+ * The level a kafkajs message is logged at. kafkajs logs every error answer of the broker at ERROR
+ * ("Response Metadata(…)"), the ones it then retries too: those are warnings, or every deploy and
+ * leader election would page whoever alerts on errors. What kafkajs gives up on still fails the
+ * call, and is reported by the caller.
+ */
+export function kafkajsLogLevel(
+  level: logLevel,
+  message: string,
+  extra: Record<string, unknown>,
+): 'error' | 'warn' | 'info' | 'debug' {
+  if (
+    level === logLevel.ERROR &&
+    message.startsWith('Response ') &&
+    typeof extra.error === 'string' &&
+    retriedByKafkajs.has(extra.error)
+  )
+    return 'warn';
+  return levelNames[level];
+}
+
 /** Builds the one kafkajs client a process uses. Throws nothing: connecting happens on first use. */
 export function createKafka(connection: KafkaConnection): Kafka {
   const config: KafkaConfig = {
@@ -42,7 +79,7 @@ export function createKafka(connection: KafkaConnection): Kafka {
       () =>
       ({ level, log }) => {
         const { message, ...extra } = log;
-        connection.log?.(levelNames[level], String(message), extra);
+        connection.log?.(kafkajsLogLevel(level, String(message), extra), String(message), extra);
       },
   };
   if (connection.ssl !== undefined) config.ssl = connection.ssl;
