@@ -187,6 +187,13 @@ async function explainLost(mesh: Mesh, ids: string[]): Promise<string> {
   return `${views.join('\n')}\n${mesh.tails(10)}`;
 }
 
+/** The services whose process has exited (none should, in an outage of Kafka, Redis or the registry). */
+function exitedServices(mesh: Mesh): ServiceName[] {
+  return [...mesh.services.values()]
+    .filter((s) => s.child.exitCode !== null || s.child.signalCode !== null)
+    .map((s) => s.name);
+}
+
 function dlqCount(mesh: Mesh): number {
   return mesh.probe.on(mesh.client.topics.dlq).length;
 }
@@ -270,9 +277,7 @@ test('the Kafka broker stopped and restarted mid-load: nothing lost, services re
   }
   const ids = await loading;
   const outcome = await settle(mesh, ids);
-  const restarted = [...mesh.services.values()]
-    .filter((s) => s.child.exitCode !== null || s.child.signalCode !== null)
-    .map((s) => s.name);
+  const restarted = exitedServices(mesh);
   rows.push({
     case: 'kafka stopped 5s',
     tasks: ids.length,
@@ -387,9 +392,7 @@ test('the schema registry killed (-9) and restarted mid-load: its ids survive, a
   await mesh.start('worker');
   const ids = await loading;
   const outcome = await settle(mesh, ids);
-  const exited = [...mesh.services.values()]
-    .filter((s) => s.child.exitCode !== null || s.child.signalCode !== null)
-    .map((s) => s.name);
+  const exited = exitedServices(mesh);
   rows.push({
     case: 'registry kill -9, 3s down',
     tasks: ids.length,
