@@ -178,13 +178,19 @@ const maxKeptLines = 50_000;
  * The warnings and errors (pino level 40 and up) of one service's output, one line per distinct
  * message: how many, when first and last, and the first one's error.
  */
-export function digestProblems(output: string[]): string {
+function digestProblems(output: string[]): string {
   const byMessage = new Map<
     string,
     { count: number; level: number; first: string; last: string; err: string }
   >();
   for (const line of output) {
-    let entry: { level?: unknown; msg?: unknown; time?: unknown; err?: unknown };
+    let entry: {
+      level?: unknown;
+      msg?: unknown;
+      time?: unknown;
+      err?: unknown;
+      kafka?: { error?: unknown };
+    };
     try {
       entry = JSON.parse(line) as typeof entry;
     } catch {
@@ -193,15 +199,12 @@ export function digestProblems(output: string[]): string {
     if (typeof entry.level !== 'number' || entry.level < 40) continue;
     const msg = typeof entry.msg === 'string' ? entry.msg : JSON.stringify(entry.msg ?? '');
     // The services log ISO times (pino isoTime); the clock time is enough to line events up.
-    const time =
-      typeof entry.time === 'string'
-        ? entry.time.slice(11, 23)
-        : typeof entry.time === 'number'
-          ? new Date(entry.time).toISOString().slice(11, 23)
-          : '?';
+    const time = typeof entry.time === 'string' ? entry.time.slice(11, 23) : '?';
     const seen = byMessage.get(msg);
     if (seen === undefined) {
-      const err = entry.err === undefined ? '' : JSON.stringify(entry.err).slice(0, 300);
+      // kafkajs's own messages carry their error under `kafka`.
+      const detail = entry.err ?? entry.kafka?.error;
+      const err = detail === undefined ? '' : JSON.stringify(detail).slice(0, 300);
       byMessage.set(msg, { count: 1, level: entry.level, first: time, last: time, err });
     } else {
       seen.count += 1;
