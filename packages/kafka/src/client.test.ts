@@ -10,7 +10,7 @@ function sink(): {
   return { lines, log: (level, message) => lines.push({ level, message }) };
 }
 
-test('broker errors kafkajs retries by itself are warnings; the rest stay errors', () => {
+test('broker errors kafkajs retries or answers by rejoining are warnings; the rest stay errors', () => {
   const { lines, log } = sink();
   const kafka = createKafka({ brokers: ['127.0.0.1:1'], clientId: 't', log });
   const logger = kafka.logger();
@@ -22,6 +22,10 @@ test('broker errors kafkajs retries by itself are warnings; the rest stay errors
   logger.error('Response FindCoordinator(key: 10, version: 2)', {
     error: "The coordinator is loading and hence can't process requests for this group",
   });
+  // A member joined or left: kafkajs rejoins.
+  logger.error('Response Heartbeat(key: 12, version: 3)', {
+    error: 'The group is rebalancing, so a rejoin is needed',
+  });
   // Not retried: an authorization failure, an unknown answer, and a non-response error.
   logger.error('Response Produce(key: 0, version: 7)', {
     error: 'Not authorized to access topics: [Topic authorization failed]',
@@ -32,6 +36,6 @@ test('broker errors kafkajs retries by itself are warnings; the rest stay errors
   });
   assert.deepEqual(
     lines.map((l) => l.level),
-    ['warn', 'warn', 'error', 'error', 'error'],
+    ['warn', 'warn', 'warn', 'error', 'error', 'error'],
   );
 });

@@ -31,24 +31,25 @@ const levelNames = {
 } as const;
 
 /**
- * The messages of the broker's error codes that kafkajs retries by itself, from its protocol table
- * (kafkajs is pinned and patched at install, so this path is fixed): a partition whose leader moves,
- * a group coordinator still loading after a restart, a topic created a moment ago.
+ * The messages of the broker's error codes that kafkajs handles by itself, from its protocol table
+ * (kafkajs is pinned and patched at install, so this path is fixed): those it retries (a partition
+ * whose leader moves, a group coordinator still loading after a restart, a topic created a moment
+ * ago), and a rebalance in progress, which a member answers by rejoining (every scale up or down).
  */
-const retriedByKafkajs: ReadonlySet<string> = new Set(
+const handledByKafkajs: ReadonlySet<string> = new Set(
   (
     createRequire(import.meta.url)('kafkajs/src/protocol/error.js') as {
-      errorCodes: { retriable: boolean; message: string }[];
+      errorCodes: { type: string; retriable: boolean; message: string }[];
     }
   ).errorCodes
-    .filter((code) => code.retriable)
+    .filter((code) => code.retriable || code.type === 'REBALANCE_IN_PROGRESS')
     .map((code) => code.message),
 );
 
 /**
  * The level a kafkajs message is logged at. kafkajs logs every error answer of the broker at ERROR
- * ("Response Metadata(…)"), the ones it then retries too: those are warnings, or every deploy and
- * leader election would page whoever alerts on errors. What kafkajs gives up on still fails the
+ * ("Response Metadata(…)"), the ones it then handles too: those are warnings, or every deploy,
+ * rebalance and leader election would page whoever alerts on errors. What kafkajs gives up on still fails the
  * call, and is reported by the caller.
  */
 export function kafkajsLogLevel(
@@ -60,7 +61,7 @@ export function kafkajsLogLevel(
     level === logLevel.ERROR &&
     message.startsWith('Response ') &&
     typeof extra.error === 'string' &&
-    retriedByKafkajs.has(extra.error)
+    handledByKafkajs.has(extra.error)
   )
     return 'warn';
   return levelNames[level];
