@@ -49,10 +49,10 @@ const handledByKafkajs: ReadonlySet<string> = new Set(
 /**
  * The level a kafkajs message is logged at. kafkajs logs every error answer of the broker at ERROR
  * ("Response Metadata(…)"), the ones it then handles too: those are warnings, or every deploy,
- * rebalance and leader election would page whoever alerts on errors. What kafkajs gives up on still fails the
- * call, and is reported by the caller.
+ * rebalance and leader election would page whoever alerts on errors. What kafkajs gives up on
+ * still fails the call, and is reported by the caller.
  */
-export function kafkajsLogLevel(
+function kafkajsLogLevel(
   level: logLevel,
   message: string,
   extra: Record<string, unknown>,
