@@ -2,9 +2,14 @@
  * The mesh's producer: idempotent, `acks=all`, and batching. Sends from many concurrent handlers are
  * queued and written by one `sendBatch` at a time, which batches under load (throughput) and keeps
  * one request in flight per producer, so the idempotent producer's sequence numbers stay in order.
+ *
+ * A send to a topic the cluster does not have is refused (`not_found`) instead of written: kafkajs
+ * would retry it for as long as the producer retries (forever here), and with one request in flight
+ * every other send of the process would wait behind it.
  */
 import type { Kafka, Producer } from 'kafkajs';
-import { retryable } from '@mesh/errors';
+import { retryable, terminal } from '@mesh/errors';
+import { MeshAdmin } from './admin.ts';
 import { meshPartitioner } from './partitioner.ts';
 
 export interface OutgoingRecord {
@@ -23,11 +28,23 @@ interface Pending {
 export interface ProducerOptions {
   /** Most records written by one request. */
   maxBatchRecords?: number;
+  /** Where topics are looked up (the runtime shares its own); by default one of the producer's. */
+  admin?: MeshAdmin;
+  /**
+   * A topic missing from the cluster's metadata is looked up once more after this long before a
+   * send to it is refused: a broker may not list a topic for a moment after it was created.
+   */
+  missingTopicRecheckMs?: number;
 }
 
 export class MeshProducer {
   readonly #producer: Producer;
   readonly #maxBatchRecords: number;
+  readonly #admin: MeshAdmin;
+  readonly #ownAdmin: boolean;
+  readonly #recheckMs: number;
+  /** Topics seen in the cluster's metadata; a topic is looked up once, before its first send. */
+  readonly #known = new Set<string>();
   #queue: Pending[] = [];
   #flushing = false;
   #connected = false;
@@ -43,6 +60,9 @@ export class MeshProducer {
       retry: { retries: Number.MAX_SAFE_INTEGER, initialRetryTime: 100, maxRetryTime: 2_000 },
     });
     this.#maxBatchRecords = options.maxBatchRecords ?? 1_000;
+    this.#ownAdmin = options.admin === undefined;
+    this.#admin = options.admin ?? new MeshAdmin(kafka);
+    this.#recheckMs = options.missingTopicRecheckMs ?? 500;
     this.#producer.on(this.#producer.events.DISCONNECT, () => {
       this.#connected = false;
     });
@@ -74,6 +94,32 @@ export class MeshProducer {
 
   async disconnect(): Promise<void> {
     await this.#producer.disconnect();
+    if (this.#ownAdmin) await this.#admin.disconnect();
+  }
+
+  /**
+   * The topics of `topics` that the cluster does not have, checked twice `missingTopicRecheckMs`
+   * apart. Topics found once are remembered, so a send to a known topic costs no lookup.
+   * @throws MeshError `kafka_unavailable` (retryable) when the metadata cannot be read.
+   */
+  async missingTopics(topics: Iterable<string>): Promise<string[]> {
+    let unknown = [...new Set(topics)].filter((topic) => !this.#known.has(topic));
+    for (let lookup = 0; unknown.length > 0 && lookup < 2; lookup += 1) {
+      if (lookup > 0) await new Promise((resolve) => setTimeout(resolve, this.#recheckMs));
+      let listed: string[];
+      try {
+        listed = await this.#admin.listTopics();
+      } catch (error) {
+        throw retryable(
+          'kafka_unavailable',
+          `could not read the cluster's topics: ${(error as Error).message}`,
+          { cause: error },
+        );
+      }
+      for (const topic of listed) this.#known.add(topic);
+      unknown = unknown.filter((topic) => !this.#known.has(topic));
+    }
+    return unknown;
   }
 
   /**
@@ -109,11 +155,13 @@ export class MeshProducer {
           batch.push(next);
           count += next.records.length;
         }
+        const sending = await this.#withoutMissingTopics(batch);
+        if (sending.length === 0) continue;
         const byTopic = new Map<
           string,
           { key: string | null; value: Buffer; headers: Record<string, string | Buffer> }[]
         >();
-        for (const pending of batch) {
+        for (const pending of sending) {
           for (const record of pending.records) {
             let messages = byTopic.get(record.topic);
             if (messages === undefined) byTopic.set(record.topic, (messages = []));
@@ -126,18 +174,47 @@ export class MeshProducer {
             acks: -1,
             topicMessages: [...byTopic].map(([topic, messages]) => ({ topic, messages })),
           });
-          for (const pending of batch) pending.resolve();
+          for (const pending of sending) pending.resolve();
         } catch (error) {
           const failure = retryable(
             'kafka_unavailable',
             `produce failed: ${(error as Error).message}`,
             { cause: error },
           );
-          for (const pending of batch) pending.reject(failure);
+          for (const pending of sending) pending.reject(failure);
         }
       }
     } finally {
       this.#flushing = false;
     }
+  }
+
+  /**
+   * The sends of `batch` to write: those naming a topic the cluster does not have are rejected
+   * (`not_found`) and left out, so the rest is written. Topics already seen cost no lookup. When
+   * the metadata cannot be read (the broker is away) nothing is left out: the request then waits
+   * for the broker like any other.
+   */
+  async #withoutMissingTopics(batch: Pending[]): Promise<Pending[]> {
+    const topics = new Set<string>();
+    for (const pending of batch)
+      for (const record of pending.records)
+        if (!this.#known.has(record.topic)) topics.add(record.topic);
+    if (topics.size === 0) return batch;
+    let missing: Set<string>;
+    try {
+      missing = new Set(await this.missingTopics(topics));
+    } catch {
+      return batch;
+    }
+    if (missing.size === 0) return batch;
+    return batch.filter((pending) => {
+      const absent = pending.records.find((record) => missing.has(record.topic))?.topic;
+      if (absent === undefined) return true;
+      pending.reject(
+        terminal('not_found', `topic ${absent} does not exist; nothing of this send was written`),
+      );
+      return false;
+    });
   }
 }

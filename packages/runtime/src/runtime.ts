@@ -69,8 +69,8 @@ export class MeshRuntime {
       ...config.kafka,
       log: (level, message, extra) => this.log[level]({ kafka: extra }, message),
     });
-    this.producer = new MeshProducer(this.kafka);
     this.admin = new MeshAdmin(this.kafka);
+    this.producer = new MeshProducer(this.kafka, { admin: this.admin });
     this.registry = new ContractRegistry(config.registry);
     this.codec = new EventCodec(this.registry, { maxBytes: config.maxEventBytes });
     this.redis = createRedis(config.redis, { connectionName: `mesh-${config.service}` });

@@ -124,6 +124,41 @@ test('kafka: the sends of one event-loop turn go out in one produce request, in 
   );
 });
 
+test('kafka: a send to a topic that does not exist is refused and holds up no other send', async (t) => {
+  const { admin, topic, producer } = await topicWithProducer(t, 'smoke-missing');
+  const missing = uniqueName('smoke-absent');
+  const record = (to: string, i: number) => ({
+    topic: to,
+    key: 'k',
+    value: Buffer.from(`m${i}`),
+    headers: {},
+  });
+  // In one turn: sends to the real topic around one that also names a topic nobody created.
+  const sends = [
+    producer.send([record(topic, 0)]),
+    producer.send([record(topic, 1), record(missing, 1)]),
+    producer.send([record(topic, 2)]),
+  ];
+  const [first, refused, third] = await Promise.allSettled(sends);
+  assert.equal(first?.status, 'fulfilled');
+  assert.equal(third?.status, 'fulfilled');
+  assert.equal(refused?.status, 'rejected');
+  const error = refused?.status === 'rejected' ? (refused.reason as unknown) : undefined;
+  assert.ok(isMeshError(error), String(error));
+  assert.equal(error.code, 'not_found');
+  assert.equal(error.retryable, false);
+  assert.match(error.message, new RegExp(`topic ${missing} does not exist`));
+  const [end] = await admin.endOffsets(topic);
+  assert.equal(end?.high, 2, 'the two other sends were written, nothing of the refused one');
+  assert.deepEqual(await producer.missingTopics([topic, missing]), [missing]);
+  // Created later, the topic is found and written to.
+  await admin.ensureTopics([{ topic: missing, numPartitions: 1, replicationFactor: 1 }]);
+  onCleanup(t, () => admin.deleteTopics([missing]));
+  await producer.send([record(missing, 3)]);
+  const [written] = await admin.endOffsets(missing);
+  assert.equal(written?.high, 1);
+});
+
 test('kafka: a consumer crash that kafkajs does not restart is restarted by the member', async (t) => {
   const { kafka, topic, producer } = await topicWithProducer(t, 'smoke-crash');
   await producer.send(
