@@ -349,6 +349,69 @@ test('an invalid plan fails the task with invalid_plan before anything of it is 
   assert.equal(mesh.probe.on(mesh.client.topics.dlq).length, 0, 'a bad plan is not a dead letter');
 });
 
+test('an agent nobody runs, named by a plan or a delegation, fails its task clearly and stalls nothing', async (t) => {
+  const mesh = await startMesh(t, {
+    agents: ['planner', 'echo', 'ping'],
+    vars: { MESH_TEMPLATES_DIR: templates, MESH_RELAY_AGENTS: 'ping' },
+  });
+  const post = async (plan: unknown): Promise<string> => {
+    const { body } = await postJson(`${mesh.url('orchestrator')}/v1/tasks`, {
+      template: 'planned',
+      input: { plan },
+    });
+    return String(body.taskId);
+  };
+  // No work topic, no worker: an assignment to it could never be written nor taken.
+  const planned = await post({
+    stages: [
+      { id: 'first', nodes: [{ id: 'x', agent: 'echo' }] },
+      { id: 'then', dependsOn: ['first'], nodes: [{ id: 'y', agent: 'nosuch' }] },
+    ],
+  });
+  // ping hands its work on to the agent its input names.
+  const delegated = await post({
+    stages: [{ id: 'hand', nodes: [{ id: 'h', agent: 'ping', input: { next: 'nosuch' } }] }],
+  });
+  const fine = await post({ stages: [{ id: 'only', nodes: [{ id: 'z', agent: 'echo' }] }] });
+  const outcome = (taskId: string) =>
+    waitFor(() => outcomesOf(mesh, taskId)[0], {
+      timeout: 60_000,
+      message: `no outcome for ${taskId}\n${mesh.tails()}`,
+    });
+
+  const invalid = await outcome(planned);
+  assert.equal(invalid.type, 'io.mesh.task.failed', JSON.stringify(invalid.data));
+  assert.equal(invalid.data.reason, 'invalid_plan');
+  assert.match(
+    String(invalid.data.detail),
+    /stage then names agent nosuch, which has no work topic \S+work\.nosuch/,
+  );
+  const { body: chain } = await getJson(`${mesh.url('orchestrator')}/v1/tasks/${planned}/events`);
+  assert.deepEqual(
+    (chain.events as { type: string; agent?: string }[])
+      .filter((e) => e.type === 'io.mesh.subtask.assigned')
+      .map((e) => e.agent),
+    ['planner'],
+    'nothing of the plan was dispatched, not even its first stage',
+  );
+
+  const failed = await outcome(delegated);
+  assert.equal(failed.type, 'io.mesh.task.failed', JSON.stringify(failed.data));
+  assert.equal(failed.data.reason, 'stage_failed');
+  assert.match(
+    String(failed.data.detail),
+    /ping delegated to agent nosuch, which has no work topic/,
+  );
+
+  const completed = await outcome(fine);
+  assert.equal(completed.type, 'io.mesh.task.completed', JSON.stringify(completed.data));
+  assert.equal(
+    mesh.probe.on(mesh.client.topics.dlq).length,
+    0,
+    'a plan naming an absent agent is a failed task, not a dead letter',
+  );
+});
+
 test('a task past its deadline fails with deadline_exceeded, and its late result changes nothing', async (t) => {
   const mesh = await startMesh(t, {
     vars: { MESH_TEMPLATES_DIR: templates },

@@ -211,6 +211,11 @@ export class Orchestrator {
       } else {
         state.plan = planStages(template.stages ?? []);
       }
+      const unserved = await this.#unserved(state.plan);
+      if (unserved !== undefined) {
+        await this.#fail(state, request, 'invalid_plan', `template ${templateName}: ${unserved}`);
+        return;
+      }
       for (const stage of state.plan) state.stages[stage.id] = { status: 'pending' };
       if (state.deadline !== undefined)
         await this.#store.addDeadline(taskId, Date.parse(state.deadline));
@@ -258,6 +263,11 @@ export class Orchestrator {
             planned = validatePlan(event.data.results.plan);
           } catch (error) {
             await this.#fail(state, event, 'invalid_plan', safeDetail((error as Error).message));
+            return;
+          }
+          const unserved = await this.#unserved(planned);
+          if (unserved !== undefined) {
+            await this.#fail(state, event, 'invalid_plan', `the planner's plan: ${unserved}`);
             return;
           }
           state.plan = [
@@ -413,6 +423,26 @@ export class Orchestrator {
     if (delegate === undefined) return;
     const final = await this.#store.finalOf(taskId);
     if (final !== undefined) return;
+    const topic = this.#runtime.topics.work(delegate.agent);
+    if ((await this.#runtime.producer.missingTopics([topic])).length > 0) {
+      // Nothing would ever run it: the node fails now, and the aggregator joins its stage without it.
+      const failed = deriveEvent(result, {
+        type: 'io.mesh.subtask.failed',
+        source,
+        discriminator: `delegate:${delegate.agent}`,
+        data: {
+          taskId,
+          stageId,
+          nodeId,
+          agent: delegate.agent,
+          failure: 'handler_error',
+          detail: `${result.data.agent} delegated to agent ${delegate.agent}, ${unservedWhy(delegate.agent, topic)}`,
+          ...(stage === undefined ? {} : { stage }),
+        },
+      });
+      await this.#publish(taskId, [{ topic: this.#runtime.topics.results, event: failed }]);
+      return;
+    }
     const assigned = deriveEvent(result, {
       type: 'io.mesh.subtask.assigned',
       source,
@@ -427,9 +457,27 @@ export class Orchestrator {
         ...(stage === undefined ? {} : { stage }),
       },
     });
-    await this.#publish(taskId, [
-      { topic: this.#runtime.topics.work(delegate.agent), event: assigned },
-    ]);
+    await this.#publish(taskId, [{ topic, event: assigned }]);
+  }
+
+  /**
+   * Why `stages` cannot run, when a node names an agent without a work topic: its assignment could
+   * not be written, and no worker would ever take it. Checked when a plan is accepted, before
+   * anything of it is dispatched. @throws MeshError `kafka_unavailable` (the event is tried again).
+   */
+  async #unserved(stages: PlannedStage[]): Promise<string | undefined> {
+    const nodes = stages.flatMap((stage) =>
+      (stage.nodes ?? []).map((node) => ({
+        stage: stage.id,
+        agent: node.agent,
+        topic: this.#runtime.topics.work(node.agent),
+      })),
+    );
+    if (nodes.length === 0) return undefined;
+    const missing = new Set(await this.#runtime.producer.missingTopics(nodes.map((n) => n.topic)));
+    const first = nodes.find((node) => missing.has(node.topic));
+    if (first === undefined) return undefined;
+    return `stage ${first.stage} names agent ${first.agent}, ${unservedWhy(first.agent, first.topic)}`;
   }
 
   // ── deadlines ─────────────────────────────────────────────────────────────────────────────────
@@ -659,6 +707,10 @@ export class Orchestrator {
     }
     await this.#store.put(state);
   }
+}
+
+function unservedWhy(agent: string, topic: string): string {
+  return `which has no work topic ${topic}: no worker runs it (\`mesh topics init --agents ${agent}\` creates the topic; a worker must host the agent)`;
 }
 
 function addUsage(total: Usage, usage: Partial<Usage> | undefined): void {
