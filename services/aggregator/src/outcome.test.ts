@@ -84,7 +84,7 @@ test('task outcome: completed or partial with the synthesised output and templat
   assert.ok(outcome.type === 'io.mesh.task.completed' && !('template' in outcome.data));
 });
 
-test('task outcome: stage_failed naming the failed nodes', () => {
+test('task outcome: stage_failed naming the failed nodes and why each failed', () => {
   const spec: JoinSpec = { nodes: ['a', 'b', 'c'], join: 'all', final: true };
   const outcomes: Outcomes = {
     a: { ok: true, output: {} },
@@ -97,7 +97,7 @@ test('task outcome: stage_failed naming the failed nodes', () => {
   assert.ok(outcome.type === 'io.mesh.task.failed');
   assert.equal(outcome.data.reason, 'stage_failed');
   assert.equal(outcome.data.stageId, 'write');
-  assert.equal(outcome.data.detail, 'stage write failed: b (invalid_output)');
+  assert.equal(outcome.data.detail, 'stage write failed: b (invalid_output: bad json)');
 });
 
 test('task outcome: the detail of a missed deadline names the missing nodes, within 2000 chars', () => {

@@ -133,9 +133,17 @@ export function synthesise(
   return { text: texts.join('\n\n'), nodes: merged };
 }
 
-function describeFailures(stage: StageCompletedData): string {
+/**
+ * Each failed node with its failure class and, with `why`, the detail it gave: the reader of a
+ * failed task needs both. Nodes timed out by a deadline share one reason, given once by the caller.
+ */
+function describeFailures(stage: StageCompletedData, why = true): string {
   return Object.entries(stage.failures)
-    .map(([node, { failure }]) => `${node} (${failure})`)
+    .map(([node, { failure, detail }]) =>
+      why && detail !== undefined && detail !== ''
+        ? `${node} (${failure}: ${detail})`
+        : `${node} (${failure})`,
+    )
     .join(', ');
 }
 
@@ -145,7 +153,7 @@ export function failureDetail(
   stage: StageCompletedData,
   decision: Decided,
 ): string {
-  const failed = describeFailures(stage);
+  const failed = describeFailures(stage, decision.reason !== 'deadline');
   const head = `stage ${stage.stageId} failed`;
   switch (decision.reason) {
     case 'quorum_unreachable':

@@ -74,7 +74,7 @@ test('final stage failed: task.failed with stage_failed naming the failed node',
   assert.deepEqual(outcome?.data, {
     taskId: task,
     reason: 'stage_failed',
-    detail: 'stage s1 failed: b (invalid_output)',
+    detail: 'stage s1 failed: b (invalid_output: not json)',
     stageId: 's1',
     usage: {},
   });
