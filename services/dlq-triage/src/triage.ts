@@ -10,7 +10,7 @@ import { createHash } from 'node:crypto';
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { MeshConfig } from '@mesh/config';
 import { deriveEvent, newEvent, type MeshEvent } from '@mesh/envelope';
-import { isFailureClass, safeDetail, type FailureClass } from '@mesh/errors';
+import { isFailureClass, isMeshError, safeDetail, type FailureClass } from '@mesh/errors';
 import type { ConsumedRecord, MeshRuntime, RawContext } from '@mesh/runtime';
 import { Counter, Gauge } from 'prom-client';
 import { decide, type CompiledRule, type Decision } from './rules.ts';
@@ -316,21 +316,10 @@ export class Triage {
       await sleep(due - Date.now(), undefined, { signal: ctx.signal });
     const origin = headers.ce_meshorigintopic;
     if (!this.isDispatchTopic(origin)) {
-      // Not ours to send anywhere: it becomes a dead letter with the reason.
-      await this.#runtime.producer.send([
-        {
-          topic: this.#runtime.topics.dlq,
-          key: record.key?.toString() ?? null,
-          value: record.value ?? Buffer.alloc(0),
-          headers: {
-            ...headers,
-            ce_meshfailure: 'malformed_event',
-            ce_meshfailuredetail: `retry record without a valid meshorigintopic (${safeDetail(origin ?? 'none', 80)})`,
-            ce_meshfailedby: `dlq-triage/${this.#runtime.groupId('dlq-triage.retry')}`,
-            ce_meshorigintopic: record.topic,
-          },
-        },
-      ]);
+      await this.#undeliverable(
+        record,
+        `retry record without a valid meshorigintopic (${safeDetail(origin ?? 'none', 80)})`,
+      );
       return;
     }
     let value = record.value ?? Buffer.alloc(0);
@@ -353,12 +342,42 @@ export class Triage {
       }
     }
     for (const name of failureHeaders) delete headers[name];
-    await this.#runtime.producer.send([
-      { topic: origin, key: record.key?.toString() ?? null, value, headers },
-    ]);
+    try {
+      await this.#runtime.producer.send([
+        { topic: origin, key: record.key?.toString() ?? null, value, headers },
+      ]);
+    } catch (error) {
+      // Its agent's topic is gone (or never was): retrying in place would hold the partition for ever.
+      if (!isMeshError(error) || error.code !== 'not_found') throw error;
+      // Recorded with its origin, so that once the topic exists again an operator can replay it.
+      await this.#undeliverable(record, `origin topic ${origin} does not exist`, origin);
+      return;
+    }
     const tier = record.topic.slice(`${this.#config.topicPrefix}retry.`.length);
     this.metrics.redispatched.inc({ tier });
   };
+
+  /** A retry record that cannot go back to its origin becomes a dead letter, with the reason. */
+  async #undeliverable(
+    record: ConsumedRecord,
+    detail: string,
+    origin = record.topic,
+  ): Promise<void> {
+    await this.#runtime.producer.send([
+      {
+        topic: this.#runtime.topics.dlq,
+        key: record.key?.toString() ?? null,
+        value: record.value ?? Buffer.alloc(0),
+        headers: {
+          ...headersOf(record),
+          ce_meshfailure: 'malformed_event',
+          ce_meshfailuredetail: detail,
+          ce_meshfailedby: `dlq-triage/${this.#runtime.groupId('dlq-triage.retry')}`,
+          ce_meshorigintopic: origin,
+        },
+      },
+    ]);
+  }
 
   // ── operators ─────────────────────────────────────────────────────────────────────────────────
 

@@ -201,7 +201,20 @@ test('a retry tier holds each event until its meshnotbefore, then sends it to it
   const event = assignment('task-due');
   const message = toKafka(event, (await h.client.codec.encode(event)).value);
   const due = Date.now() + 1_500;
+  const retired = h.client.topics.work('retired');
   await h.client.producer.send([
+    // Ahead of the next one on its partition (same key): an agent whose topic no longer exists.
+    {
+      topic: h.client.topics.retry('1s'),
+      key: message.key,
+      value: message.value,
+      headers: {
+        ...message.headers,
+        ce_meshnotbefore: new Date().toISOString(),
+        ce_meshfailure: 'timeout',
+        ce_meshorigintopic: retired,
+      },
+    },
     {
       topic: h.client.topics.retry('1s'),
       key: message.key,
@@ -245,6 +258,19 @@ test('a retry tier holds each event until its meshnotbefore, then sends it to it
     h.probe.header(rejected, 'ce_meshfailuredetail') ?? '',
     /without a valid meshorigintopic/,
   );
+  // Written before the echo event behind it was sent back: a dead letter, not a stalled partition.
+  const gone = await waitFor(
+    () =>
+      h.probe
+        .on(h.client.topics.dlq)
+        .find((r) => h.probe.header(r, 'ce_meshfailuredetail')?.includes('does not exist')),
+    { timeout: 15_000 },
+  );
+  assert.equal(
+    h.probe.header(gone, 'ce_meshfailuredetail'),
+    `origin topic ${retired} does not exist`,
+  );
+  assert.equal(h.probe.header(gone, 'ce_meshorigintopic'), retired, 'replayable once it exists');
 });
 
 test('remediations are bounded: a timeout retried twice is escalated the third time', async (t) => {
