@@ -25,6 +25,8 @@ interface Pending {
   reject: (error: Error) => void;
 }
 
+const recentlyMissingMs = 10_000;
+
 export interface ProducerOptions {
   /** Most records written by one request. */
   maxBatchRecords?: number;
@@ -45,6 +47,8 @@ export class MeshProducer {
   readonly #recheckMs: number;
   /** Topics seen in the cluster's metadata; a topic is looked up once, before its first send. */
   readonly #known = new Set<string>();
+  /** When each topic was last found missing (entries older than 10 s are dropped). */
+  readonly #missingAt = new Map<string, number>();
   #queue: Pending[] = [];
   #flushing = false;
   #connected = false;
@@ -98,14 +102,22 @@ export class MeshProducer {
   }
 
   /**
-   * The topics of `topics` that the cluster does not have, checked twice `missingTopicRecheckMs`
-   * apart. Topics found once are remembered, so a send to a known topic costs no lookup.
+   * The topics of `topics` that the cluster does not have. A topic not listed is looked up again
+   * `missingTopicRecheckMs` later, unless it was found missing in the last 10 s: a stream of sends
+   * to one missing topic must not hold every other send of the process that long each time. Topics
+   * found once are remembered, so a send to a known topic costs no lookup.
    * @throws MeshError `kafka_unavailable` (retryable) when the metadata cannot be read.
    */
   async missingTopics(topics: Iterable<string>): Promise<string[]> {
     let unknown = [...new Set(topics)].filter((topic) => !this.#known.has(topic));
     for (let lookup = 0; unknown.length > 0 && lookup < 2; lookup += 1) {
-      if (lookup > 0) await new Promise((resolve) => setTimeout(resolve, this.#recheckMs));
+      if (lookup > 0) {
+        const now = Date.now();
+        for (const [topic, at] of this.#missingAt)
+          if (now - at > recentlyMissingMs) this.#missingAt.delete(topic);
+        if (unknown.every((topic) => this.#missingAt.has(topic))) break;
+        await new Promise((resolve) => setTimeout(resolve, this.#recheckMs));
+      }
       let listed: string[];
       try {
         listed = await this.#admin.listTopics();
@@ -119,6 +131,8 @@ export class MeshProducer {
       for (const topic of listed) this.#known.add(topic);
       unknown = unknown.filter((topic) => !this.#known.has(topic));
     }
+    const now = Date.now();
+    for (const topic of unknown) this.#missingAt.set(topic, now);
     return unknown;
   }
 
