@@ -188,7 +188,7 @@ async function explainLost(mesh: Mesh, ids: string[]): Promise<string> {
 }
 
 /** The services whose process has exited (none should, in an outage of Kafka, Redis or the registry). */
-function exitedServices(mesh: Mesh): ServiceName[] {
+function exitedServices(mesh: Mesh): string[] {
   return [...mesh.services.values()]
     .filter((s) => s.child.exitCode !== null || s.child.signalCode !== null)
     .map((s) => s.name);

@@ -5,9 +5,10 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn, spawnSync } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
+import { readFile } from 'node:fs/promises';
 import { fileURLToPath } from 'node:url';
 import { newEvent } from '@mesh/envelope';
-import { freePort, waitFor } from '@mesh/testkit';
+import { freePort, onCleanup, waitFor } from '@mesh/testkit';
 import { getJson, outcomesOf, postJson, root, startMesh } from '../support/mesh.ts';
 
 const templates = fileURLToPath(new URL('./templates/', import.meta.url));
@@ -410,6 +411,73 @@ test('an agent nobody runs, named by a plan or a delegation, fails its task clea
     0,
     'a plan naming an absent agent is a failed task, not a dead letter',
   );
+});
+
+test('an agent of your own (examples/custom-agent.ts) runs in a worker of its own, with its guarantees', async (t) => {
+  const mesh = await startMesh(t, {
+    agents: ['planner'],
+    vars: { MESH_TEMPLATES_DIR: templates },
+  });
+  onCleanup(t, () =>
+    mesh.client.admin.deleteTopics([mesh.client.topics.work('word-stats')]).catch(() => undefined),
+  );
+  // The example as a user runs it; its work topic is created when it starts.
+  const own = await mesh.start(
+    'word-stats-worker',
+    { MESH_WORKER_AGENTS: 'word-stats' },
+    'examples/custom-agent.ts',
+  );
+  const { body: hosted } = await getJson(`${own.url}/v1/agents`);
+  assert.deepEqual(
+    (hosted.agents as { name: string; kind: string; topic: string }[]).map((a) => [
+      a.name,
+      a.kind,
+      a.topic,
+    ]),
+    [['word-stats', 'custom', mesh.client.topics.work('word-stats')]],
+  );
+
+  const request = JSON.parse(
+    await readFile(new URL('../../examples/custom-agent.json', import.meta.url), 'utf8'),
+  ) as { template: string; input: { text: string; plan: unknown } };
+  const { body } = await postJson(`${mesh.url('orchestrator')}/v1/tasks`, request);
+  const done = await waitFor(() => outcomesOf(mesh, String(body.taskId))[0], {
+    timeout: 60_000,
+    message: `no outcome\n${mesh.tails()}`,
+  });
+  assert.equal(done.type, 'io.mesh.task.completed', JSON.stringify(done.data));
+  const words = request.input.text.toLowerCase().match(/[\p{L}\p{N}']+/gu) ?? [];
+  const stats = (done.data.output as { stats: { words: number; distinct: number; top: object[] } })
+    .stats;
+  assert.equal(stats.words, words.length);
+  assert.equal(stats.distinct, new Set(words).size);
+  assert.deepEqual(stats.top[0], { word: 'the', count: words.filter((w) => w === 'the').length });
+
+  // Its terminal error fails the node, the task says why, and the event is dead-lettered with it.
+  const { body: bad } = await postJson(`${mesh.url('orchestrator')}/v1/tasks`, {
+    ...request,
+    input: { ...request.input, text: ' ' },
+  });
+  const failed = await waitFor(() => outcomesOf(mesh, String(bad.taskId))[0], {
+    timeout: 60_000,
+    message: `no outcome\n${mesh.tails()}`,
+  });
+  assert.equal(failed.type, 'io.mesh.task.failed', JSON.stringify(failed.data));
+  assert.equal(failed.data.reason, 'stage_failed');
+  assert.match(String(failed.data.detail), /word-stats needs a non-empty input\.text/);
+  const letter = await waitFor(() =>
+    mesh.probe
+      .on(mesh.client.topics.dlq)
+      .find((r) => mesh.probe.header(r, 'ce_correlationid') === String(bad.taskId)),
+  );
+  assert.equal(mesh.probe.header(letter, 'ce_meshfailure'), 'handler_error');
+  assert.match(
+    mesh.probe.header(letter, 'ce_meshfailedby') ?? '',
+    /^worker\/\S+worker\.word-stats$/,
+  );
+
+  await mesh.kill('word-stats-worker');
+  assert.equal(own.child.exitCode, 0, 'SIGTERM drains and exits cleanly');
 });
 
 test('a task past its deadline fails with deadline_exceeded, and its late result changes nothing', async (t) => {

@@ -24,7 +24,8 @@ export type ServiceName = 'orchestrator' | 'worker' | 'aggregator' | 'dlq-triage
 export const serviceNames: ServiceName[] = ['orchestrator', 'worker', 'aggregator', 'dlq-triage'];
 
 export interface RunningProcess {
-  name: ServiceName;
+  /** A service's name, or the name a process of your own was started under. */
+  name: string;
   child: ChildProcess;
   port: number;
   url: string;
@@ -35,11 +36,15 @@ export interface Mesh {
   env: NodeJS.ProcessEnv;
   client: MeshRuntime;
   probe: TopicProbe;
-  services: Map<ServiceName, RunningProcess>;
-  url(name: ServiceName): string;
+  services: Map<string, RunningProcess>;
+  url(name: string): string;
   /** Sends a signal and waits for the process to exit. */
-  kill(name: ServiceName, signal?: NodeJS.Signals): Promise<void>;
-  start(name: ServiceName, extraEnv?: Record<string, string>): Promise<RunningProcess>;
+  kill(name: string, signal?: NodeJS.Signals): Promise<void>;
+  /**
+   * Starts a service (again), or with `script` (a path from the repository root) a process of your
+   * own under `name`, with the mesh's variables; resolves once its `/readyz` answers 200.
+   */
+  start(name: string, extraEnv?: Record<string, string>, script?: string): Promise<RunningProcess>;
   /**
    * For failure messages: every service's warnings and errors over its whole run, counted by message
    * with the first and last of each, then its last lines. A tail alone loses what went wrong early
@@ -91,15 +96,17 @@ export async function startMesh(t: TestContext, options: MeshOptions = {}): Prom
   ]);
   onCleanup(t, () => probe.stop());
 
-  const services = new Map<ServiceName, RunningProcess>();
+  const services = new Map<string, RunningProcess>();
   const start = async (
-    name: ServiceName,
+    name: string,
     extraEnv: Record<string, string> = {},
+    script = `services/${name}/src/main.ts`,
   ): Promise<RunningProcess> => {
     const port = services.get(name)?.port ?? (await freePort());
-    const child = spawn(process.execPath, [`services/${name}/src/main.ts`], {
+    const serviceVars = options.serviceVars?.[name as ServiceName];
+    const child = spawn(process.execPath, [script], {
       cwd: root,
-      env: { ...env, ...options.serviceVars?.[name], ...extraEnv, MESH_HTTP_PORT: String(port) },
+      env: { ...env, ...serviceVars, ...extraEnv, MESH_HTTP_PORT: String(port) },
       stdio: ['ignore', 'pipe', 'pipe'],
     });
     const running: RunningProcess = {
@@ -131,7 +138,7 @@ export async function startMesh(t: TestContext, options: MeshOptions = {}): Prom
     );
     return running;
   };
-  const kill = async (name: ServiceName, signal: NodeJS.Signals = 'SIGTERM'): Promise<void> => {
+  const kill = async (name: string, signal: NodeJS.Signals = 'SIGTERM'): Promise<void> => {
     const running = services.get(name);
     if (
       running === undefined ||

@@ -1,8 +1,16 @@
 /**
- * The worker service (`workerService`) and what its tests and other tools use: the agent interface,
- * the built-in agents, the LLM client pieces and the fake LLM server.
+ * The worker service (`workerService`, or `createWorkerService` / `runWorker` with agents of your
+ * own) and what its tests and other tools use: the agent interface, the built-in agents, the LLM
+ * client pieces and the fake LLM server.
  */
-export { workerService, workerSettings, type HostedAgent } from './service.ts';
+export {
+  createWorkerService,
+  runWorker,
+  workerService,
+  workerSettings,
+  type HostedAgent,
+  type WorkerOptions,
+} from './service.ts';
 export {
   readWorkerSettings,
   workerVariables,

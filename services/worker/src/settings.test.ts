@@ -1,7 +1,14 @@
 import { describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { isMeshError } from '@mesh/errors';
-import { readWorkerSettings } from './settings.ts';
+import { loadConfig } from '@mesh/config';
+import { readWorkerSettings, workerVariablesFor } from './settings.ts';
+
+const stackEnv = {
+  MESH_KAFKA_BROKERS: '127.0.0.1:9092',
+  MESH_SCHEMA_REGISTRY_URL: 'http://127.0.0.1:8081',
+  MESH_REDIS_URL: 'redis://127.0.0.1:6379',
+};
 
 const read = (env: Record<string, string>) => readWorkerSettings({ env });
 
@@ -23,6 +30,44 @@ describe('readWorkerSettings', () => {
     assert.deepEqual(settings.agents, ['tally', 'ping', 'pong']);
     assert.deepEqual(settings.relayAgents, ['ping', 'pong']);
     assert.deepEqual(settings.llmAgents, []);
+  });
+
+  test('agents of your own: hosted alone by default, mixed in by name, served by their own code', () => {
+    const own = ['word-stats', 'research'];
+    const config = loadConfig(
+      { ...stackEnv },
+      { service: 'worker', defaultHttpPort: 8082, extra: workerVariablesFor(own) },
+    );
+    assert.deepEqual(readWorkerSettings(config, own).agents, own);
+    assert.deepEqual(
+      readWorkerSettings(loadConfig({ ...stackEnv }, { service: 'worker', defaultHttpPort: 8082 }))
+        .agents,
+      ['echo', 'research', 'summarize', 'fact-check', 'draft', 'planner'],
+      'without agents of its own, the built-ins',
+    );
+    const mixed = readWorkerSettings(
+      {
+        env: {
+          MESH_WORKER_AGENTS: 'echo,word-stats,research',
+          MESH_LLM_AGENTS: 'research',
+          MESH_RELAY_AGENTS: 'word-stats',
+        },
+      },
+      own,
+    );
+    assert.deepEqual(mixed.agents, ['echo', 'word-stats', 'research']);
+    assert.deepEqual(mixed.llmAgents, [], 'an agent of your own is never the LLM handler');
+    assert.deepEqual(mixed.relayAgents, [], 'nor a relay');
+    assert.equal(mixed.llm, undefined, 'so no LLM variables are required');
+    assert.throws(
+      () => readWorkerSettings({ env: { MESH_WORKER_AGENTS: 'word-stats,nosuch' } }, own),
+      (error) =>
+        isMeshError(error) &&
+        error.code === 'config_invalid' &&
+        /^MESH_WORKER_AGENTS names agents without a handler: nosuch \(this worker's own: word-stats, research; built-in: echo/.test(
+          error.message,
+        ),
+    );
   });
 
   test('an LLM agent takes the LLM variables; the provider defaults to the host', () => {

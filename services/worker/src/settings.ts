@@ -19,6 +19,18 @@ import { builtinAgentNames } from './agents/builtin.ts';
 /** Worker variables beyond the shared table: none, all are declared in `@mesh/config`. */
 export const workerVariables = {} as const satisfies Record<string, Variable>;
 
+/**
+ * The worker variables of a process hosting agents of its own: MESH_WORKER_AGENTS defaults to
+ * them, so such a worker hosts exactly its own agents unless the variable says otherwise.
+ */
+export function workerVariablesFor(custom: readonly string[]): Record<string, Variable> {
+  if (custom.length === 0) return workerVariables;
+  return {
+    ...workerVariables,
+    MESH_WORKER_AGENTS: { ...meshVariables.MESH_WORKER_AGENTS, default: custom.join(',') },
+  };
+}
+
 const table: Record<string, Variable> = { ...meshVariables, ...workerVariables };
 
 type WorkerVariable =
@@ -75,11 +87,16 @@ function describe(value: string): string {
 }
 
 /**
- * The worker's settings from a validated config.
+ * The worker's settings from a validated config. `custom` names the agents of your own the process
+ * was given: they have handlers (such a worker loads its config with `workerVariablesFor`, so that
+ * MESH_WORKER_AGENTS defaults to them).
  *
  * @throws MeshError `config_invalid` (not retryable) with one line per bad variable, naming it.
  */
-export function readWorkerSettings(config: Pick<MeshConfig, 'env'>): WorkerSettings {
+export function readWorkerSettings(
+  config: Pick<MeshConfig, 'env'>,
+  custom: readonly string[] = [],
+): WorkerSettings {
   const problems = new Map<string, string>();
   const bad = (name: WorkerVariable, why: string): void => {
     if (!problems.has(name)) problems.set(name, why);
@@ -134,21 +151,25 @@ export function readWorkerSettings(config: Pick<MeshConfig, 'env'>): WorkerSetti
     return items;
   };
 
+  const own = new Set(custom);
   const agents = list('MESH_WORKER_AGENTS');
   const llmNames = new Set(list('MESH_LLM_AGENTS'));
   const relayNames = new Set(
     raw('MESH_RELAY_AGENTS') === undefined ? [] : list('MESH_RELAY_AGENTS'),
   );
   const builtins = new Set<string>([...builtinAgentNames, ...demoAgentNames]);
-  const unknown = agents.filter((a) => !llmNames.has(a) && !relayNames.has(a) && !builtins.has(a));
+  const unknown = agents.filter(
+    (a) => !own.has(a) && !llmNames.has(a) && !relayNames.has(a) && !builtins.has(a),
+  );
   if (unknown.length > 0)
     bad(
       'MESH_WORKER_AGENTS',
-      `names agents without a handler: ${unknown.join(', ')} (built-in: ${[...builtinAgentNames, ...demoAgentNames].join(', ')}; LLM-backed: the names in MESH_LLM_AGENTS; relays: the names in MESH_RELAY_AGENTS)`,
+      `names agents without a handler: ${unknown.join(', ')} (${own.size > 0 ? `this worker's own: ${[...own].join(', ')}; ` : ''}built-in: ${[...builtinAgentNames, ...demoAgentNames].join(', ')}; LLM-backed: the names in MESH_LLM_AGENTS; relays: the names in MESH_RELAY_AGENTS)`,
     );
-  const relayAgents = agents.filter((a) => relayNames.has(a) && !llmNames.has(a));
+  // An agent of your own is served by its own code, whatever the other lists say.
+  const relayAgents = agents.filter((a) => !own.has(a) && relayNames.has(a) && !llmNames.has(a));
   if (agents.length === 0) bad('MESH_WORKER_AGENTS', 'must name at least one agent');
-  const llmAgents = agents.filter((a) => llmNames.has(a));
+  const llmAgents = agents.filter((a) => !own.has(a) && llmNames.has(a));
   const agentDelayMs = duration('MESH_AGENT_DELAY');
 
   let llm: LlmSettings | undefined;
