@@ -8,7 +8,7 @@ import { randomUUID } from 'node:crypto';
 import { readFile } from 'node:fs/promises';
 import { fileURLToPath } from 'node:url';
 import { newEvent } from '@mesh/envelope';
-import { freePort, onCleanup, waitFor } from '@mesh/testkit';
+import { freePort, onCleanup, pythonWith, waitFor } from '@mesh/testkit';
 import { getJson, outcomesOf, postJson, root, startMesh } from '../support/mesh.ts';
 
 const templates = fileURLToPath(new URL('./templates/', import.meta.url));
@@ -478,6 +478,93 @@ test('an agent of your own (examples/custom-agent.ts) runs in a worker of its ow
 
   await mesh.kill('word-stats-worker');
   assert.equal(own.child.exitCode, 0, 'SIGTERM drains and exits cleanly');
+});
+
+test('an agent in Python (examples/python-agent) joins the mesh through Kafka and the registry alone', async (t) => {
+  const python = pythonWith(['confluent-kafka==2.16.1']);
+  const mesh = await startMesh(t, {
+    // The client runtime creates py-title's work topic; the built-in worker only plans.
+    agents: ['planner', 'py-title'],
+    vars: { MESH_TEMPLATES_DIR: templates },
+    serviceVars: { worker: { MESH_WORKER_AGENTS: 'planner' } },
+  });
+  const output: string[] = [];
+  const agent = spawn(python, ['examples/python-agent/agent.py'], {
+    cwd: root,
+    env: mesh.env,
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  const exited = new Promise<number | null>((resolve) => agent.once('exit', resolve));
+  for (const stream of [agent.stdout, agent.stderr])
+    stream.on('data', (chunk: Buffer) => output.push(...chunk.toString().split('\n')));
+  onCleanup(t, async () => {
+    if (agent.exitCode === null && agent.signalCode === null) agent.kill('SIGKILL');
+    await exited;
+  });
+  await waitFor(() => output.some((line) => line.includes('ready:')), {
+    timeout: 60_000,
+    message: `the Python agent did not join its group: ${output.join(' | ')}`,
+  });
+
+  // Something it cannot read, ahead of the task: a dead letter with the reason, not a stall.
+  await mesh.client.producer.send([
+    {
+      topic: mesh.client.topics.work('py-title'),
+      key: 'junk',
+      value: Buffer.from('{"not":"wire format"}'),
+      headers: { ce_type: 'io.mesh.subtask.assigned', ce_id: 'junk-1' },
+    },
+  ]);
+  const request = JSON.parse(
+    await readFile(new URL('../../examples/python-agent/task.json', import.meta.url), 'utf8'),
+  ) as { input: { text: string } };
+  const { body } = await postJson(`${mesh.url('orchestrator')}/v1/tasks`, request);
+  const taskId = String(body.taskId);
+  const done = await waitFor(() => outcomesOf(mesh, taskId)[0], {
+    timeout: 60_000,
+    message: `no outcome\n${output.join('\n')}\n${mesh.tails()}`,
+  });
+  assert.equal(done.type, 'io.mesh.task.completed', JSON.stringify(done.data));
+  const { text } = request.input;
+  assert.deepEqual((done.data.output as { title: object }).title, {
+    title: text.replace(/\b\w/g, (c) => c.toUpperCase()),
+    words: text.split(/\s+/).length,
+  });
+  // Its result carries the lineage on: one more hop, the agent on the path, the same trace.
+  const result = mesh.probe
+    .on(mesh.client.topics.results)
+    .find(
+      (r) =>
+        mesh.probe.header(r, 'ce_correlationid') === taskId &&
+        mesh.probe.header(r, 'ce_source') === '/agents/py-title',
+    );
+  assert.ok(result, 'the Python agent published the result');
+  const assignment = (await getJson(`${mesh.url('orchestrator')}/v1/tasks/${taskId}/events`)).body
+    .events as { id: string; type: string; agent?: string; hopcount?: number }[];
+  const cause = assignment.find(
+    (e) => e.type === 'io.mesh.subtask.assigned' && e.agent === 'py-title',
+  );
+  assert.equal(mesh.probe.header(result, 'ce_causationid'), cause?.id);
+  assert.equal(mesh.probe.header(result, 'ce_hopcount'), String((cause?.hopcount ?? 0) + 1));
+  assert.equal(mesh.probe.header(result, 'ce_agentpath'), 'py-title');
+  const letters = await waitFor(() => {
+    const on = mesh.probe.on(mesh.client.topics.dlq);
+    return on.length > 0 ? on : undefined;
+  });
+  assert.deepEqual(
+    letters.map((r) => [
+      mesh.probe.header(r, 'ce_id'),
+      mesh.probe.header(r, 'ce_meshfailure'),
+      mesh.probe.header(r, 'ce_meshorigintopic'),
+    ]),
+    [['junk-1', 'malformed_event', mesh.client.topics.work('py-title')]],
+  );
+  const [letter] = letters;
+  assert.ok(letter);
+  assert.match(mesh.probe.header(letter, 'ce_meshfailuredetail') ?? '', /wire format/);
+
+  agent.kill('SIGTERM');
+  assert.equal(await exited, 0, 'SIGTERM closes the consumer and exits 0');
 });
 
 test('a task past its deadline fails with deadline_exceeded, and its late result changes nothing', async (t) => {

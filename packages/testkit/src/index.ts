@@ -11,6 +11,7 @@ import { resolveEnvironment, verifyEnvironment, type StackEnv } from './environm
 
 export * from './environment.ts';
 export * from './probe.ts';
+export * from './python.ts';
 
 let cached: Promise<StackEnv> | undefined;
 
