@@ -424,20 +424,24 @@ export class Orchestrator {
     const final = await this.#store.finalOf(taskId);
     if (final !== undefined) return;
     const topic = this.#runtime.topics.work(delegate.agent);
+    const node = {
+      taskId,
+      stageId,
+      nodeId,
+      agent: delegate.agent,
+      ...(stage === undefined ? {} : { stage }),
+    };
+    const discriminator = `delegate:${delegate.agent}`;
     if ((await this.#runtime.producer.missingTopics([topic])).length > 0) {
       // Nothing would ever run it: the node fails now, and the aggregator joins its stage without it.
       const failed = deriveEvent(result, {
         type: 'io.mesh.subtask.failed',
         source,
-        discriminator: `delegate:${delegate.agent}`,
+        discriminator,
         data: {
-          taskId,
-          stageId,
-          nodeId,
-          agent: delegate.agent,
+          ...node,
           failure: 'handler_error',
           detail: `${result.data.agent} delegated to agent ${delegate.agent}, ${unservedWhy(delegate.agent, topic)}`,
-          ...(stage === undefined ? {} : { stage }),
         },
       });
       await this.#publish(taskId, [{ topic: this.#runtime.topics.results, event: failed }]);
@@ -447,15 +451,8 @@ export class Orchestrator {
       type: 'io.mesh.subtask.assigned',
       source,
       agent: delegate.agent,
-      discriminator: `delegate:${delegate.agent}`,
-      data: {
-        taskId,
-        stageId,
-        nodeId,
-        agent: delegate.agent,
-        input: delegate.input,
-        ...(stage === undefined ? {} : { stage }),
-      },
+      discriminator,
+      data: { ...node, input: delegate.input },
     });
     await this.#publish(taskId, [{ topic, event: assigned }]);
   }
