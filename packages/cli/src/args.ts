@@ -112,7 +112,8 @@ export const commands: readonly CommandSpec[] = [
   {
     name: 'lag',
     usage: 'mesh lag [--watch] [--interval 2s] [--group g]',
-    summary: 'committed, end, lag and lag in seconds of every consumer group under the prefix',
+    summary:
+      'committed, end, lag and lag in seconds of every consumer group under the prefix, and the work topics no group reads',
     options: {
       watch: { type: 'boolean', short: 'w' },
       interval: { type: 'string' },

@@ -295,6 +295,7 @@ describe('lag', () => {
       at: new Date().toISOString(),
       prefix: 'm.',
       groups: ['m.a', 'm.idle'],
+      unread: [{ topic: 'm.work.x', group: 'm.worker.x' }],
       partitions: [
         {
           group: 'm.a',
@@ -314,12 +315,26 @@ describe('lag', () => {
           lag: 0,
           lagSeconds: 0,
         },
+        {
+          group: 'm.worker.x',
+          topic: 'm.work.x',
+          partition: 0,
+          committed: null,
+          end: 3,
+          lag: 3,
+          lagSeconds: 40,
+        },
       ],
     });
     assert.match(lines[0] ?? '', /^GROUP\s+TOPIC\s+PARTITION\s+COMMITTED\s+END\s+LAG\s+LAG\(s\)$/);
     assert.match(lines[1] ?? '', /^m\.a\s+m\.requests\s+0\s+-\s+4\s+4\s+12\.3$/);
     assert.ok(lines.includes('no members and no commits: m.idle'));
-    assert.equal(lines.at(-1), '2 groups, total lag 4');
+    assert.ok(
+      lines.includes(
+        'nothing reads m.work.x (no group m.worker.x): 3 events waiting; start a worker that hosts x',
+      ),
+    );
+    assert.equal(lines.at(-1), '2 groups, total lag 7');
   });
 
   test('a consumer subscription names its topics', () => {

@@ -386,10 +386,36 @@ test('lag shows the lag of a group whose member commits nothing', async (t) => {
   );
   assert.ok(report.partitions.every((p) => p.lagSeconds >= 0 && (p.lag > 0 || p.lagSeconds === 0)));
 
+  // Assignments for an agent no worker runs: no group exists, so only their topic can tell.
+  const work = `${h.prefix}work.echo`;
+  await producer.send(
+    ['a', 'b'].map((key) => ({ topic: work, key, value: Buffer.from(key), headers: {} })),
+  );
   const all = await h.run(['lag']);
   assert.equal(all.code, 0, show(all));
   assert.match(all.stdout, /^GROUP\s+TOPIC\s+PARTITION\s+COMMITTED\s+END\s+LAG\s+LAG\(s\)$/m);
-  assert.match(all.stdout, new RegExp(`^1 groups, total lag ${count}$`, 'm'));
+  assert.match(all.stdout, new RegExp(`^1 groups, total lag ${count + 2}$`, 'm'));
+  assert.match(
+    all.stdout,
+    new RegExp(
+      `^nothing reads ${work.replaceAll('.', '\\.')} \\(no group ${h.prefix.replaceAll('.', '\\.')}worker\\.echo\\): 2 events waiting; start a worker that hosts echo$`,
+      'm',
+    ),
+  );
+  const unreadJson = await h.run(['lag', '--json', '--group', 'worker.echo']);
+  assert.equal(unreadJson.code, 0, show(unreadJson));
+  const unreadReport = JSON.parse(unreadJson.stdout) as {
+    groups: string[];
+    unread: { topic: string; group: string }[];
+    partitions: { group: string; topic: string; committed: number | null; lag: number }[];
+  };
+  assert.deepEqual(unreadReport.groups, [], 'the group does not exist');
+  assert.deepEqual(unreadReport.unread, [{ topic: work, group: `${h.prefix}worker.echo` }]);
+  assert.equal(
+    unreadReport.partitions.reduce((sum, p) => sum + p.lag, 0),
+    2,
+  );
+  assert.ok(unreadReport.partitions.every((p) => p.topic === work && p.committed === null));
 
   const unknown = await h.run(['lag', '--group', 'nobody']);
   assert.equal(unknown.code, 1, show(unknown));

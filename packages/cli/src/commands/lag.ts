@@ -1,7 +1,8 @@
 /**
  * `mesh lag`: for every consumer group under the prefix, per topic and partition, the committed
  * offset, the end offset, the lag and the lag in seconds (the `LagCollector` of the services'
- * metrics). `--watch` redraws the table every interval until Ctrl-C.
+ * metrics), and the work topics no group reads at all. `--watch` redraws the table every interval
+ * until Ctrl-C.
  */
 import { setTimeout as sleep } from 'node:timers/promises';
 import { LagCollector, type LagSample } from '@mesh/telemetry';
@@ -27,6 +28,11 @@ export interface LagReport {
   at: string;
   prefix: string;
   groups: string[];
+  /**
+   * Work topics no consumer group reads, each under the worker group that would read it: the
+   * assignments on them wait for an agent nobody runs. Their rows are in `partitions` too.
+   */
+  unread: { topic: string; group: string }[];
   partitions: LagRow[];
 }
 
@@ -66,10 +72,6 @@ class LagReader {
     const admin = await ctx.admin();
     const prefix = ctx.config.mesh.topicPrefix;
     const groups = meshGroups(await ctx.kafkaStep(admin.listGroups()), prefix, this.#only);
-    if (this.#only !== undefined && groups.length === 0)
-      throw new CliError(
-        `no consumer group ${this.#only} under the prefix ${JSON.stringify(prefix)}`,
-      );
     const topics = await ctx.kafkaStep(
       groupTopics(ctx.kafka, groups),
       Math.max(15_000, ctx.config.timeoutMs),
@@ -81,6 +83,24 @@ class LagReader {
       this.#collector.watch(group, list);
       watched.push(group);
     }
+    // A work topic no group reads is work that waits for ever, and a group that never existed has no
+    // lag to show: read it under the group its worker would have (never committed, so every event
+    // still in the topic is lag).
+    const read = new Set([...topics.values()].flat());
+    const workPrefix = `${prefix}work.`;
+    const unread = (await ctx.kafkaStep(admin.listTopics()))
+      .filter((topic) => topic.startsWith(workPrefix) && !read.has(topic))
+      .map((topic) => ({ topic, group: `${prefix}worker.${topic.slice(workPrefix.length)}` }))
+      .filter(({ group }) => meshGroups([group], prefix, this.#only).length > 0)
+      .sort((a, b) => a.topic.localeCompare(b.topic));
+    for (const { topic, group } of unread) {
+      this.#collector.watch(group, [topic]);
+      watched.push(group);
+    }
+    if (this.#only !== undefined && groups.length === 0 && unread.length === 0)
+      throw new CliError(
+        `no consumer group ${this.#only} under the prefix ${JSON.stringify(prefix)}`,
+      );
     const samples =
       watched.length === 0
         ? []
@@ -90,6 +110,7 @@ class LagReader {
       at: new Date().toISOString(),
       prefix,
       groups,
+      unread,
       partitions: samples
         .filter((s) => visible.has(s.group))
         .map(rowOf)
@@ -104,7 +125,7 @@ class LagReader {
 }
 
 export function renderLag(report: LagReport): string[] {
-  if (report.groups.length === 0)
+  if (report.groups.length === 0 && report.unread.length === 0)
     return [`no consumer groups under the prefix ${JSON.stringify(report.prefix)} yet`];
   const rows = report.partitions.map((r) => [
     r.group,
@@ -117,9 +138,16 @@ export function renderLag(report: LagReport): string[] {
   ]);
   const total = report.partitions.reduce((sum, r) => sum + r.lag, 0);
   const idle = report.groups.filter((g) => !report.partitions.some((r) => r.group === g));
+  const unread = report.unread.map(({ topic, group }) => {
+    const waiting = report.partitions
+      .filter((r) => r.topic === topic)
+      .reduce((sum, r) => sum + r.lag, 0);
+    return `nothing reads ${topic} (no group ${group}): ${waiting} events waiting; start a worker that hosts ${topic.slice(`${report.prefix}work.`.length)}`;
+  });
   return [
     ...table(['GROUP', 'TOPIC', 'PARTITION', 'COMMITTED', 'END', 'LAG', 'LAG(s)'], rows),
     ...(idle.length > 0 ? [`no members and no commits: ${idle.join(', ')}`] : []),
+    ...unread,
     `${report.groups.length} groups, total lag ${total}`,
   ];
 }
