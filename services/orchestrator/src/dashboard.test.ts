@@ -158,11 +158,13 @@ test('LagMonitor watches every group of the mesh on its committed topics, and no
     [['m.worker.echo', 2 * 'm.worker.echo'.length]],
   );
 
-  // A deleted topic is dropped; a group gone from the broker is watched on nothing.
+  // A deleted topic is dropped; a group gone from the broker, its topic with it, is watched on
+  // nothing (a group gone while its work topic stays is the next test's case).
   state.ends.delete('m.results');
   await monitor.collect(5_000);
   assert.deepEqual(watched.get('m.worker.echo'), ['m.work.echo']);
   state.groups.delete('m.worker.echo');
+  state.ends.delete('m.work.echo');
   view = await monitor.collect(7_000);
   assert.deepEqual(watched.get('m.worker.echo'), []);
   assert.deepEqual(view.groups, []);
@@ -178,6 +180,31 @@ test('LagMonitor watches every group of the mesh on its committed topics, and no
     ],
   );
   assert.equal((await monitor.view(false)).history, undefined);
+});
+
+test('LagMonitor shows a work topic nothing reads under its worker group, until a worker reads it', async () => {
+  const { state, admin, lag, watched } = fakeMesh();
+  state.ends.set('m.work.ghost', 3);
+  const monitor = new LagMonitor({ admin, lag, prefix: 'm.', ownGroups: () => ['m.orchestrator'] });
+  let view = await monitor.collect(1_000);
+  assert.deepEqual(watched.get('m.worker.ghost'), ['m.work.ghost']);
+  assert.deepEqual(
+    view.groups.map((g) => [g.group, g.unread ?? false]),
+    [
+      ['m.worker.echo', false],
+      ['m.worker.ghost', true],
+    ],
+  );
+  assert.equal(view.groups[1]?.partitions[0]?.end, 3);
+
+  // Its worker starts and commits: an ordinary group from then on.
+  state.groups.set('m.worker.ghost', ['m.work.ghost']);
+  view = await monitor.collect(3_000);
+  assert.deepEqual(watched.get('m.worker.ghost'), ['m.work.ghost']);
+  assert.equal(view.groups.find((g) => g.group === 'm.worker.ghost')?.unread, undefined);
+
+  // Another mesh's work topics are not this one's concern.
+  assert.equal(watched.has('other.worker.echo'), false);
 });
 
 test('LagMonitor keeps 10 minutes of history and the last figures when a collection fails', async () => {

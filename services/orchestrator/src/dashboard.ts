@@ -29,6 +29,11 @@ export interface GroupLag {
   lag: number;
   lagSeconds: number;
   partitions: PartitionView[];
+  /**
+   * No such group exists: a work topic nothing reads, shown under the group its worker would have.
+   * Its events wait for an agent nobody runs.
+   */
+  unread?: true;
 }
 
 /** A topic's end offset (summed over partitions) and its write rate since the previous collection. */
@@ -161,6 +166,8 @@ export class LagMonitor {
   readonly #windowMs: number;
   /** Topics each discovered group is watched on (only groups of other processes). */
   readonly #watched = new Map<string, string[]>();
+  /** Work topics no group reads, by the group their worker would have. */
+  #unread = new Map<string, string>();
   #ends = new Map<string, TopicEnd>();
   readonly #history: TimedPoint[] = [];
   #latest: LagView | undefined;
@@ -240,7 +247,10 @@ export class LagMonitor {
     await this.#discover(groups, own, existing);
 
     const samples = await lag.collect(now);
-    const shown = groupLags(samples.filter((s) => groups.has(s.group) || own.has(s.group)));
+    const shown = groupLags(
+      samples.filter((s) => groups.has(s.group) || own.has(s.group) || this.#unread.has(s.group)),
+    );
+    for (const group of shown) if (this.#unread.has(group.group)) group.unread = true;
 
     const ends = await Promise.all(
       topics.map(async (topic) => ({
@@ -262,8 +272,8 @@ export class LagMonitor {
 
   /**
    * Watches each group of the mesh on the topics it has committed offsets on (added to those seen
-   * before, less topics deleted since). A group gone from the broker is watched on no topic, which
-   * the admin answers with the group's committed topics: none.
+   * before, less topics deleted since), and each work topic nothing reads. A group gone from the
+   * broker is watched on no topic, which the admin answers with the group's committed topics: none.
    */
   async #discover(
     groups: ReadonlySet<string>,
@@ -290,6 +300,22 @@ export class LagMonitor {
       lag.watch(group, []);
       this.#watched.delete(group);
     }
+    // A work topic whose worker group does not exist, and that no other group reads, is work that
+    // waits for ever: watched under that group (never committed: all its events are lag), so the
+    // table, the chart and the mesh_consumer_lag gauge show it.
+    const read = new Set([...this.#watched.values()].flat());
+    const workPrefix = `${this.#options.prefix}work.`;
+    const unread = new Map<string, string>();
+    for (const topic of existing) {
+      if (!topic.startsWith(workPrefix) || read.has(topic)) continue;
+      const group = `${this.#options.prefix}worker.${topic.slice(workPrefix.length)}`;
+      if (!groups.has(group)) unread.set(group, topic);
+    }
+    for (const [group, topic] of unread)
+      if (this.#unread.get(group) !== topic) lag.watch(group, [topic]);
+    for (const group of this.#unread.keys())
+      if (!unread.has(group) && !this.#watched.has(group)) lag.watch(group, []);
+    this.#unread = unread;
   }
 }
 
