@@ -272,6 +272,26 @@ test('the dashboard shows lag rising while the worker is down and draining when 
   await page.screenshot({ path: screenshot, fullPage: true });
   assert.deepEqual(pageErrors, [], 'the page threw no error');
 
+  // Work for an agent no worker runs: no group exists, the page shows it under its worker's group.
+  const ghostTopic = `${prefix}work.ghost`;
+  await mesh.client.admin.ensureTopics([
+    { topic: ghostTopic, numPartitions: 1, replicationFactor: 1 },
+  ]);
+  onCleanup(t, () => mesh.client.admin.deleteTopics([ghostTopic]).catch(() => undefined));
+  await mesh.client.producer.send([
+    { topic: ghostTopic, key: 'g', value: Buffer.from('waiting'), headers: {} },
+  ]);
+  const ghostRow = page.locator(`#lag-table tr[data-group="${prefix}worker.ghost"]`);
+  await waitFor(async () => (await ghostRow.count()) > 0, {
+    timeout: 15_000,
+    message: 'the partition table never listed the work topic nothing reads',
+  });
+  assert.equal(
+    await ghostRow.locator('td').nth(0).textContent(),
+    `${prefix}worker.ghost (no consumer)`,
+  );
+  assert.equal(await ghostRow.locator('td').nth(5).textContent(), '1', 'its one event is lag');
+
   // dlq-triage gone: the panel says so instead of showing stale counts.
   await mesh.kill('dlq-triage');
   await waitFor(async () => (await page.locator('#dlq-status').textContent()) === 'unavailable', {
