@@ -276,6 +276,15 @@ test('a planner agent plans the task at run time and the mesh runs its plan', as
     const { body: task } = await getJson(`${mesh.url('orchestrator')}/v1/tasks/${taskId}`);
     return task.status === 'completed' ? task : undefined;
   });
+  // The planner was told which agents it may choose from: those with a work topic.
+  const plan = state.plan as { id: string; nodes: { input?: { agents?: string[] } }[] }[];
+  assert.deepEqual(plan[0]?.nodes[0]?.input?.agents, [
+    'draft',
+    'fact-check',
+    'planner',
+    'research',
+    'summarize',
+  ]);
   const stages = state.stages as Record<string, { status: string; results?: object }>;
   assert.deepEqual(
     Object.keys(stages).sort(),

@@ -15,7 +15,7 @@ import {
   type MeshEvent,
   type MeshEventAttributes,
 } from '@mesh/envelope';
-import { safeDetail } from '@mesh/errors';
+import { retryable, safeDetail } from '@mesh/errors';
 import type { Emit, HandlerContext, HandlerResult, MeshRuntime } from '@mesh/runtime';
 import {
   finalTypes,
@@ -203,7 +203,11 @@ export class Orchestrator {
               {
                 id: 'plan',
                 agent: template.planner.agent,
-                input: { templates: [...this.#templates.templates.keys()] },
+                // What a planner may choose from: an LLM planner sees this in its prompt.
+                input: {
+                  templates: [...this.#templates.templates.keys()],
+                  agents: await this.#agentNames(),
+                },
               },
             ],
           },
@@ -455,6 +459,27 @@ export class Orchestrator {
       data: { ...node, input: delegate.input },
     });
     await this.#publish(taskId, [{ topic, event: assigned }]);
+  }
+
+  /**
+   * The agents that have a work topic, sorted. @throws MeshError `kafka_unavailable` (the event is
+   * tried again in place).
+   */
+  async #agentNames(): Promise<string[]> {
+    let topics: string[];
+    try {
+      topics = await this.#runtime.admin.listTopics();
+    } catch (error) {
+      throw retryable(
+        'kafka_unavailable',
+        `could not list the work topics: ${(error as Error).message}`,
+        { cause: error },
+      );
+    }
+    return topics
+      .map((topic) => this.#runtime.topics.agentOf(topic))
+      .filter((agent) => agent !== undefined)
+      .sort();
   }
 
   /**
