@@ -44,8 +44,18 @@ export class MeshAdmin {
     return this.#admin;
   }
 
+  /** @throws MeshError `kafka_unavailable` (retryable) when the cluster's metadata cannot be read. */
   async listTopics(): Promise<string[]> {
-    return (await this.#ready()).listTopics();
+    const admin = await this.#ready();
+    try {
+      return await admin.listTopics();
+    } catch (error) {
+      throw retryable(
+        'kafka_unavailable',
+        `could not read the cluster's topics: ${(error as Error).message}`,
+        { cause: error },
+      );
+    }
   }
 
   /** Creates the topics that do not exist; existing ones are left as they are. Returns the created names. */

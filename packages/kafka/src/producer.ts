@@ -118,17 +118,7 @@ export class MeshProducer {
         if (unknown.every((topic) => this.#missingAt.has(topic))) break;
         await new Promise((resolve) => setTimeout(resolve, this.#recheckMs));
       }
-      let listed: string[];
-      try {
-        listed = await this.#admin.listTopics();
-      } catch (error) {
-        throw retryable(
-          'kafka_unavailable',
-          `could not read the cluster's topics: ${(error as Error).message}`,
-          { cause: error },
-        );
-      }
-      for (const topic of listed) this.#known.add(topic);
+      for (const topic of await this.#admin.listTopics()) this.#known.add(topic);
       unknown = unknown.filter((topic) => !this.#known.has(topic));
     }
     const now = Date.now();

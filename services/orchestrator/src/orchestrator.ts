@@ -15,7 +15,7 @@ import {
   type MeshEvent,
   type MeshEventAttributes,
 } from '@mesh/envelope';
-import { retryable, safeDetail } from '@mesh/errors';
+import { safeDetail } from '@mesh/errors';
 import type { Emit, HandlerContext, HandlerResult, MeshRuntime } from '@mesh/runtime';
 import {
   finalTypes,
@@ -466,17 +466,7 @@ export class Orchestrator {
    * tried again in place).
    */
   async #agentNames(): Promise<string[]> {
-    let topics: string[];
-    try {
-      topics = await this.#runtime.admin.listTopics();
-    } catch (error) {
-      throw retryable(
-        'kafka_unavailable',
-        `could not list the work topics: ${(error as Error).message}`,
-        { cause: error },
-      );
-    }
-    return topics
+    return (await this.#runtime.admin.listTopics())
       .map((topic) => this.#runtime.topics.agentOf(topic))
       .filter((agent) => agent !== undefined)
       .sort();
