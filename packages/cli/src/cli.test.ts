@@ -295,7 +295,7 @@ describe('lag', () => {
       at: new Date().toISOString(),
       prefix: 'm.',
       groups: ['m.a', 'm.idle'],
-      unread: [{ topic: 'm.work.x', group: 'm.worker.x' }],
+      unread: [{ topic: 'm.work.x', agent: 'x', group: 'm.worker.x' }],
       partitions: [
         {
           group: 'm.a',

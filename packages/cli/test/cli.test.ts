@@ -406,11 +406,13 @@ test('lag shows the lag of a group whose member commits nothing', async (t) => {
   assert.equal(unreadJson.code, 0, show(unreadJson));
   const unreadReport = JSON.parse(unreadJson.stdout) as {
     groups: string[];
-    unread: { topic: string; group: string }[];
+    unread: { topic: string; agent: string; group: string }[];
     partitions: { group: string; topic: string; committed: number | null; lag: number }[];
   };
   assert.deepEqual(unreadReport.groups, [], 'the group does not exist');
-  assert.deepEqual(unreadReport.unread, [{ topic: work, group: `${h.prefix}worker.echo` }]);
+  assert.deepEqual(unreadReport.unread, [
+    { topic: work, agent: 'echo', group: `${h.prefix}worker.echo` },
+  ]);
   assert.equal(
     unreadReport.partitions.reduce((sum, p) => sum + p.lag, 0),
     2,

@@ -16,6 +16,8 @@ export interface TopicNames {
   retry(tier: string): string;
   /** The agent of a `work` topic, or undefined for any other topic. */
   agentOf(topic: string): string | undefined;
+  /** The consumer group the worker service reads an agent's work topic in (`worker.<agent>`). */
+  workerGroup(agent: string): string;
 }
 
 export function topicNames(prefix: string): TopicNames {
@@ -31,7 +33,30 @@ export function topicNames(prefix: string): TopicNames {
     work: (agent) => `${workPrefix}${agent}`,
     retry: (tier) => `${prefix}retry.${tier}`,
     agentOf: (topic) => (topic.startsWith(workPrefix) ? topic.slice(workPrefix.length) : undefined),
+    workerGroup: (agent) => `${prefix}worker.${agent}`,
   };
+}
+
+/**
+ * The work topics that wait for an agent nobody runs: no consumer group reads them (`read`: the
+ * topics the groups of the mesh subscribe to or committed on) and their worker group does not exist
+ * (`groups`). Lag is read per group, so these would show nowhere; each comes with the group its
+ * worker would have, under which its lag is read (never committed: every event in it is lag).
+ */
+export function unreadWorkTopics(
+  names: TopicNames,
+  topics: Iterable<string>,
+  read: ReadonlySet<string>,
+  groups: ReadonlySet<string>,
+): { topic: string; agent: string; group: string }[] {
+  const unread: { topic: string; agent: string; group: string }[] = [];
+  for (const topic of topics) {
+    const agent = names.agentOf(topic);
+    if (agent === undefined || read.has(topic)) continue;
+    const group = names.workerGroup(agent);
+    if (!groups.has(group)) unread.push({ topic, agent, group });
+  }
+  return unread.sort((a, b) => a.topic.localeCompare(b.topic));
 }
 
 export interface TopicSpec {

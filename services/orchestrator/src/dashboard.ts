@@ -9,7 +9,7 @@
  * mesh too. Answers come from the latest collection, never from a broker call per request.
  */
 import { readFileSync } from 'node:fs';
-import type { MeshRuntime } from '@mesh/runtime';
+import { topicNames, unreadWorkTopics, type MeshRuntime } from '@mesh/runtime';
 import type { ServiceContext } from '@mesh/service';
 import type { LagSample } from '@mesh/telemetry';
 
@@ -303,14 +303,14 @@ export class LagMonitor {
     // A work topic whose worker group does not exist, and that no other group reads, is work that
     // waits for ever: watched under that group (never committed: all its events are lag), so the
     // table, the chart and the mesh_consumer_lag gauge show it.
-    const read = new Set([...this.#watched.values()].flat());
-    const workPrefix = `${this.#options.prefix}work.`;
-    const unread = new Map<string, string>();
-    for (const topic of existing) {
-      if (!topic.startsWith(workPrefix) || read.has(topic)) continue;
-      const group = `${this.#options.prefix}worker.${topic.slice(workPrefix.length)}`;
-      if (!groups.has(group)) unread.set(group, topic);
-    }
+    const unread = new Map(
+      unreadWorkTopics(
+        topicNames(this.#options.prefix),
+        existing,
+        new Set([...this.#watched.values()].flat()),
+        groups,
+      ).map(({ group, topic }) => [group, topic]),
+    );
     for (const [group, topic] of unread)
       if (this.#unread.get(group) !== topic) lag.watch(group, [topic]);
     for (const group of this.#unread.keys())

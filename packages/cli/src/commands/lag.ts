@@ -5,6 +5,7 @@
  * until Ctrl-C.
  */
 import { setTimeout as sleep } from 'node:timers/promises';
+import { topicNames, unreadWorkTopics } from '@mesh/runtime';
 import { LagCollector, type LagSample } from '@mesh/telemetry';
 import { flag, parseInterval, stringOption, type ParsedCommand } from '../args.ts';
 import type { CliContext } from '../context.ts';
@@ -32,7 +33,7 @@ export interface LagReport {
    * Work topics no consumer group reads, each under the worker group that would read it: the
    * assignments on them wait for an agent nobody runs. Their rows are in `partitions` too.
    */
-  unread: { topic: string; group: string }[];
+  unread: { topic: string; agent: string; group: string }[];
   partitions: LagRow[];
 }
 
@@ -71,7 +72,8 @@ class LagReader {
     const ctx = this.#ctx;
     const admin = await ctx.admin();
     const prefix = ctx.config.mesh.topicPrefix;
-    const groups = meshGroups(await ctx.kafkaStep(admin.listGroups()), prefix, this.#only);
+    const all = await ctx.kafkaStep(admin.listGroups());
+    const groups = meshGroups(all, prefix, this.#only);
     const topics = await ctx.kafkaStep(
       groupTopics(ctx.kafka, groups),
       Math.max(15_000, ctx.config.timeoutMs),
@@ -83,16 +85,13 @@ class LagReader {
       this.#collector.watch(group, list);
       watched.push(group);
     }
-    // A work topic no group reads is work that waits for ever, and a group that never existed has no
-    // lag to show: read it under the group its worker would have (never committed, so every event
-    // still in the topic is lag).
-    const read = new Set([...topics.values()].flat());
-    const workPrefix = `${prefix}work.`;
-    const unread = (await ctx.kafkaStep(admin.listTopics()))
-      .filter((topic) => topic.startsWith(workPrefix) && !read.has(topic))
-      .map((topic) => ({ topic, group: `${prefix}worker.${topic.slice(workPrefix.length)}` }))
-      .filter(({ group }) => meshGroups([group], prefix, this.#only).length > 0)
-      .sort((a, b) => a.topic.localeCompare(b.topic));
+    // Work nothing reads would show nowhere: it is read under the group its worker would have.
+    const unread = unreadWorkTopics(
+      topicNames(prefix),
+      await ctx.kafkaStep(admin.listTopics()),
+      new Set([...topics.values()].flat()),
+      new Set(all),
+    ).filter(({ group }) => meshGroups([group], prefix, this.#only).length > 0);
     for (const { topic, group } of unread) {
       this.#collector.watch(group, [topic]);
       watched.push(group);
@@ -138,11 +137,11 @@ export function renderLag(report: LagReport): string[] {
   ]);
   const total = report.partitions.reduce((sum, r) => sum + r.lag, 0);
   const idle = report.groups.filter((g) => !report.partitions.some((r) => r.group === g));
-  const unread = report.unread.map(({ topic, group }) => {
+  const unread = report.unread.map(({ topic, agent, group }) => {
     const waiting = report.partitions
       .filter((r) => r.topic === topic)
       .reduce((sum, r) => sum + r.lag, 0);
-    return `nothing reads ${topic} (no group ${group}): ${waiting} events waiting; start a worker that hosts ${topic.slice(`${report.prefix}work.`.length)}`;
+    return `nothing reads ${topic} (no group ${group}): ${waiting} events waiting; start a worker that hosts ${agent}`;
   });
   return [
     ...table(['GROUP', 'TOPIC', 'PARTITION', 'COMMITTED', 'END', 'LAG', 'LAG(s)'], rows),
