@@ -18,6 +18,10 @@
  *    without `Long`.
  * 4. Grouping a send's messages by partition copied the partition's array for every message
  *    (quadratic in the batch); messages are now appended in place.
+ * 5. A fetcher whose partitions were all paused slept `maxWaitTime` before it looked again, so a
+ *    partition resumed just after was fetched up to that long later: the runtime, which pauses a
+ *    full partition and resumes it when half its backlog is done, sat idle in that wait (27% of the
+ *    no-op benchmark's time). `resume` now ends the wait at once.
  *
  * Idempotent: an already patched file is left alone. Any other content (a different kafkajs) stops
  * the install with a message, so the patch can never be silently half-applied.
@@ -222,6 +226,36 @@ const meshAddToDecimal = (base, delta) => {
     else current.push(message)
   }
   return result`,
+  },
+  {
+    file: 'src/consumer/consumerGroup.js',
+    from: `      if (!requests.length) {
+        await sleep(this.maxWaitTime)
+        return []
+      }`,
+    to: `      if (!requests.length) {
+        /* mesh-patch: every partition is paused; a resume ends this wait at once */
+        await new Promise(resolve => {
+          const wakers = (this.meshFetchWakers = this.meshFetchWakers || new Set())
+          const wake = () => {
+            clearTimeout(timer)
+            wakers.delete(wake)
+            resolve()
+          }
+          const timer = setTimeout(wake, this.maxWaitTime)
+          wakers.add(wake)
+        })
+        return []
+      }`,
+  },
+  {
+    file: 'src/consumer/consumerGroup.js',
+    from: `    this.subscriptionState.resume(topicPartitions)
+  }`,
+    to: `    this.subscriptionState.resume(topicPartitions)
+    /* mesh-patch: wake the fetchers that wait because every partition was paused */
+    if (this.meshFetchWakers) for (const wake of [...this.meshFetchWakers]) wake()
+  }`,
   },
 ];
 

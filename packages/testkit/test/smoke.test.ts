@@ -124,6 +124,53 @@ test('kafka: the sends of one event-loop turn go out in one produce request, in 
   );
 });
 
+test('kafka: a resumed partition is fetched at once, not after the fetch wait', async (t) => {
+  const { kafka, topic, producer } = await topicWithProducer(t, 'smoke-resume');
+  await producer.send(
+    ['a', 'b', 'c'].map((m) => ({ topic, key: m, value: Buffer.from(m), headers: {} })),
+  );
+  // A fetch wait far longer than the test may take: without the kafkajs patch (5: `resume` ends the
+  // wait of a fetcher whose partitions are all paused) the rest would come about 20 s late.
+  const consumer = new GroupConsumer(kafka, {
+    groupId: `smoke-${randomUUID()}`,
+    maxWaitTimeMs: 20_000,
+  });
+  const seen: string[] = [];
+  let resumedAt = 0;
+  let nextTakeAfterMs: number | undefined;
+  await consumer.start([topic], {
+    take: (_t, partition, records) => {
+      if (seen.length === 0) {
+        // Take one record and pause, as the runtime does when a partition is full.
+        seen.push(records[0]?.value?.toString() ?? '');
+        consumer.pause([{ topic, partition }]);
+        return 1;
+      }
+      nextTakeAfterMs ??= Date.now() - resumedAt;
+      for (const r of records) seen.push(r.value?.toString() ?? '');
+      return records.length;
+    },
+    assigned: () => undefined,
+  });
+  try {
+    await waitFor(() => seen.length === 1, { message: 'first record not consumed' });
+    // Long enough for the fetcher to find every partition paused and start its wait.
+    await new Promise((resolve) => setTimeout(resolve, 1_000));
+    resumedAt = Date.now();
+    consumer.resume([{ topic, partition: 0 }]);
+    await waitFor(() => seen.length === 3, { timeout: 30_000, message: 'rest not consumed' });
+  } finally {
+    // A record for the fetch now waiting at the broker, so that it returns and the member can stop.
+    await producer.send([{ topic, key: 'd', value: Buffer.from('d'), headers: {} }]);
+    await consumer.stop();
+  }
+  assert.deepEqual(seen.slice(0, 3), ['a', 'b', 'c']);
+  assert.ok(
+    nextTakeAfterMs !== undefined && nextTakeAfterMs < 10_000,
+    `the resumed partition was fetched ${nextTakeAfterMs} ms after the resume (fetch wait 20,000 ms)`,
+  );
+});
+
 test('kafka: a send to a topic that does not exist is refused and holds up no other send', async (t) => {
   const { admin, topic, producer } = await topicWithProducer(t, 'smoke-missing');
   const missing = uniqueName('smoke-absent');
