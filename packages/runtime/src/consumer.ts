@@ -1,9 +1,11 @@
 /**
  * The consumer runtime: the one way a service consumes.
  *
- * - Different keys of one partition run concurrently, the same key in order; at most
- *   `partitionConcurrency` events per partition and `concurrency` per process are taken, and a full
- *   partition is paused until it drains (backpressure).
+ * - Different keys of one partition run concurrently, the same key in order (the next event of a
+ *   key starts once the last one's outcome is durable); at most `partitionConcurrency` events per
+ *   partition and `concurrency` per process run, as many again may be finishing (their handler
+ *   returned, their outcome being written), and a full partition is paused until it drains
+ *   (backpressure).
  * - Handlers never block the fetch loop, so the member keeps heartbeating while handlers take minutes.
  * - An offset is committed only when it and every earlier offset of its partition have a durable
  *   outcome: the handler's events acknowledged by Kafka (acks=all), or the event on a retry tier or
@@ -112,6 +114,7 @@ interface Item {
   record: ConsumedRecord;
   tracker: PartitionTracker;
   key: string;
+  finishing: boolean;
 }
 
 const infraCodes = new Set(['kafka_unavailable', 'redis_unavailable', 'registry_unavailable']);
@@ -129,6 +132,7 @@ export class MeshConsumer {
   readonly #abort = new AbortController();
   readonly #service: string;
   #pending = 0;
+  #finishing = 0;
   #stopping = false;
   #commitTimer: NodeJS.Timeout | undefined;
   #committing: Promise<void> | undefined;
@@ -242,11 +246,37 @@ export class MeshConsumer {
     );
   }
 
+  /**
+   * Room for one more event: fewer than the bound are running (taken and their handler not yet
+   * returned, queued behind their key included), and fewer than the bound are finishing (their
+   * handler returned; their outcome is being written). Counting the two apart lets the next events'
+   * claims and handlers run while Kafka acknowledges the outputs of the last ones, instead of the
+   * whole partition waiting for every acknowledgement in turn; at most twice the bound are in flight.
+   */
   #hasRoom(tracker: PartitionTracker): boolean {
+    const { partitionConcurrency, concurrency } = this.#deps.config;
     return (
-      tracker.pending < this.#deps.config.partitionConcurrency &&
-      this.#pending < this.#deps.config.concurrency
+      tracker.pending - tracker.finishing < partitionConcurrency &&
+      tracker.finishing < partitionConcurrency &&
+      this.#pending - this.#finishing < concurrency &&
+      this.#finishing < concurrency
     );
+  }
+
+  /** The handler of `item` returned: its slot goes to the next event while its outcome is written. */
+  #finishingStarted(item: Item): void {
+    if (item.finishing) return;
+    item.finishing = true;
+    item.tracker.finishing += 1;
+    this.#finishing += 1;
+    this.#refill();
+  }
+
+  #finishingEnded(item: Item): void {
+    if (!item.finishing) return;
+    item.finishing = false;
+    item.tracker.finishing -= 1;
+    this.#finishing -= 1;
   }
 
   /**
@@ -290,7 +320,7 @@ export class MeshConsumer {
     this.#pending += 1;
     const itemKey = record.key === null ? `\u0000${offset}` : record.key.toString('latin1');
     const queueKey = `${this.#trackerKey(tracker.topic, tracker.partition)}\u0000${itemKey}`;
-    const item: Item = { record, tracker, key: queueKey };
+    const item: Item = { record, tracker, key: queueKey, finishing: false };
     const queue = this.#keyQueues.get(queueKey);
     if (queue === undefined) {
       this.#keyQueues.set(queueKey, [item]);
@@ -336,6 +366,7 @@ export class MeshConsumer {
   }
 
   #after(item: Item, finished: boolean): void {
+    this.#finishingEnded(item);
     if (finished) item.tracker.finish(Number(item.record.offset));
     this.#pending -= 1;
     const queue = this.#keyQueues.get(item.key);
@@ -358,6 +389,8 @@ export class MeshConsumer {
         return true;
       } catch (error) {
         if (error instanceof Abandoned) return false;
+        // Tried again from the start: the handler may run again, so the event is running again.
+        this.#finishingEnded(item);
         const mesh = toMeshError(error);
         this.#degradedSince ??= Date.now();
         this.#deps.log.warn(
@@ -500,6 +533,7 @@ export class MeshConsumer {
       timer();
       metrics.inflight.dec({ service: this.#service, agent });
     }
+    this.#finishingStarted(item);
     if (failure === undefined) {
       try {
         await this.#emit(result?.emit ?? []);

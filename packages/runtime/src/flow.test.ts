@@ -9,12 +9,14 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { loadConfig } from '@mesh/config';
 import type { EventCodec } from '@mesh/contracts';
+import { newEvent, type MeshEvent } from '@mesh/envelope';
 import type { IdempotencyStore } from '@mesh/idempotency';
 import type {
   ConsumedRecord,
   GroupConsumer,
   GroupConsumerHandlers,
   MeshProducer,
+  OutgoingRecord,
   TopicPartition,
 } from '@mesh/kafka';
 import { createMetrics, silentLogger } from '@mesh/telemetry';
@@ -166,6 +168,95 @@ test('a full partition pauses, resumes at half of its last fetch, and never hold
     Array.from({ length: fetches * fetchSize }, (_, i) => i),
   );
   assert.equal(member.paused, false);
+  assert.equal(consumer.pending, 0);
+  await consumer.stop(0);
+});
+
+test('while the outputs of a full partition are written, the next events run; never more than twice the bound in flight', async () => {
+  const partitionConcurrency = 10;
+  const config = loadConfig(
+    {
+      MESH_KAFKA_BROKERS: '127.0.0.1:9',
+      MESH_SCHEMA_REGISTRY_URL: 'http://127.0.0.1:9',
+      MESH_REDIS_URL: 'redis://127.0.0.1:9',
+      MESH_PARTITION_CONCURRENCY: String(partitionConcurrency),
+    },
+    { service: 'flow-test', defaultHttpPort: 0 },
+  );
+  const member = new ScriptedMember();
+  /** Sends not yet acknowledged: the broker is as slow as the test says. */
+  const sends: { records: OutgoingRecord[]; ack: () => void }[] = [];
+  let handled = 0;
+  let mostInFlight = 0;
+  const consumer = new MeshConsumer(
+    {
+      config,
+      createGroupConsumer: () => member.asGroupConsumer(),
+      producer: {
+        send: (records: OutgoingRecord[]) =>
+          new Promise<void>((resolve) => sends.push({ records, ack: resolve })),
+      } as unknown as MeshProducer,
+      // Every record is the same event but for its offset: only the flow is tested.
+      codec: {
+        decode: (record: ConsumedRecord) =>
+          Promise.resolve(
+            newEvent({
+              type: 'io.mesh.test',
+              source: '/flow',
+              id: `e${record.offset}`,
+              data: {},
+            }),
+          ),
+        encode: (event: MeshEvent) =>
+          Promise.resolve({ key: null, value: Buffer.from(event.id), headers: {} }),
+      } as unknown as EventCodec,
+      idempotency: undefined as unknown as IdempotencyStore,
+      metrics: createMetrics({ defaultMetrics: false }),
+      log: silentLogger(),
+      topics: topicNames('flow.'),
+    },
+    {
+      groupId: 'flow',
+      topics: [topic],
+      idempotency: false,
+      loopGuards: false,
+      handlers: {
+        'io.mesh.test': (ctx) => {
+          handled += 1;
+          mostInFlight = Math.max(mostInFlight, consumer.pending);
+          return Promise.resolve({
+            emit: [{ topic: 'flow.out', event: ctx.derive({ type: 'io.mesh.test', data: {} }) }],
+          });
+        },
+      },
+    },
+  );
+  await consumer.start();
+  const settle = async (): Promise<void> => {
+    for (let i = 0; i < 5; i += 1) await new Promise((resolve) => setImmediate(resolve));
+  };
+
+  member.fetch(100);
+  await settle();
+  // No output is acknowledged yet, and more than the first ten handlers ran: the slots of the
+  // events whose outputs are being written went to the next ones.
+  assert.equal(sends.length > 0, true);
+  assert.ok(handled > partitionConcurrency, `${handled} handlers ran before any acknowledgement`);
+  assert.ok(
+    consumer.pending < 2 * partitionConcurrency,
+    `${consumer.pending} in flight, bound ${partitionConcurrency}`,
+  );
+  const before = handled;
+  await settle();
+  assert.equal(handled, before, 'with every slot finishing, nothing more runs until Kafka answers');
+
+  // Acknowledge as outputs come: everything runs exactly once and in-flight stays under the bound.
+  while (handled < 100 || sends.length > 0) {
+    for (const send of sends.splice(0)) send.ack();
+    await settle();
+  }
+  assert.equal(handled, 100);
+  assert.ok(mostInFlight < 2 * partitionConcurrency, `most in flight ${mostInFlight}`);
   assert.equal(consumer.pending, 0);
   await consumer.stop(0);
 });

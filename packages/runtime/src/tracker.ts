@@ -21,6 +21,8 @@ export class PartitionTracker {
   /** Taken and not finished. */
   #pending = 0;
   paused = false;
+  /** Taken events whose handler returned and whose outcome is being made durable. */
+  finishing = 0;
   revoked = false;
   /** Records fetched beyond the bounds, waiting for room, in offset order (never taken yet). */
   backlog: ConsumedRecord[] = [];
