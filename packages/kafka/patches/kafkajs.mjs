@@ -22,6 +22,11 @@
  *    partition resumed just after was fetched up to that long later: the runtime, which pauses a
  *    full partition and resumes it when half its backlog is done, sat idle in that wait (27% of the
  *    no-op benchmark's time). `resume` now ends the wait at once.
+ * 6. A send to a topic deleted after the producer had sent to it was retried for as long as the
+ *    producer retries (for ever here), and with one request in flight every later send of the
+ *    process waited behind it. Once the cluster has said for 5 s that the topic does not exist, the
+ *    send now fails; `MeshProducer` then looks the topic up again before its next send and refuses
+ *    it (`not_found`).
  *
  * Idempotent: an already patched file is left alone. Any other content (a different kafkajs) stops
  * the install with a message, so the patch can never be silently half-applied.
@@ -256,6 +261,53 @@ const meshAddToDecimal = (base, delta) => {
     /* mesh-patch: wake the fetchers that wait because every partition was paused */
     if (this.meshFetchWakers) for (const wake of [...this.meshFetchWakers]) wake()
   }`,
+  },
+  {
+    file: 'src/producer/sendMessages.js',
+    from: `    return retrier(async (bail, retryCount, retryTime) => {
+      const topics = topicMessages.map(({ topic }) => topic)`,
+    to: `    /* mesh-patch: a send whose topic the cluster says does not exist gives up after 5 s instead
+       of being retried for as long as the producer retries (for ever in the mesh), holding every
+       later send of the producer behind it. A topic missing for a moment (just created) is retried
+       as before. */
+    let topicMissingSince
+    return retrier(async (bail, retryCount, retryTime) => {
+      try {
+        return await attempt(bail, retryCount, retryTime)
+      } catch (e) {
+        if (
+          e.type === 'UNKNOWN_TOPIC_OR_PARTITION' ||
+          e.name === 'KafkaJSMetadataNotLoaded' ||
+          e.name === 'KafkaJSTopicMetadataNotLoaded'
+        ) {
+          if (topicMissingSince === undefined) topicMissingSince = Date.now()
+          else if (Date.now() - topicMissingSince >= 5000) bail(e)
+        } else {
+          topicMissingSince = undefined
+        }
+        throw e
+      }
+    })
+
+    async function attempt(bail, retryCount, retryTime) {
+      const topics = topicMessages.map(({ topic }) => topic)`,
+  },
+  {
+    file: 'src/producer/sendMessages.js',
+    from: `        logger.error(\`\${e.message}\`, { retryCount, retryTime })
+        if (e.retriable) throw e
+        bail(e)
+      }
+    })
+  }
+}`,
+    to: `        logger.error(\`\${e.message}\`, { retryCount, retryTime })
+        if (e.retriable) throw e
+        bail(e)
+      }
+    } /* mesh-patch: end of attempt */
+  }
+}`,
   },
 ];
 

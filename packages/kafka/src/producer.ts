@@ -5,7 +5,8 @@
  *
  * A send to a topic the cluster does not have is refused (`not_found`) instead of written: kafkajs
  * would retry it for as long as the producer retries (forever here), and with one request in flight
- * every other send of the process would wait behind it.
+ * every other send of the process would wait behind it. A topic deleted after it was first seen
+ * fails its send after 5 s (the kafkajs patch) and is looked up again before the next one.
  */
 import type { Kafka, Producer } from 'kafkajs';
 import { retryable, terminal } from '@mesh/errors';
@@ -180,6 +181,9 @@ export class MeshProducer {
           });
           for (const pending of sending) pending.resolve();
         } catch (error) {
+          // Looked up again before their next send: a topic deleted since it was first seen is
+          // then refused (`not_found`) instead of failing again.
+          for (const topic of byTopic.keys()) this.#known.delete(topic);
           const failure = retryable(
             'kafka_unavailable',
             `produce failed: ${(error as Error).message}`,

@@ -206,6 +206,59 @@ test('kafka: a send to a topic that does not exist is refused and holds up no ot
   assert.equal(written?.high, 1);
 });
 
+test('kafka: a topic deleted after the producer sent to it fails that send and holds up no other', async (t) => {
+  const env = await meshEnv();
+  const kafka = createKafka({ brokers: env.MESH_KAFKA_BROKERS.split(','), clientId: 'smoke' });
+  const admin = disposable(t, new MeshAdmin(kafka), (a) => a.disconnect());
+  const producer = disposable(t, new MeshProducer(kafka), (p) => p.disconnect());
+  await producer.connect();
+  // The test deletes `topic` itself; only `other` is left to clean up.
+  const topic = uniqueName('smoke-deleted');
+  const other = uniqueName('smoke-deleted-other');
+  await admin.ensureTopics(
+    [topic, other].map((name) => ({ topic: name, numPartitions: 1, replicationFactor: 1 })),
+  );
+  onCleanup(t, () => admin.deleteTopics([other]));
+  const record = (to: string, value: string) => ({
+    topic: to,
+    key: 'k',
+    value: Buffer.from(value),
+    headers: {},
+  });
+  await producer.send([record(topic, 'before'), record(other, 'before')]);
+  await admin.deleteTopics([topic]);
+  await waitFor(async () => !(await admin.listTopics()).includes(topic), {
+    message: 'topic not deleted',
+  });
+
+  // The producer still knows the topic: the send goes to Kafka, which no longer has it. It fails
+  // (retryable, as a broker outage would) instead of being retried for ever.
+  const started = Date.now();
+  const first = await Promise.allSettled([
+    producer.send([record(topic, 'lost')]),
+    producer.send([record(other, 'first')]),
+  ]);
+  const waited = Date.now() - started;
+  assert.equal(first[0].status, 'rejected');
+  assert.ok(waited < 30_000, `the send failed after ${waited} ms`);
+  // What a consumer then does: try again. The deleted topic is looked up and refused for good;
+  // the other send, which shared its request, is written.
+  const again = await Promise.allSettled([
+    producer.send([record(topic, 'lost')]),
+    first[1].status === 'fulfilled' ? Promise.resolve() : producer.send([record(other, 'first')]),
+  ]);
+  assert.equal(again[0].status, 'rejected');
+  const reason = again[0].reason as unknown;
+  assert.ok(
+    isMeshError(reason) && reason.code === 'not_found' && !reason.retryable,
+    String(reason),
+  );
+  assert.equal(again[1].status, 'fulfilled');
+  await producer.send([record(other, 'after')]);
+  const [end] = await admin.endOffsets(other);
+  assert.equal(end?.high, 3, 'before, first and after are on the other topic, each once');
+});
+
 test('kafka: a consumer crash that kafkajs does not restart is restarted by the member', async (t) => {
   const { kafka, topic, producer } = await topicWithProducer(t, 'smoke-crash');
   await producer.send(
