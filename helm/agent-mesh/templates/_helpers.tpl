@@ -51,6 +51,19 @@ app.kubernetes.io/part-of: agent-mesh
 {{- end -}}
 {{- end -}}
 
+{{/*
+The image of an agent's own Deployment (worker.agents.<name>.image): its repository, tag or digest,
+each defaulting to the chart's image. Argument: dict "image" "default" "appVersion".
+*/}}
+{{- define "agent-mesh.imageOf" -}}
+{{- $repository := default .default.repository .image.repository -}}
+{{- if .image.digest -}}
+{{- printf "%s@%s" $repository .image.digest -}}
+{{- else -}}
+{{- printf "%s:%s" $repository (default (default .appVersion .default.tag) .image.tag) -}}
+{{- end -}}
+{{- end -}}
+
 {{- define "agent-mesh.serviceAccountName" -}}
 {{- if .Values.serviceAccount.create -}}
 {{- default (include "agent-mesh.fullname" .) .Values.serviceAccount.name -}}
@@ -213,8 +226,11 @@ items:
     component: worker
     agent: {{ $agent | quote }}
     agentSlug: {{ include "agent-mesh.agentSlug" $agent | quote }}
-    main: services/worker/src/main.ts
-    values: {{ toJson $merged }}
+    main: {{ default "services/worker/src/main.ts" $over.main | quote }}
+    {{- with $over.image }}
+    image: {{ include "agent-mesh.imageOf" (dict "image" . "default" $v.image "appVersion" $.Chart.AppVersion) | quote }}
+    {{- end }}
+    values: {{ toJson (omit $merged "image" "main") }}
     keda: {{ toJson $keda }}
 {{- end }}
 {{- end }}
