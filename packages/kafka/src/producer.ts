@@ -3,13 +3,17 @@
  * queued and written by one `sendBatch` at a time, which batches under load (throughput) and keeps
  * one request in flight per producer, so the idempotent producer's sequence numbers stay in order.
  *
+ * A request stays under Kafka's record batch limit however many sends it gathers, and a record too
+ * large for Kafka is refused (`invalid_output`, terminal) instead of written: the broker would refuse
+ * the whole request, and every send gathered with it would fail each time it was tried again.
+ *
  * A send to a topic the cluster does not have is refused (`not_found`) instead of written: kafkajs
  * would retry it for as long as the producer retries (forever here), and with one request in flight
  * every other send of the process would wait behind it. A topic deleted after it was first seen
  * fails its send after 5 s (the kafkajs patch) and is looked up again before the next one.
  */
 import type { Kafka, Producer } from 'kafkajs';
-import { retryable, terminal } from '@mesh/errors';
+import { isMeshError, retryable, terminal } from '@mesh/errors';
 import { MeshAdmin } from './admin.ts';
 import { meshPartitioner } from './partitioner.ts';
 
@@ -22,15 +26,68 @@ export interface OutgoingRecord {
 
 interface Pending {
   records: OutgoingRecord[];
+  /** The records' size as `recordBytes` estimates it. */
+  bytes: number;
   resolve: () => void;
   reject: (error: Error) => void;
 }
 
 const recentlyMissingMs = 10_000;
 
+/**
+ * Kafka refuses a partition's record batch over `message.max.bytes` (topic: `max.message.bytes`),
+ * 1,048,588 bytes by default, and kafkajs writes all of a request's records for one partition as
+ * one batch. So a request is kept under `maxRequestBytes` (as `recordBytes` estimates them), and a
+ * record larger than `maxRecordBytes` (exactly, with the batch's own 61 bytes to spare) is never
+ * sent. Both assume topics keep Kafka's default limit; a topic with a lower one refuses the
+ * records, and a send alone in its request then fails for good (`invalid_output`).
+ */
+export const defaultMaxRequestBytes = 1_000_000;
+export const defaultMaxRecordBytes = 1_048_500;
+
+/**
+ * An upper bound of the bytes a record takes in a record batch: its value, its key and headers (a
+ * string at 3 bytes per UTF-16 unit, the most UTF-8 needs), and the varints and attributes around
+ * them. Cheap on purpose: it is computed for every record sent.
+ */
+export function recordBytes(record: OutgoingRecord): number {
+  let bytes = 32 + record.value.length + (record.key === null ? 0 : record.key.length * 3);
+  for (const name in record.headers) {
+    const value = record.headers[name];
+    if (value === undefined) continue;
+    bytes += 10 + name.length * 3 + (typeof value === 'string' ? value.length * 3 : value.length);
+  }
+  return bytes;
+}
+
+/** The exact UTF-8 size of what `recordBytes` estimates, for the rare record near the limit. */
+function exactRecordBytes(record: OutgoingRecord): number {
+  let bytes = 32 + record.value.length + (record.key === null ? 0 : Buffer.byteLength(record.key));
+  for (const name in record.headers) {
+    const value = record.headers[name];
+    if (value === undefined) continue;
+    bytes +=
+      10 +
+      Buffer.byteLength(name) +
+      (typeof value === 'string' ? Buffer.byteLength(value) : value.length);
+  }
+  return bytes;
+}
+
+/** Broker answers about the records themselves: sending them again cannot succeed. */
+const refusedRecordErrors = new Set([
+  'MESSAGE_TOO_LARGE',
+  'RECORD_LIST_TOO_LARGE',
+  'INVALID_RECORD',
+]);
+
 export interface ProducerOptions {
   /** Most records written by one request. */
   maxBatchRecords?: number;
+  /** Most bytes written by one request, as `recordBytes` estimates them (see `defaultMaxRequestBytes`). */
+  maxRequestBytes?: number;
+  /** Most bytes one record may take; a larger one is refused (`invalid_output`) and not sent. */
+  maxRecordBytes?: number;
   /** Where topics are looked up (the runtime shares its own); by default one of the producer's. */
   admin?: MeshAdmin;
   /**
@@ -43,6 +100,8 @@ export interface ProducerOptions {
 export class MeshProducer {
   readonly #producer: Producer;
   readonly #maxBatchRecords: number;
+  readonly #maxRequestBytes: number;
+  readonly #maxRecordBytes: number;
   readonly #admin: MeshAdmin;
   readonly #ownAdmin: boolean;
   readonly #recheckMs: number;
@@ -65,6 +124,8 @@ export class MeshProducer {
       retry: { retries: Number.MAX_SAFE_INTEGER, initialRetryTime: 100, maxRetryTime: 2_000 },
     });
     this.#maxBatchRecords = options.maxBatchRecords ?? 1_000;
+    this.#maxRequestBytes = options.maxRequestBytes ?? defaultMaxRequestBytes;
+    this.#maxRecordBytes = options.maxRecordBytes ?? defaultMaxRecordBytes;
     this.#ownAdmin = options.admin === undefined;
     this.#admin = options.admin ?? new MeshAdmin(kafka);
     this.#recheckMs = options.missingTopicRecheckMs ?? 500;
@@ -133,8 +194,25 @@ export class MeshProducer {
    */
   send(records: OutgoingRecord[]): Promise<void> {
     if (records.length === 0) return Promise.resolve();
+    let bytes = 0;
+    for (const record of records) {
+      const size = recordBytes(record);
+      if (size > this.#maxRecordBytes) {
+        const exact = exactRecordBytes(record);
+        if (exact > this.#maxRecordBytes)
+          return Promise.reject(
+            terminal(
+              'invalid_output',
+              `a record of ${exact} bytes for ${record.topic} is over the producer's limit of ` +
+                `${this.#maxRecordBytes} (Kafka's message.max.bytes); nothing of this send was written`,
+              { details: { tooLarge: true, bytes: exact, limit: this.#maxRecordBytes } },
+            ),
+          );
+      }
+      bytes += size;
+    }
     return new Promise<void>((resolve, reject) => {
-      this.#queue.push({ records, resolve, reject });
+      this.#queue.push({ records, bytes, resolve, reject });
       if (!this.#flushing) {
         // An idle producer waits for the end of this turn of the event loop before it writes, so
         // that the sends of every handler this turn finished go out in one request, not the first
@@ -151,14 +229,22 @@ export class MeshProducer {
       while (this.#queue.length > 0) {
         const batch: Pending[] = [];
         let count = 0;
-        while (
-          this.#queue.length > 0 &&
-          (count === 0 || count + (this.#queue[0]?.records.length ?? 0) <= this.#maxBatchRecords)
-        ) {
-          const next = this.#queue.shift();
+        let bytes = 0;
+        for (;;) {
+          const next = this.#queue[0];
           if (next === undefined) break;
+          // The first send always goes: one larger than a request is a request of its own (each of
+          // its records is under the record limit, checked in `send`).
+          if (
+            batch.length > 0 &&
+            (count + next.records.length > this.#maxBatchRecords ||
+              bytes + next.bytes > this.#maxRequestBytes)
+          )
+            break;
+          this.#queue.shift();
           batch.push(next);
           count += next.records.length;
+          bytes += next.bytes;
         }
         const sending = await this.#withoutMissingTopics(batch);
         if (sending.length === 0) continue;
@@ -184,11 +270,22 @@ export class MeshProducer {
           // Looked up again before their next send: a topic deleted since it was first seen is
           // then refused (`not_found`) instead of failing again.
           for (const topic of byTopic.keys()) this.#known.delete(topic);
-          const failure = retryable(
-            'kafka_unavailable',
-            `produce failed: ${(error as Error).message}`,
-            { cause: error },
-          );
+          const type = kafkaErrorType(error);
+          const failure =
+            type !== undefined && refusedRecordErrors.has(type) && sending.length === 1
+              ? // The broker refused the records of this one send (e.g. a topic's max.message.bytes
+                // below this producer's limit): sending them again would fail again.
+                terminal(
+                  'invalid_output',
+                  `Kafka refused the records: ${(error as Error).message}`,
+                  {
+                    cause: error,
+                    details: { kafkaError: type, tooLarge: type !== 'INVALID_RECORD' },
+                  },
+                )
+              : retryable('kafka_unavailable', `produce failed: ${(error as Error).message}`, {
+                  cause: error,
+                });
           for (const pending of sending) pending.reject(failure);
         }
       }
@@ -225,4 +322,23 @@ export class MeshProducer {
       return false;
     });
   }
+}
+
+/** True when a send was refused because a record is too large for Kafka (and would be again). */
+export function isRecordTooLarge(error: unknown): boolean {
+  return isMeshError(error) && error.details?.tooLarge === true;
+}
+
+/** The broker's error type (`MESSAGE_TOO_LARGE`…) of a kafkajs error, looked for through its causes. */
+function kafkaErrorType(error: unknown): string | undefined {
+  for (
+    let e = error as { type?: unknown; cause?: unknown; originalError?: unknown } | undefined,
+      depth = 0;
+    e !== undefined && e !== null && depth < 5;
+    depth += 1
+  ) {
+    if (typeof e.type === 'string') return e.type;
+    e = (e.originalError ?? e.cause) as typeof e;
+  }
+  return undefined;
 }

@@ -21,12 +21,13 @@ import type { EventCodec } from '@mesh/contracts';
 import { checkLoopGuards, deriveEvent, type DeriveInit, type MeshEvent } from '@mesh/envelope';
 import { failureClassOf, safeDetail, terminal, toMeshError, type MeshError } from '@mesh/errors';
 import type { IdempotencyStore, Lease } from '@mesh/idempotency';
-import type {
-  ConsumedRecord,
-  GroupConsumer,
-  MeshProducer,
-  OutgoingRecord,
-  TopicPartition,
+import {
+  isRecordTooLarge,
+  type ConsumedRecord,
+  type GroupConsumer,
+  type MeshProducer,
+  type OutgoingRecord,
+  type TopicPartition,
 } from '@mesh/kafka';
 import type { Logger, MeshMetrics } from '@mesh/telemetry';
 import { PartitionTracker } from './tracker.ts';
@@ -557,8 +558,12 @@ export class MeshConsumer {
     }
     const maxAttempts = this.#deps.config.maxAttempts;
     const tiers = this.#deps.config.retryTiers;
-    if (failure.retryable && ctx.attempt < maxAttempts && tiers.length > 0) {
-      await this.#retry(record, ctx.attempt, failure);
+    if (
+      failure.retryable &&
+      ctx.attempt < maxAttempts &&
+      tiers.length > 0 &&
+      (await this.#retry(record, ctx.attempt, failure))
+    ) {
       // The retried delivery carries the same id and must be able to claim it again.
       if (lease !== undefined) await idempotency.release(lease);
       return;
@@ -630,14 +635,13 @@ export class MeshConsumer {
   /** Puts the record, unchanged but for headers, on `mesh.dlq`. Resolves once Kafka acknowledged it. */
   async #deadLetter(record: ConsumedRecord, error: MeshError, prefix = ''): Promise<void> {
     const headers = this.#failureHeaders(record, error, prefix);
-    await this.#deps.producer.send([
-      {
-        topic: this.#deps.topics.dlq,
-        key: keyOf(record),
-        value: record.value ?? Buffer.alloc(0),
-        headers,
-      },
-    ]);
+    const value = record.value ?? Buffer.alloc(0);
+    await sendDeadLetter(this.#deps.producer, record, {
+      topic: this.#deps.topics.dlq,
+      key: keyOf(record),
+      value,
+      headers,
+    });
     this.#deps.metrics.dlq.inc({ service: this.#service, failure: failureClassOf(error) });
     this.#deps.log.warn(
       {
@@ -654,9 +658,10 @@ export class MeshConsumer {
   /**
    * Puts the record on the retry tier for its attempt with `meshattempt + 1` and `meshnotbefore`.
    * Each tier has one fixed delay, so a tier's events come due in the order they were written; a
-   * provider's Retry-After picks the first tier at least that long.
+   * provider's Retry-After picks the first tier at least that long. False when the record with the
+   * retry headers is too large for Kafka: it cannot be retried, and fails for good instead.
    */
-  async #retry(record: ConsumedRecord, attempt: number, error: MeshError): Promise<void> {
+  async #retry(record: ConsumedRecord, attempt: number, error: MeshError): Promise<boolean> {
     const tiers = this.#deps.config.retryTiers;
     let tier = tiers[Math.min(attempt - 1, tiers.length - 1)] ?? tiers[0];
     if (tier === undefined) throw new Error('no retry tier configured');
@@ -670,10 +675,16 @@ export class MeshConsumer {
     headers.ce_meshattempt = String(attempt + 1);
     headers.ce_meshnotbefore = new Date(Date.now() + tier.delayMs).toISOString();
     const topic = this.#deps.topics.retry(tier.name);
-    await this.#deps.producer.send([
-      { topic, key: keyOf(record), value: record.value ?? Buffer.alloc(0), headers },
-    ]);
+    try {
+      await this.#deps.producer.send([
+        { topic, key: keyOf(record), value: record.value ?? Buffer.alloc(0), headers },
+      ]);
+    } catch (refusal) {
+      if (isRecordTooLarge(refusal)) return false;
+      throw refusal;
+    }
     this.#deps.metrics.retries.inc({ tier: tier.name });
+    return true;
   }
 
   async #commit(): Promise<void> {
@@ -713,4 +724,31 @@ export class MeshConsumer {
 
 function keyOf(record: ConsumedRecord): string | null {
   return record.key === null ? null : record.key.toString('utf8');
+}
+
+/**
+ * Writes a dead letter of `record`. If it is too large for Kafka with its failure headers (its own
+ * topic took it without them), it is written without its value, and its detail says where the
+ * event still is (until that topic's retention): a dead letter is never retried in place for ever.
+ */
+export async function sendDeadLetter(
+  producer: MeshProducer,
+  record: ConsumedRecord,
+  letter: OutgoingRecord,
+): Promise<void> {
+  try {
+    await producer.send([letter]);
+  } catch (refusal) {
+    if (!isRecordTooLarge(refusal)) throw refusal;
+    const detail = letter.headers.ce_meshfailuredetail;
+    const headers = {
+      ...letter.headers,
+      ce_meshfailuredetail: safeDetail(
+        `${typeof detail === 'string' ? detail : (detail?.toString() ?? '')} (value of ` +
+          `${letter.value.length} bytes left out, too large for ${letter.topic}: the event is at ` +
+          `${record.topic} partition ${record.partition} offset ${record.offset})`,
+      ),
+    };
+    await producer.send([{ ...letter, value: Buffer.alloc(0), headers }]);
+  }
 }

@@ -284,6 +284,89 @@ test('a poison message ends on mesh.dlq and the rest of its partition is process
   );
 });
 
+test('large outputs: a turn of them goes out in several requests; one too large for Kafka fails its event and holds up nothing', async (t) => {
+  const { runtime, probe } = await startRuntime(t, { MESH_PARTITIONS: '1' });
+  const topic = runtime.topics.work('echo');
+  const consumer = await runtime.consume({
+    groupId: 'large',
+    topics: [topic],
+    handlers: {
+      'io.mesh.subtask.assigned': async (ctx) => {
+        const { size } = (ctx.event.data as { input: { size: number } }).input;
+        return {
+          emit: [
+            {
+              topic: runtime.topics.results,
+              event: ctx.derive({
+                type: 'io.mesh.subtask.completed',
+                data: completedFor(ctx.event, { text: 'x'.repeat(size) }),
+                visited: 'echo',
+              }),
+            },
+          ],
+        };
+      },
+    },
+  });
+  // 40 outputs of 60 kB finish in the same few turns: 2.4 MB, which Kafka refuses as one record
+  // batch (message.max.bytes, 1 MB). One output of 1.2 MB is too large whatever it is sent with.
+  const events = Array.from({ length: 40 }, (_, n) => assigned('echo', { size: 60_000 }, `t${n}`));
+  const huge = assigned('echo', { size: 1_200_000 }, 'huge');
+  await runtime.publish(
+    [...events.slice(0, 20), huge, ...events.slice(20)].map((event) => ({ topic, event })),
+  );
+  await waitFor(
+    () =>
+      probe.on(runtime.topics.results).length === 40 && probe.on(runtime.topics.dlq).length === 1,
+    {
+      timeout: 30_000,
+      message: `results ${probe.on(runtime.topics.results).length} of 40, dead letters ${probe.on(runtime.topics.dlq).length} of 1`,
+    },
+  );
+  const dead = probe.on(runtime.topics.dlq)[0];
+  assert.ok(dead);
+  assert.equal(probe.header(dead, 'ce_id'), huge.id, 'the event whose output was too large');
+  assert.equal(probe.header(dead, 'ce_meshfailure'), 'invalid_output');
+  assert.match(probe.header(dead, 'ce_meshfailuredetail') ?? '', /over the producer's limit/);
+  assert.deepEqual(
+    new Set(probe.on(runtime.topics.results).map((r) => probe.header(r, 'ce_causationid'))),
+    new Set(events.map((e) => e.id)),
+    'every other output was written, once',
+  );
+  await waitFor(async () => (await runtime.admin.lag(consumer.groupId, [topic]))[0]?.lag === 0, {
+    message: 'offsets not committed past the events',
+  });
+});
+
+test('a dead letter too large for Kafka with its failure headers keeps them and says where the event is', async (t) => {
+  const { runtime, probe } = await startRuntime(t, { MESH_PARTITIONS: '1' });
+  const topic = runtime.topics.work('echo');
+  let handled = 0;
+  const consumer = await runtime.consume({
+    groupId: 'large-dlq',
+    topics: [topic],
+    handlers: { 'io.mesh.subtask.assigned': async () => void (handled += 1) },
+  });
+  // Just under the producer's record limit as it is; the failure headers would take it over.
+  const value = Buffer.alloc(1_048_400, 'x');
+  await runtime.producer.send([{ topic, key: 'big', value, headers: {} }]);
+  await runtime.publish([{ topic, event: assigned('echo', {}, 'after') }]);
+  const dead = await waitFor(() => probe.on(runtime.topics.dlq)[0], {
+    message: 'no dead letter',
+  });
+  assert.equal(probe.header(dead, 'ce_meshfailure'), 'malformed_event');
+  assert.equal(dead.value?.length ?? 0, 0, 'the value is left out');
+  assert.match(
+    probe.header(dead, 'ce_meshfailuredetail') ?? '',
+    new RegExp(`value of ${value.length} bytes left out.*${topic} partition 0 offset 0`),
+  );
+  assert.equal(probe.header(dead, 'ce_meshorigintopic'), topic);
+  await waitFor(() => handled === 1, { message: 'the next event did not run' });
+  await waitFor(async () => (await runtime.admin.lag(consumer.groupId, [topic]))[0]?.lag === 0, {
+    message: 'offsets not committed past the events',
+  });
+});
+
 test('each malformed-input class ends on mesh.dlq with its failure class, the handler never runs', async (t) => {
   const { runtime, probe } = await startRuntime(t, { MESH_MAX_EVENT_BYTES: '2048' });
   const topic = runtime.topics.work('echo');

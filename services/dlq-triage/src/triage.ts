@@ -11,7 +11,13 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import type { MeshConfig } from '@mesh/config';
 import { deriveEvent, newEvent, type MeshEvent } from '@mesh/envelope';
 import { isFailureClass, isMeshError, safeDetail, type FailureClass } from '@mesh/errors';
-import type { ConsumedRecord, MeshRuntime, RawContext } from '@mesh/runtime';
+import {
+  isRecordTooLarge,
+  sendDeadLetter,
+  type ConsumedRecord,
+  type MeshRuntime,
+  type RawContext,
+} from '@mesh/runtime';
 import { Counter, Gauge } from 'prom-client';
 import { decide, type CompiledRule, type Decision } from './rules.ts';
 import type { DeadLetter, DeadLetterStore } from './store.ts';
@@ -347,7 +353,16 @@ export class Triage {
         { topic: origin, key: record.key?.toString() ?? null, value, headers },
       ]);
     } catch (error) {
-      // Its agent's topic is gone (or never was): retrying in place would hold the partition for ever.
+      // Retrying in place would hold the partition for ever: the event, with the flag it was given,
+      // is too large for Kafka, or its agent's topic is gone (or never was).
+      if (isRecordTooLarge(error)) {
+        await this.#undeliverable(
+          record,
+          `too large to send back to ${origin}: ${safeDetail(error)}`,
+          origin,
+        );
+        return;
+      }
       if (!isMeshError(error) || error.code !== 'not_found') throw error;
       // Recorded with its origin, so that once the topic exists again an operator can replay it.
       await this.#undeliverable(record, `origin topic ${origin} does not exist`, origin);
@@ -363,20 +378,18 @@ export class Triage {
     detail: string,
     origin = record.topic,
   ): Promise<void> {
-    await this.#runtime.producer.send([
-      {
-        topic: this.#runtime.topics.dlq,
-        key: record.key?.toString() ?? null,
-        value: record.value ?? Buffer.alloc(0),
-        headers: {
-          ...headersOf(record),
-          ce_meshfailure: 'malformed_event',
-          ce_meshfailuredetail: detail,
-          ce_meshfailedby: `dlq-triage/${this.#runtime.groupId('dlq-triage.retry')}`,
-          ce_meshorigintopic: origin,
-        },
+    await sendDeadLetter(this.#runtime.producer, record, {
+      topic: this.#runtime.topics.dlq,
+      key: record.key?.toString() ?? null,
+      value: record.value ?? Buffer.alloc(0),
+      headers: {
+        ...headersOf(record),
+        ce_meshfailure: 'malformed_event',
+        ce_meshfailuredetail: detail,
+        ce_meshfailedby: `dlq-triage/${this.#runtime.groupId('dlq-triage.retry')}`,
+        ce_meshorigintopic: origin,
       },
-    ]);
+    });
   }
 
   // ── operators ─────────────────────────────────────────────────────────────────────────────────
