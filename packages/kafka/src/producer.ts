@@ -45,31 +45,19 @@ const recentlyMissingMs = 10_000;
 export const defaultMaxRequestBytes = 1_000_000;
 export const defaultMaxRecordBytes = 1_048_500;
 
-/**
- * An upper bound of the bytes a record takes in a record batch: its value, its key and headers (a
- * string at 3 bytes per UTF-16 unit, the most UTF-8 needs), and the varints and attributes around
- * them. Cheap on purpose: it is computed for every record sent.
- */
-export function recordBytes(record: OutgoingRecord): number {
-  let bytes = 32 + record.value.length + (record.key === null ? 0 : record.key.length * 3);
-  for (const name in record.headers) {
-    const value = record.headers[name];
-    if (value === undefined) continue;
-    bytes += 10 + name.length * 3 + (typeof value === 'string' ? value.length * 3 : value.length);
-  }
-  return bytes;
-}
+const utf8Bound = (text: string): number => text.length * 3;
 
-/** The exact UTF-8 size of what `recordBytes` estimates, for the rare record near the limit. */
-function exactRecordBytes(record: OutgoingRecord): number {
-  let bytes = 32 + record.value.length + (record.key === null ? 0 : Buffer.byteLength(record.key));
+/**
+ * An upper bound of the bytes a record takes in a record batch: its value, its key and headers, and
+ * the varints and attributes around them. Strings count 3 bytes per UTF-16 unit (the most UTF-8
+ * needs) unless `textBytes` says otherwise: cheap, as it is computed for every record sent.
+ */
+export function recordBytes(record: OutgoingRecord, textBytes = utf8Bound): number {
+  let bytes = 32 + record.value.length + (record.key === null ? 0 : textBytes(record.key));
   for (const name in record.headers) {
     const value = record.headers[name];
     if (value === undefined) continue;
-    bytes +=
-      10 +
-      Buffer.byteLength(name) +
-      (typeof value === 'string' ? Buffer.byteLength(value) : value.length);
+    bytes += 10 + textBytes(name) + (typeof value === 'string' ? textBytes(value) : value.length);
   }
   return bytes;
 }
@@ -198,7 +186,7 @@ export class MeshProducer {
     for (const record of records) {
       const size = recordBytes(record);
       if (size > this.#maxRecordBytes) {
-        const exact = exactRecordBytes(record);
+        const exact = recordBytes(record, (text) => Buffer.byteLength(text));
         if (exact > this.#maxRecordBytes)
           return Promise.reject(
             terminal(
@@ -331,14 +319,11 @@ export function isRecordTooLarge(error: unknown): boolean {
 
 /** The broker's error type (`MESSAGE_TOO_LARGE`…) of a kafkajs error, looked for through its causes. */
 function kafkaErrorType(error: unknown): string | undefined {
-  for (
-    let e = error as { type?: unknown; cause?: unknown; originalError?: unknown } | undefined,
-      depth = 0;
-    e !== undefined && e !== null && depth < 5;
-    depth += 1
-  ) {
+  type Cause = { type?: unknown; cause?: unknown; originalError?: unknown } | null | undefined;
+  let e = error as Cause;
+  for (let depth = 0; e !== null && e !== undefined && depth < 5; depth += 1) {
     if (typeof e.type === 'string') return e.type;
-    e = (e.originalError ?? e.cause) as typeof e;
+    e = (e.originalError ?? e.cause) as Cause;
   }
   return undefined;
 }

@@ -635,11 +635,10 @@ export class MeshConsumer {
   /** Puts the record, unchanged but for headers, on `mesh.dlq`. Resolves once Kafka acknowledged it. */
   async #deadLetter(record: ConsumedRecord, error: MeshError, prefix = ''): Promise<void> {
     const headers = this.#failureHeaders(record, error, prefix);
-    const value = record.value ?? Buffer.alloc(0);
     await sendDeadLetter(this.#deps.producer, record, {
       topic: this.#deps.topics.dlq,
       key: keyOf(record),
-      value,
+      value: record.value ?? Buffer.alloc(0),
       headers,
     });
     this.#deps.metrics.dlq.inc({ service: this.#service, failure: failureClassOf(error) });

@@ -25,14 +25,21 @@ import {
   waitFor,
 } from '../src/index.ts';
 
-/** A fresh one-partition topic (deleted after the test) and a connected producer. */
-async function topicWithProducer(t: Parameters<typeof onCleanup>[0], name: string) {
+/**
+ * A fresh one-partition topic (deleted after the test, unless the test deletes it itself) and a
+ * connected producer.
+ */
+async function topicWithProducer(
+  t: Parameters<typeof onCleanup>[0],
+  name: string,
+  options: { deletedByTest?: boolean } = {},
+) {
   const env = await meshEnv();
   const kafka = createKafka({ brokers: env.MESH_KAFKA_BROKERS.split(','), clientId: 'smoke' });
   const admin = disposable(t, new MeshAdmin(kafka), (a) => a.disconnect());
   const topic = uniqueName(name);
   await admin.ensureTopics([{ topic, numPartitions: 1, replicationFactor: 1 }]);
-  onCleanup(t, () => admin.deleteTopics([topic]));
+  if (options.deletedByTest !== true) onCleanup(t, () => admin.deleteTopics([topic]));
   const producer = disposable(t, new MeshProducer(kafka), (p) => p.disconnect());
   await producer.connect();
   return { kafka, admin, topic, producer };
@@ -207,17 +214,11 @@ test('kafka: a send to a topic that does not exist is refused and holds up no ot
 });
 
 test('kafka: a topic deleted after the producer sent to it fails that send and holds up no other', async (t) => {
-  const env = await meshEnv();
-  const kafka = createKafka({ brokers: env.MESH_KAFKA_BROKERS.split(','), clientId: 'smoke' });
-  const admin = disposable(t, new MeshAdmin(kafka), (a) => a.disconnect());
-  const producer = disposable(t, new MeshProducer(kafka), (p) => p.disconnect());
-  await producer.connect();
-  // The test deletes `topic` itself; only `other` is left to clean up.
-  const topic = uniqueName('smoke-deleted');
+  const { admin, topic, producer } = await topicWithProducer(t, 'smoke-deleted', {
+    deletedByTest: true,
+  });
   const other = uniqueName('smoke-deleted-other');
-  await admin.ensureTopics(
-    [topic, other].map((name) => ({ topic: name, numPartitions: 1, replicationFactor: 1 })),
-  );
+  await admin.ensureTopics([{ topic: other, numPartitions: 1, replicationFactor: 1 }]);
   onCleanup(t, () => admin.deleteTopics([other]));
   const record = (to: string, value: string) => ({
     topic: to,
