@@ -20,7 +20,7 @@ import type {
   TopicPartition,
 } from '@mesh/kafka';
 import { createMetrics, silentLogger } from '@mesh/telemetry';
-import { MeshConsumer } from './consumer.ts';
+import { MeshConsumer, type ConsumerDeps } from './consumer.ts';
 import { topicNames } from './topics.ts';
 
 const topic = 'flow.in';
@@ -79,9 +79,12 @@ class ScriptedMember {
   }
 }
 
-test('a full partition pauses, resumes at half of its last fetch, and never holds more than one and a half fetches', async () => {
-  const partitionConcurrency = 10;
-  const fetchSize = 100;
+/** The runtime's dependencies for a flow test: the scripted member, and no broker, registry or Redis. */
+function flowDeps(
+  partitionConcurrency: number,
+  member: ScriptedMember,
+  overrides: Partial<ConsumerDeps> = {},
+): ConsumerDeps {
   const config = loadConfig(
     {
       MESH_KAFKA_BROKERS: '127.0.0.1:9',
@@ -91,21 +94,28 @@ test('a full partition pauses, resumes at half of its last fetch, and never hold
     },
     { service: 'flow-test', defaultHttpPort: 0 },
   );
+  return {
+    config,
+    createGroupConsumer: () => member.asGroupConsumer(),
+    producer: undefined as unknown as MeshProducer,
+    codec: undefined as unknown as EventCodec,
+    idempotency: undefined as unknown as IdempotencyStore,
+    metrics: createMetrics({ defaultMetrics: false }),
+    log: silentLogger(),
+    topics: topicNames('flow.'),
+    ...overrides,
+  };
+}
+
+test('a full partition pauses, resumes at half of its last fetch, and never holds more than one and a half fetches', async () => {
+  const partitionConcurrency = 10;
+  const fetchSize = 100;
   const member = new ScriptedMember();
   const running: { offset: number; done: () => void }[] = [];
   const handled: number[] = [];
   const consumer = new MeshConsumer(
-    {
-      config,
-      createGroupConsumer: () => member.asGroupConsumer(),
-      // Raw mode decodes nothing, claims nothing and produces nothing: only the flow is tested.
-      producer: undefined as unknown as MeshProducer,
-      codec: undefined as unknown as EventCodec,
-      idempotency: undefined as unknown as IdempotencyStore,
-      metrics: createMetrics({ defaultMetrics: false }),
-      log: silentLogger(),
-      topics: topicNames('flow.'),
-    },
+    // Raw mode decodes nothing, claims nothing and produces nothing: only the flow is tested.
+    flowDeps(partitionConcurrency, member),
     {
       groupId: 'flow',
       topics: [topic],
@@ -174,24 +184,13 @@ test('a full partition pauses, resumes at half of its last fetch, and never hold
 
 test('while the outputs of a full partition are written, the next events run; never more than twice the bound in flight', async () => {
   const partitionConcurrency = 10;
-  const config = loadConfig(
-    {
-      MESH_KAFKA_BROKERS: '127.0.0.1:9',
-      MESH_SCHEMA_REGISTRY_URL: 'http://127.0.0.1:9',
-      MESH_REDIS_URL: 'redis://127.0.0.1:9',
-      MESH_PARTITION_CONCURRENCY: String(partitionConcurrency),
-    },
-    { service: 'flow-test', defaultHttpPort: 0 },
-  );
   const member = new ScriptedMember();
   /** Sends not yet acknowledged: the broker is as slow as the test says. */
   const sends: { records: OutgoingRecord[]; ack: () => void }[] = [];
   let handled = 0;
   let mostInFlight = 0;
   const consumer = new MeshConsumer(
-    {
-      config,
-      createGroupConsumer: () => member.asGroupConsumer(),
+    flowDeps(partitionConcurrency, member, {
       producer: {
         send: (records: OutgoingRecord[]) =>
           new Promise<void>((resolve) => sends.push({ records, ack: resolve })),
@@ -210,11 +209,7 @@ test('while the outputs of a full partition are written, the next events run; ne
         encode: (event: MeshEvent) =>
           Promise.resolve({ key: null, value: Buffer.from(event.id), headers: {} }),
       } as unknown as EventCodec,
-      idempotency: undefined as unknown as IdempotencyStore,
-      metrics: createMetrics({ defaultMetrics: false }),
-      log: silentLogger(),
-      topics: topicNames('flow.'),
-    },
+    }),
     {
       groupId: 'flow',
       topics: [topic],

@@ -8,7 +8,7 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import { randomUUID } from 'node:crypto';
 import { waitFor } from '@mesh/testkit';
-import { assigned, completedFor, startRuntime } from './helpers.ts';
+import { assigned, committedToEnd, completedFor, startRuntime } from './helpers.ts';
 
 const fixture = fileURLToPath(new URL('./fixtures/worker-process.ts', import.meta.url));
 
@@ -143,5 +143,5 @@ test('a 60-second handler with a 10-second session timeout causes no rebalance',
   await waitFor(() => probe.on(runtime.topics.results).length === 6, { timeout: 60_000 });
   assert.equal(slowRuns, 1, 'the slow handler ran once');
   assert.equal(consumer.assignments, 1, 'the member was never evicted and rejoined');
-  await waitFor(async () => (await runtime.admin.lag(consumer.groupId, [topic]))[0]?.lag === 0);
+  await committedToEnd(runtime, consumer.groupId, topic);
 });

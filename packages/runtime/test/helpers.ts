@@ -4,7 +4,14 @@
  */
 import type { TestContext } from 'node:test';
 import { newEvent, type MeshEvent } from '@mesh/envelope';
-import { meshEnv, onCleanup, probeTopics, testConfig, type TopicProbe } from '@mesh/testkit';
+import {
+  meshEnv,
+  onCleanup,
+  probeTopics,
+  testConfig,
+  waitFor,
+  type TopicProbe,
+} from '@mesh/testkit';
 import { MeshRuntime, topicSpecs } from '../src/index.ts';
 
 export interface Harness {
@@ -35,6 +42,17 @@ export async function startRuntime(
   ]);
   onCleanup(t, () => probe.stop());
   return { runtime, probe };
+}
+
+/** Waits until `groupId` has committed `topic`'s only partition to its end: nothing left unfinished. */
+export async function committedToEnd(
+  runtime: MeshRuntime,
+  groupId: string,
+  topic: string,
+): Promise<void> {
+  await waitFor(async () => (await runtime.admin.lag(groupId, [topic]))[0]?.lag === 0, {
+    message: `${groupId} did not commit ${topic} to its end`,
+  });
 }
 
 export const sampleData: Record<string, Record<string, unknown>> = {

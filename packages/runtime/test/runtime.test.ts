@@ -8,7 +8,7 @@ import { newEvent, toKafka, type MeshEvent } from '@mesh/envelope';
 import { retryable, terminal } from '@mesh/errors';
 import { waitFor } from '@mesh/testkit';
 import type { HandlerContext } from '../src/index.ts';
-import { assigned, completedFor, sampleData, startRuntime } from './helpers.ts';
+import { assigned, committedToEnd, completedFor, sampleData, startRuntime } from './helpers.ts';
 
 test('every event type round-trips through Kafka and the registry', async (t) => {
   const { runtime } = await startRuntime(t);
@@ -277,11 +277,7 @@ test('a poison message ends on mesh.dlq and the rest of its partition is process
     .map((r) => probe.header(r, 'ce_meshfailure'))
     .sort();
   assert.deepEqual(classes, ['handler_error', 'malformed_event']);
-  await waitFor(
-    async () =>
-      (await runtime.admin.lag(consumer.groupId, [runtime.topics.work('echo')]))[0]?.lag === 0,
-    { message: 'offsets not committed past the poison message' },
-  );
+  await committedToEnd(runtime, consumer.groupId, runtime.topics.work('echo'));
 });
 
 test('large outputs: a turn of them goes out in several requests; one too large for Kafka fails its event and holds up nothing', async (t) => {
@@ -333,9 +329,7 @@ test('large outputs: a turn of them goes out in several requests; one too large 
     new Set(events.map((e) => e.id)),
     'every other output was written, once',
   );
-  await waitFor(async () => (await runtime.admin.lag(consumer.groupId, [topic]))[0]?.lag === 0, {
-    message: 'offsets not committed past the events',
-  });
+  await committedToEnd(runtime, consumer.groupId, topic);
 });
 
 test('a dead letter too large for Kafka with its failure headers keeps them and says where the event is', async (t) => {
@@ -362,9 +356,7 @@ test('a dead letter too large for Kafka with its failure headers keeps them and 
   );
   assert.equal(probe.header(dead, 'ce_meshorigintopic'), topic);
   await waitFor(() => handled === 1, { message: 'the next event did not run' });
-  await waitFor(async () => (await runtime.admin.lag(consumer.groupId, [topic]))[0]?.lag === 0, {
-    message: 'offsets not committed past the events',
-  });
+  await committedToEnd(runtime, consumer.groupId, topic);
 });
 
 test('each malformed-input class ends on mesh.dlq with its failure class, the handler never runs', async (t) => {
