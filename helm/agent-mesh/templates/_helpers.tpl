@@ -44,11 +44,7 @@ app.kubernetes.io/part-of: agent-mesh
 {{/* Image, service account ----------------------------------------------------------------------- */}}
 
 {{- define "agent-mesh.image" -}}
-{{- if .Values.image.digest -}}
-{{- printf "%s@%s" .Values.image.repository .Values.image.digest -}}
-{{- else -}}
-{{- printf "%s:%s" .Values.image.repository (default .Chart.AppVersion .Values.image.tag) -}}
-{{- end -}}
+{{- include "agent-mesh.imageOf" (dict "image" .Values.image "default" .Values.image "appVersion" .Chart.AppVersion) -}}
 {{- end -}}
 
 {{/*

@@ -255,10 +255,17 @@ export class MeshProducer {
           });
           for (const pending of sending) pending.resolve();
         } catch (error) {
-          // Looked up again before their next send: a topic deleted since it was first seen is
-          // then refused (`not_found`) instead of failing again.
-          for (const topic of byTopic.keys()) this.#known.delete(topic);
-          const type = kafkaErrorType(error);
+          const chain = [...causes(error)];
+          // A topic deleted since it was first seen (the kafkajs patch gives its send up): looked
+          // up again before the next send, which is then refused (`not_found`). Not on other
+          // failures: a broker outage would otherwise cost every retry a metadata lookup first.
+          if (
+            chain.some(
+              (e) => e.type === 'UNKNOWN_TOPIC_OR_PARTITION' || /MetadataNotLoaded$/.test(e.name),
+            )
+          )
+            for (const topic of byTopic.keys()) this.#known.delete(topic);
+          const type = chain.find((e) => e.type !== undefined)?.type;
           const failure =
             type !== undefined && refusedRecordErrors.has(type) && sending.length === 1
               ? // The broker refused the records of this one send (e.g. a topic's max.message.bytes
@@ -317,13 +324,15 @@ export function isRecordTooLarge(error: unknown): boolean {
   return isMeshError(error) && error.details?.tooLarge === true;
 }
 
-/** The broker's error type (`MESSAGE_TOO_LARGE`…) of a kafkajs error, looked for through its causes. */
-function kafkaErrorType(error: unknown): string | undefined {
-  type Cause = { type?: unknown; cause?: unknown; originalError?: unknown } | null | undefined;
-  let e = error as Cause;
+/** A kafkajs error and its causes, outermost first: their names and broker error types. */
+function* causes(error: unknown): Generator<{ name: string; type: string | undefined }> {
+  type Cause = { name?: unknown; type?: unknown; cause?: unknown; originalError?: unknown };
+  let e = error as Cause | null | undefined;
   for (let depth = 0; e !== null && e !== undefined && depth < 5; depth += 1) {
-    if (typeof e.type === 'string') return e.type;
-    e = (e.originalError ?? e.cause) as Cause;
+    yield {
+      name: typeof e.name === 'string' ? e.name : '',
+      type: typeof e.type === 'string' ? e.type : undefined,
+    };
+    e = (e.originalError ?? e.cause) as Cause | null | undefined;
   }
-  return undefined;
 }
