@@ -576,6 +576,70 @@ test('an agent in Python (examples/python-agent) joins the mesh through Kafka an
   assert.equal(await exited, 0, 'SIGTERM closes the consumer and exits 0');
 });
 
+test('results too large for one event fail their task with the reason, and nothing waits or is dead-lettered', async (t) => {
+  const mesh = await startMesh(t, { vars: { MESH_TEMPLATES_DIR: templates } });
+  // `echo` returns its input, which carries the task input: each of the four outputs is about as
+  // large as the request. 4 × 250 kB of results is more than one event can carry (983 kB): the
+  // aggregator fails the stage. 4 × 200 kB fits, but the next stage's input (the task input and
+  // those results, 1 MB) does not: the orchestrator fails the task before dispatching it.
+  const tasks: Record<string, string> = {};
+  for (const [name, size] of [
+    ['joined', 250_000],
+    ['passed-on', 200_000],
+  ] as const) {
+    const { status, body } = await postJson(`${mesh.url('orchestrator')}/v1/tasks`, {
+      template: 'wide-fan',
+      input: { text: 'x'.repeat(size) },
+    });
+    assert.equal(status, 202, JSON.stringify(body));
+    tasks[name] = String(body.taskId);
+  }
+  const ended = async (taskId: string) => {
+    const outcome = await waitFor(() => outcomesOf(mesh, taskId)[0], {
+      timeout: 60_000,
+      message: `task ${taskId} never ended\n${mesh.tails()}`,
+    });
+    const state = (await getJson(`${mesh.url('orchestrator')}/v1/tasks/${taskId}`)).body;
+    return { outcome, state, stages: state.stages as Record<string, { status: string }> };
+  };
+
+  const joined = await ended(tasks.joined ?? '');
+  assert.equal(joined.outcome.type, 'io.mesh.task.failed');
+  assert.equal(joined.outcome.data.reason, 'stage_failed');
+  const detail = String(joined.outcome.data.detail);
+  for (const node of ['a', 'b', 'c', 'd'])
+    assert.match(detail, new RegExp(`${node}: invalid_output \\(output of 250,0\\d\\d bytes`));
+  assert.match(detail, /more than the 982,964 bytes one event can carry/);
+  assert.equal(joined.stages.fan?.status, 'failed');
+  assert.equal(joined.stages.after?.status, 'pending', 'nothing after the failed stage ran');
+
+  const passed = await ended(tasks['passed-on'] ?? '');
+  assert.equal(passed.outcome.type, 'io.mesh.task.failed');
+  assert.equal(passed.outcome.data.reason, 'invalid_output');
+  assert.match(
+    String(passed.outcome.data.detail),
+    /^stage after cannot start: its io\.mesh\.subtask\.assigned would carry 1,000,\d{3} bytes of data, more than the 982,964 bytes .* the task input \(200,0\d\d bytes\) and the results of stage fan \(800,\d{3} bytes\)$/,
+  );
+  assert.equal(passed.stages.fan?.status, 'completed');
+  assert.equal(passed.stages.after?.status, 'failed');
+  const results = mesh.probe
+    .on(mesh.client.topics.results)
+    .filter((r) => mesh.probe.header(r, 'ce_correlationid') === tasks['passed-on'])
+    .map(
+      (r) => JSON.parse((r.value ?? Buffer.alloc(0)).subarray(5).toString()) as { stageId: string },
+    );
+  assert.deepEqual(
+    results.map((r) => r.stageId),
+    ['fan', 'fan', 'fan', 'fan'],
+    'the stage that cannot start never ran',
+  );
+
+  // One outcome each, and nothing anywhere was refused by Kafka or dead-lettered.
+  await new Promise((resolve) => setTimeout(resolve, 2_000));
+  for (const id of Object.values(tasks)) assert.equal(outcomesOf(mesh, id).length, 1);
+  assert.equal(mesh.probe.on(mesh.client.topics.dlq).length, 0, mesh.tails());
+});
+
 test('a task past its deadline fails with deadline_exceeded, and its late result changes nothing', async (t) => {
   const mesh = await startMesh(t, {
     vars: { MESH_TEMPLATES_DIR: templates },

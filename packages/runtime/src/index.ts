@@ -5,3 +5,4 @@ export * from './tracker.ts';
 export type { ConsumedRecord } from '@mesh/kafka';
 // Services that send through `runtime.producer` recognise its refusal of a record too large for Kafka.
 export { isRecordTooLarge } from '@mesh/kafka';
+export * from './size.ts';

@@ -10,7 +10,13 @@
  */
 import { deriveEvent, deterministicId, type MeshEvent } from '@mesh/envelope';
 import { isMeshError, retryable, safeDetail } from '@mesh/errors';
-import type { Emit, HandlerContext, MeshRuntime } from '@mesh/runtime';
+import {
+  dataBytes,
+  maxEventDataBytes,
+  type Emit,
+  type HandlerContext,
+  type MeshRuntime,
+} from '@mesh/runtime';
 import type { Logger } from '@mesh/telemetry';
 import {
   admit,
@@ -22,7 +28,7 @@ import {
   type NodeOutcome,
   type Usage,
 } from './join.ts';
-import { eventTypes, stageCompletedData, taskOutcome, type StageRef } from './outcome.ts';
+import { eventTypes, stageEvents, type StageRef } from './outcome.ts';
 import {
   causeOf,
   JoinStore,
@@ -185,16 +191,17 @@ export class Aggregator {
     });
     if (result.state === 'conflict') return 'conflict';
     if (result.state === 'recorded' || closed === undefined) return undefined;
-    this.#log.info(
-      {
-        taskId: ref.taskId,
-        stageId: ref.stageId,
-        status: closed.stage.status,
-        reason: closed.reason,
-        final: result.final,
-      },
-      'stage decided',
-    );
+    const decided = {
+      taskId: ref.taskId,
+      stageId: ref.stageId,
+      status: closed.stage.status,
+      reason: closed.reason,
+      final: result.final,
+    };
+    // Results too large to publish are a fault of the agents or the plan that an operator should see.
+    if (closed.reason === 'results_too_large')
+      this.#log.warn(decided, 'stage failed: its results are more than one event can carry');
+    else this.#log.info(decided, 'stage decided');
     return result.final === undefined ? { closed } : { closed, final: result.final };
   }
 
@@ -341,11 +348,11 @@ function close(
   decision: Exclude<Decision, { status: 'undecided' }>,
   cause: CauseAttributes,
 ): ClosedStage {
-  const stage = stageCompletedData(ref, spec, outcomes, decision);
+  const events = stageEvents(ref, spec, outcomes, decision, maxEventDataBytes, dataBytes);
   return {
     cause,
-    reason: decision.reason,
-    stage,
-    ...(spec.final === true ? { outcome: taskOutcome(spec, stage, decision) } : {}),
+    reason: events.decision.reason,
+    stage: events.stage,
+    ...(events.outcome === undefined ? {} : { outcome: events.outcome }),
   };
 }

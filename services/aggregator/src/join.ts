@@ -46,7 +46,9 @@ export type DecisionReason =
   | 'quorum_unreachable'
   | 'first_succeeded'
   | 'all_failed'
-  | 'deadline';
+  | 'deadline'
+  /** Decided otherwise, but its events would be more than one event can carry (`outcome.ts`). */
+  | 'results_too_large';
 
 export type Decision =
   | { status: 'undecided' }

@@ -1,7 +1,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { decide, type JoinSpec, type Outcomes } from './join.ts';
-import { stageCompletedData, synthesise, taskOutcome } from './outcome.ts';
+import { stageCompletedData, stageEvents, synthesise, taskOutcome } from './outcome.ts';
 
 const ref = { taskId: 'task-1', stageId: 'write' };
 
@@ -110,4 +110,77 @@ test('task outcome: the detail of a missed deadline names the missing nodes, wit
   assert.match(outcome.data.detail, /^stage write failed: deadline 2030-01-01T00:00:00Z passed/);
   assert.match(outcome.data.detail, /node-with-a-long-name-0 \(timeout\)/);
   assert.ok(outcome.data.detail.length <= 2000);
+});
+
+const jsonBytes = (data: unknown): number => Buffer.byteLength(JSON.stringify(data));
+
+test('stage events within the limit are the decided stage and its outcome, unchanged', () => {
+  const spec: JoinSpec = { nodes: ['a', 'b'], join: 'all', final: true };
+  const outcomes: Outcomes = { a: { ok: true, output: { t: 'x' } }, b: { ok: true, output: {} } };
+  const decision = decided(spec, outcomes);
+  const stage = stageCompletedData(ref, spec, outcomes, decision);
+  const limit = jsonBytes(stage);
+  assert.deepEqual(stageEvents(ref, spec, outcomes, decision, limit, jsonBytes), {
+    decision,
+    stage,
+    outcome: taskOutcome(spec, stage, decision),
+  });
+});
+
+test('stage events too large for one event fail the stage, naming each output and its size', () => {
+  const spec: JoinSpec = { nodes: ['c', 'a', 'b'], join: 'quorum', quorum: 2, final: true };
+  const outcomes: Outcomes = {
+    a: { ok: true, output: { text: 'é'.repeat(300) }, usage: { steps: 1 } },
+    b: { ok: false, failure: 'timeout', detail: 'slow', usage: { steps: 1 } },
+    c: { ok: true, output: { text: 'c'.repeat(100) }, usage: { steps: 1 } },
+  };
+  const decision = decided(spec, outcomes);
+  assert.equal(decision.status, 'completed');
+  const events = stageEvents(ref, spec, outcomes, decision, 500, jsonBytes);
+  assert.deepEqual(events.decision, {
+    status: 'failed',
+    reason: 'results_too_large',
+    timedOut: [],
+  });
+  const joined = stageCompletedData(ref, spec, outcomes, decision);
+  const largest = Math.max(jsonBytes(joined), jsonBytes(taskOutcome(spec, joined, decision).data));
+  const why = `the stage's results come to ${largest} bytes, more than the 500 bytes one event can carry`;
+  assert.deepEqual(events.stage, {
+    taskId: 'task-1',
+    stageId: 'write',
+    status: 'failed',
+    results: {},
+    // In the spec's node order; the real failure is kept; sizes in UTF-8 bytes of JSON.
+    failures: {
+      c: { failure: 'invalid_output', detail: `output of 111 bytes; ${why}` },
+      a: { failure: 'invalid_output', detail: `output of 611 bytes; ${why}` },
+      b: { failure: 'timeout', detail: 'slow' },
+    },
+    usage: { steps: 3 },
+    final: true,
+  });
+  assert.ok(events.outcome?.type === 'io.mesh.task.failed');
+  assert.equal(events.outcome.data.reason, 'stage_failed');
+  assert.match(
+    events.outcome.data.detail,
+    /^stage write failed: c \(invalid_output: output of 111/,
+  );
+  assert.ok(jsonBytes(events.stage) <= 1_000 && jsonBytes(events.outcome.data) <= 1_000);
+});
+
+test('stage events: a task output larger than its stage (concat) is checked too', () => {
+  const spec: JoinSpec = { nodes: ['a'], join: 'all', final: true, synthesis: 'concat' };
+  const outcomes: Outcomes = { a: { ok: true, output: { text: 'y'.repeat(400) } } };
+  const decision = decided(spec, outcomes);
+  const stage = stageCompletedData(ref, spec, outcomes, decision);
+  const limit = jsonBytes(stage) + 10;
+  // `concat` carries the text twice (joined, and per node): the stage fits, the output does not.
+  const events = stageEvents(ref, spec, outcomes, decision, limit, jsonBytes);
+  assert.equal(events.stage.status, 'failed');
+  assert.equal(events.decision.reason, 'results_too_large');
+  assert.equal(events.outcome?.type, 'io.mesh.task.failed');
+  const notFinal = { ...spec, final: false };
+  const alone = stageEvents(ref, notFinal, outcomes, decision, limit, jsonBytes);
+  assert.equal(alone.stage.status, 'completed', 'without a task outcome the stage fits');
+  assert.equal(alone.outcome, undefined);
 });

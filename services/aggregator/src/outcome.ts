@@ -171,6 +171,60 @@ export function failureDetail(
   }
 }
 
+function bytes(n: number | undefined): string {
+  return `${(n ?? 0).toLocaleString('en-US')} bytes`;
+}
+
+/** What a decided stage publishes: its stage data and, for the final stage, the task's outcome. */
+export interface StageEvents {
+  decision: Decided;
+  stage: StageCompletedData;
+  outcome?: TaskOutcome;
+}
+
+/**
+ * What a decided stage publishes, each event's data at most `limit` bytes (`sizeOf`, as the codec
+ * encodes it). Joined results too large for one event, or a task output made of them, fail the
+ * stage instead (`results_too_large`): every node that succeeded is failed as `invalid_output` with
+ * the size of its output, so that the task ends with that reason rather than waiting for a stage
+ * event that Kafka refuses every time it is published.
+ */
+export function stageEvents(
+  ref: StageRef,
+  spec: JoinSpec,
+  outcomes: Outcomes,
+  decision: Decided,
+  limit: number,
+  sizeOf: (data: unknown) => number,
+): StageEvents {
+  const stage = stageCompletedData(ref, spec, outcomes, decision);
+  const outcome = spec.final === true ? taskOutcome(spec, stage, decision) : undefined;
+  const largest = Math.max(sizeOf(stage), outcome === undefined ? 0 : sizeOf(outcome.data));
+  if (largest <= limit)
+    return outcome === undefined ? { decision, stage } : { decision, stage, outcome };
+  const failures: Record<string, StageFailure> = {};
+  const why = `the stage's results come to ${bytes(largest)}, more than the ${bytes(limit)} one event can carry`;
+  for (const node of spec.nodes) {
+    if (Object.hasOwn(stage.results, node))
+      failures[node] = {
+        failure: 'invalid_output',
+        detail: `output of ${bytes(sizeOf(stage.results[node]))}; ${why}`,
+      };
+    else if (Object.hasOwn(stage.failures, node))
+      failures[node] = stage.failures[node] as StageFailure;
+  }
+  const tooLarge: Decided = { status: 'failed', reason: 'results_too_large', timedOut: [] };
+  const failed: StageCompletedData = {
+    ...stage,
+    status: 'failed',
+    results: {},
+    failures,
+  };
+  return spec.final === true
+    ? { decision: tooLarge, stage: failed, outcome: taskOutcome(spec, failed, tooLarge) }
+    : { decision: tooLarge, stage: failed };
+}
+
 /** The task's outcome when the final stage is decided: completed (or partial), or failed. */
 export function taskOutcome(
   spec: JoinSpec,

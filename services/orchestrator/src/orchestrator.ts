@@ -16,7 +16,14 @@ import {
   type MeshEventAttributes,
 } from '@mesh/envelope';
 import { safeDetail } from '@mesh/errors';
-import type { Emit, HandlerContext, HandlerResult, MeshRuntime } from '@mesh/runtime';
+import {
+  dataBytes,
+  maxEventDataBytes,
+  type Emit,
+  type HandlerContext,
+  type HandlerResult,
+  type MeshRuntime,
+} from '@mesh/runtime';
 import {
   finalTypes,
   terminalStatuses,
@@ -66,6 +73,7 @@ export type FailureReason =
   | 'deadline_exceeded'
   | 'approval_denied'
   | 'invalid_plan'
+  | 'invalid_output'
   | 'unknown_template'
   | 'hop_limit_exceeded'
   | 'cycle_detected';
@@ -536,7 +544,7 @@ export class Orchestrator {
       current.startedAt = new Date().toISOString();
       if (stage.gate !== undefined) {
         current.status = 'awaiting_approval';
-        emits.push(...this.#stageEvents(state, stage, cause));
+        if (!(await this.#dispatchable(state, stage, cause, emits))) return;
         continue;
       }
       const nodes = stage.nodes ?? [];
@@ -558,7 +566,7 @@ export class Orchestrator {
       current.status = 'dispatched';
       if (stage.timeoutMs !== undefined)
         current.deadline = new Date(Date.now() + stage.timeoutMs).toISOString();
-      emits.push(...this.#stageEvents(state, stage, cause));
+      if (!(await this.#dispatchable(state, stage, cause, emits))) return;
     }
     state.status = Object.values(state.stages).some((s) => s.status === 'awaiting_approval')
       ? 'awaiting_approval'
@@ -585,6 +593,43 @@ export class Orchestrator {
         emits.push(...this.#stageEvents(state, stage, cause));
     }
     await this.#publish(state.id, emits);
+  }
+
+  /**
+   * Adds the events that start `stage` to `emits`. False when one of them is more than one event
+   * can carry (the task input and the earlier results it passes on are too large): the task fails
+   * with `invalid_output` and nothing of it is published, instead of an assignment that Kafka
+   * refuses every time, which would leave the task running for good.
+   */
+  async #dispatchable(
+    state: TaskState,
+    stage: PlannedStage,
+    cause: MeshEvent,
+    emits: Emit[],
+  ): Promise<boolean> {
+    const events = this.#stageEvents(state, stage, cause);
+    for (const { event } of events) {
+      const bytes = dataBytes(event.data);
+      if (bytes <= maxEventDataBytes) continue;
+      const passed = Object.entries(state.stages)
+        .filter(([, other]) => other.results !== undefined)
+        .map(([id, other]) => `stage ${id} (${formatBytes(dataBytes(other.results))})`);
+      const status = state.stages[stage.id];
+      if (status !== undefined) status.status = 'failed';
+      const detail =
+        `stage ${stage.id} cannot start: its ${event.type} would carry ${formatBytes(bytes)} of ` +
+        `data, more than the ${formatBytes(maxEventDataBytes)} one event can carry (Kafka's record ` +
+        `limit): it passes on the task input (${formatBytes(dataBytes(state.input))})` +
+        (passed.length === 0 ? '' : ` and the results of ${passed.join(', ')}`);
+      this.#runtime.log.warn(
+        { taskId: state.id, stageId: stage.id, bytes, limit: maxEventDataBytes },
+        'task failed: what a stage passes on is more than one event can carry',
+      );
+      await this.#fail(state, cause, 'invalid_output', detail);
+      return false;
+    }
+    emits.push(...events);
+    return true;
   }
 
   /** The events that start `stage`: one assignment per node, or the gate's approval request. */
@@ -741,6 +786,10 @@ export function budgetExceeded(state: TaskState): string | undefined {
     return `cost budget of $${state.budget.maxCostUsd} spent: $${state.usage.costUsd.toFixed(4)} used`;
   }
   return undefined;
+}
+
+function formatBytes(n: number): string {
+  return `${n.toLocaleString('en-US')} bytes`;
 }
 
 function describeFailures(data: StageCompletedData): string {
