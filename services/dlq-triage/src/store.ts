@@ -76,7 +76,13 @@ export class DeadLetterStore {
         'NX',
       );
       if (created !== 'OK') return false;
-      await this.#redis.zadd(`${this.#prefix}dlq:index`, Date.parse(letter.at), letter.id);
+      // Letters expire a TTL after their last change; their index entries a TTL after they came,
+      // dropped here (dead letters are rare), or the index would only grow.
+      const index = `${this.#prefix}dlq:index`;
+      await Promise.all([
+        this.#redis.zadd(index, Date.parse(letter.at), letter.id),
+        this.#redis.zremrangebyscore(index, '-inf', `(${Date.now() - this.#ttlMs}`),
+      ]);
       return true;
     });
   }

@@ -74,13 +74,17 @@ export const orchestratorService: ServiceDefinition = {
     registerTaskRoutes(context, store);
     const stopDashboard = registerDashboard(context);
     let ticking = false;
+    let forgotAt = 0;
     const timer = setInterval(() => {
       if (ticking) return;
       ticking = true;
-      orchestrator
-        .tickDeadlines()
+      const now = Date.now();
+      // The index of expired tasks is trimmed once a minute: entries leave it a TTL after creation.
+      const forgetting = now - forgotAt < 60_000 ? undefined : store.forgetExpired(now);
+      if (forgetting !== undefined) forgotAt = now;
+      Promise.all([orchestrator.tickDeadlines(now), forgetting])
         .catch((error: unknown) =>
-          runtime.log.warn({ err: String(error) }, 'deadline check failed'),
+          runtime.log.warn({ err: String(error) }, 'deadline round failed; will retry'),
         )
         .finally(() => {
           ticking = false;

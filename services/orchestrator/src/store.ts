@@ -263,6 +263,18 @@ export class TaskStore {
     return causalOrder(raw.map((r) => JSON.parse(r) as EventSummary));
   }
 
+  /**
+   * Drops from the task index (`latest`) the tasks created more than the TTL before `now`. A task's
+   * documents expire a TTL after its last change, but its index entry would stay for ever: one per
+   * task, a Redis that only grows. A task still changing a TTL after it was created (long past
+   * any deadline) stays readable by id, but is no longer listed. Returns how many were dropped.
+   */
+  async forgetExpired(now = Date.now()): Promise<number> {
+    return withRedis('could not trim the task index', () =>
+      this.#redis.zremrangebyscore(`${this.#prefix}tasks`, '-inf', `(${now - this.#ttlMs}`),
+    );
+  }
+
   async latest(limit: number): Promise<TaskState[]> {
     const ids = await withRedis('could not list tasks', () =>
       this.#redis.zrevrange(`${this.#prefix}tasks`, 0, limit - 1),

@@ -183,3 +183,42 @@ test('the causal chain: what one turn records, for any tasks, is one script call
   await store.record('a', summary('e3'));
   assert.equal((await store.events('a')).length, 2, 'a redelivered event is not listed again');
 });
+
+test('the task index forgets tasks created more than the TTL ago; their documents expire alone', async (t) => {
+  const {
+    redis,
+    prefix,
+    stores: [store],
+  } = await taskStores(t);
+  const now = Date.now();
+  const task = (id: string, ageMs: number): TaskState => ({
+    id,
+    status: 'completed',
+    template: 'fan-out',
+    createdAt: new Date(now - ageMs).toISOString(),
+    updatedAt: new Date(now).toISOString(),
+    input: {},
+    budget: {},
+    usage: { promptTokens: 0, completionTokens: 0, costUsd: 0, steps: 1 },
+    stages: {},
+  });
+  // The stores of this file keep tasks for 60 s.
+  for (const [id, age] of [
+    ['old', 120_000],
+    ['just-expired', 60_001],
+    ['recent', 59_000],
+    ['new', 0],
+  ] as const)
+    await store.put(task(id, age));
+  assert.equal(await redis.zcard(`${prefix}tasks`), 4);
+
+  assert.equal(await store.forgetExpired(now), 2);
+  assert.deepEqual(await redis.zrange(`${prefix}tasks`, 0, -1), ['recent', 'new']);
+  assert.deepEqual(
+    (await store.latest(10)).map((s) => s.id),
+    ['new', 'recent'],
+  );
+  // Only the index entry goes: a task still read by id stays readable until its document expires.
+  assert.equal((await store.get('old'))?.id, 'old');
+  assert.equal(await store.forgetExpired(now), 0, 'nothing left to forget');
+});
