@@ -236,7 +236,7 @@ export class Aggregator {
       log().info({ taskId: ref.taskId }, 'task already ended by another path; stage result only');
     }
     await this.#runtime.publish(emits);
-    await this.store.markPublished(ref);
+    await this.store.markPublished(ref, closed);
   }
 
   /** Starts the deadline timer: every `tickMs`, decides the stages whose deadline passed. */

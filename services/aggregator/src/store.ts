@@ -7,7 +7,8 @@
  * per node, the first one wins), `version` (bumped by every change), and once decided `closed` (the
  * events to publish and their cause), `final` (`claimed` when this stage won the task's final
  * marker, `taken` when another path had ended the task) and `published` (set once Kafka
- * acknowledged them). The hash expires `ttlMs` after its last change.
+ * acknowledged them, when the outcomes and the events' data are dropped). The hash expires `ttlMs`
+ * after its last change.
  *
  * Changes are compare-and-set on `version` in one Lua script, so recording an outcome, deciding
  * (in TypeScript, by the pure join rules) and closing are atomic against a concurrent result or the
@@ -51,7 +52,10 @@ export function causeOf(event: MeshEventAttributes): CauseAttributes {
   return cause;
 }
 
-/** A decided stage: exactly what is (re-)published, and the event it is derived from. */
+/**
+ * A decided stage: exactly what is (re-)published, and the event it is derived from. Once published
+ * it is kept without its data (results, failures, outcome): it is never published again.
+ */
 export interface ClosedStage {
   cause: CauseAttributes;
   reason: string;
@@ -109,9 +113,16 @@ redis.call('ZADD', KEYS[2], ARGV[11], ARGV[7])
 return {'closed', final}
 `;
 
-// Setting the flag on an expired hash would recreate it without a TTL, hence the EXISTS.
+// Setting the flag on an expired hash would recreate it without a TTL, hence the EXISTS. A
+// published stage is read only to learn that it was decided and published (a late result is then
+// ignored): its outcomes go, and its closed form is replaced by ARGV[2], the same without its data.
 const publishedScript = `
-if redis.call('EXISTS', KEYS[1]) == 1 then redis.call('HSET', KEYS[1], 'published', '1') end
+if redis.call('EXISTS', KEYS[1]) == 1 then
+  for _, field in ipairs(redis.call('HKEYS', KEYS[1])) do
+    if string.sub(field, 1, 5) == 'node:' then redis.call('HDEL', KEYS[1], field) end
+  end
+  redis.call('HSET', KEYS[1], 'published', '1', 'closed', ARGV[2])
+end
 redis.call('ZREM', KEYS[2], ARGV[1])
 return 1
 `;
@@ -229,10 +240,23 @@ export class JoinStore {
       : { state: 'closed' };
   }
 
-  /** Records that the stage's events were acknowledged by Kafka. @throws MeshError `redis_unavailable`. */
-  async markPublished(ref: StageRef): Promise<void> {
+  /**
+   * Records that the stage's events were acknowledged by Kafka, and drops what only publishing
+   * needed: the nodes' outcomes, and the results, failures and task outcome of `closed`, which
+   * would otherwise stay in Redis two or three times over for the TTL.
+   * @throws MeshError `redis_unavailable`.
+   */
+  async markPublished(ref: StageRef, closed: ClosedStage): Promise<void> {
+    const kept: ClosedStage = {
+      cause: closed.cause,
+      reason: closed.reason,
+      stage: { ...closed.stage, results: {}, failures: {} },
+    };
     try {
-      await this.#published([this.stateKey(ref), this.deadlinesKey], [this.member(ref)]);
+      await this.#published(
+        [this.stateKey(ref), this.deadlinesKey],
+        [this.member(ref), JSON.stringify(kept)],
+      );
     } catch (error) {
       throw redisFailure(error, 'could not mark a stage published');
     }

@@ -35,10 +35,19 @@ const closed = (ref: StageRef): ClosedStage => ({
   stage: {
     ...ref,
     status: 'completed',
-    results: {},
+    results: { a: { node: 'a' }, b: { node: 'b' } },
     failures: {},
     usage: {},
     final: true,
+  },
+  outcome: {
+    type: 'io.mesh.task.completed',
+    data: {
+      taskId: ref.taskId,
+      output: { a: { node: 'a' }, b: { node: 'b' } },
+      status: 'completed',
+      usage: {},
+    },
   },
 });
 const record = (node: string): Change => ({
@@ -47,7 +56,7 @@ const record = (node: string): Change => ({
   first: cause,
 });
 
-test('commit is a compare-and-set: a stale writer gets conflict, a closed stage takes nothing', async (t) => {
+test('commit is a compare-and-set: a stale writer gets conflict, a closed stage takes nothing, a published one keeps no data', async (t) => {
   const s = await store(t);
   const ref = { taskId: uniqueName('task'), stageId: 's1' };
   assert.deepEqual(await s.commit(ref, '0', record('a')), { state: 'recorded' });
@@ -71,9 +80,20 @@ test('commit is a compare-and-set: a stale writer gets conflict, a closed stage 
   assert.equal(after.published, false);
   assert.deepEqual(await s.claimDue(Date.now(), 60_000, 10), [s.member(ref)]);
 
-  await s.markPublished(ref);
-  assert.equal((await s.load(ref)).published, true);
+  await s.markPublished(ref, closed(ref));
+  const published = await s.load(ref);
+  assert.equal(published.published, true);
   assert.deepEqual(await s.claimDue(Date.now() + 120_000, 60_000, 10), []);
+  // What only publishing needed is gone; that it was decided and published stays, for the TTL.
+  assert.deepEqual(published.outcomes, {});
+  assert.deepEqual(published.closed, {
+    cause,
+    reason: 'all_succeeded',
+    stage: { ...closed(ref).stage, results: {}, failures: {} },
+  });
+  assert.equal(published.final, 'claimed');
+  assert.deepEqual(await s.commit(ref, '2', record('c')), { state: 'conflict' }, 'still closed');
+  assert.ok((await s.redis.pttl(s.stateKey(ref))) > 0, 'kept for the TTL, not forever');
 });
 
 test('closing the final stage claims mesh:final:<taskId> with SET NX, atomically', async (t) => {
