@@ -5,7 +5,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { createRedis, waitForRedis } from '@mesh/redis';
+import { createRedis, evictionRisk, waitForRedis } from '@mesh/redis';
 import { meshEnv, onCleanup, uniqueName } from '@mesh/testkit';
 import { IdempotencyStore, type Lease } from '../src/index.ts';
 
@@ -121,4 +121,26 @@ test('claims and done markers made together go to Redis as one script call, each
   assert.ok((await scriptCalls()) - beforeDone <= 2, 'the done markers went in one script call');
   const again = await Promise.all(ids.map((id) => idempotency.claim('g', id)));
   assert.ok(again.every((c) => c.state === 'done' && c.outcome === 'ok'));
+});
+
+test('a Redis that may evict the keys when full is named; noeviction or no maxmemory is not', async (t) => {
+  const { redis } = await store(t, 5_000);
+  const [, policy] = (await redis.config('GET', 'maxmemory-policy')) as [string, string];
+  const [, limit] = (await redis.config('GET', 'maxmemory')) as [string, string];
+  onCleanup(t, async () => {
+    await redis.config('SET', 'maxmemory-policy', policy);
+    await redis.config('SET', 'maxmemory', limit);
+  });
+  assert.equal(policy, 'noeviction', "the stack's Redis keeps the default");
+  assert.equal(await evictionRisk(redis), undefined);
+  // A limit far above what any test stores: nothing is evicted while the other tests run.
+  await redis.config('SET', 'maxmemory-policy', 'volatile-lru');
+  assert.equal(await evictionRisk(redis), undefined, 'without maxmemory nothing is evicted');
+  await redis.config('SET', 'maxmemory', String(16 * 1024 ** 3));
+  assert.equal(
+    await evictionRisk(redis),
+    `maxmemory-policy volatile-lru with maxmemory ${16 * 1024 ** 3} bytes`,
+  );
+  await redis.config('SET', 'maxmemory-policy', 'noeviction');
+  assert.equal(await evictionRisk(redis), undefined);
 });

@@ -88,6 +88,22 @@ export async function pingRedis(client: Redis): Promise<boolean> {
   }
 }
 
+/**
+ * Why Redis may drop the mesh's keys when it is full, or undefined when it may not: a `maxmemory`
+ * with a `maxmemory-policy` other than `noeviction`. Every mesh key has a TTL, so even a
+ * `volatile-*` policy may evict a lease or a done marker, which would let an event run twice. Read
+ * from `INFO memory`, which managed Redis services allow where they refuse `CONFIG GET`.
+ */
+export async function evictionRisk(client: Redis): Promise<string | undefined> {
+  const info = await client.info('memory');
+  const field = (name: string): string | undefined =>
+    new RegExp(`^${name}:(.*)$`, 'm').exec(info)?.[1]?.trim();
+  const policy = field('maxmemory_policy');
+  const limit = Number(field('maxmemory') ?? '0');
+  if (policy === undefined || policy === 'noeviction' || !(limit > 0)) return undefined;
+  return `maxmemory-policy ${policy} with maxmemory ${limit} bytes`;
+}
+
 /** Runs Redis commands, turning any failure into a retryable `redis_unavailable` naming `what`. */
 export async function withRedis<T>(what: string, fn: () => Promise<T>): Promise<T> {
   try {

@@ -8,7 +8,7 @@ import { ContractRegistry, EventCodec } from '@mesh/contracts';
 import type { MeshEvent } from '@mesh/envelope';
 import { IdempotencyStore } from '@mesh/idempotency';
 import { GroupConsumer, MeshAdmin, MeshProducer, createKafka, type Kafka } from '@mesh/kafka';
-import { createRedis, pingRedis, type Redis } from '@mesh/redis';
+import { createRedis, evictionRisk, pingRedis, type Redis } from '@mesh/redis';
 import {
   LagCollector,
   createLogger,
@@ -93,6 +93,23 @@ export class MeshRuntime {
    * service must stop, not fall back — or `kafka_unavailable` / `registry_unavailable`.
    */
   async start(): Promise<void> {
+    // Checked on every connection (a restarted Redis may have another configuration), not awaited:
+    // a service starts while Redis is away.
+    const checkEviction = (): void => {
+      evictionRisk(this.redis).then(
+        (risk) => {
+          if (risk !== undefined)
+            this.log.warn(
+              { redis: risk },
+              'Redis may evict keys when full: a lost lease or done marker lets an event run twice; use maxmemory-policy noeviction',
+            );
+        },
+        (error: unknown) =>
+          this.log.debug({ err: safeDetail(error) }, 'could not read the Redis eviction policy'),
+      );
+    };
+    this.redis.on('ready', checkEviction);
+    if (this.redis.status === 'ready') checkEviction();
     await this.producer.connect();
     if (this.config.createTopics) {
       const created = await this.admin.ensureTopics(
