@@ -205,6 +205,7 @@ async function tallies(mesh: Mesh): Promise<{ runs: Map<string, number>; effects
   let effects = 0;
   for (const key of await mesh.client.redis.keys(`${prefix}*`)) {
     const rest = key.slice(prefix.length);
+    assert.ok((await mesh.client.redis.pttl(key)) > 0, `${key} expires like every key of a task`);
     if (rest.startsWith('runs:'))
       runs.set(rest.slice('runs:'.length), Number(await mesh.client.redis.get(key)));
     if (rest.startsWith('effect:')) effects += 1;

@@ -106,6 +106,7 @@ async function setupWorker(
         agent = tallyAgent(
           runtime.redis,
           (what, key) => runtime.key('tally', what, key),
+          runtime.config.idempotencyTtlMs,
           settings.agentDelayMs,
         );
       else if (isBuiltinAgent(name)) agent = builtinAgent(name, { delayMs: settings.agentDelayMs });

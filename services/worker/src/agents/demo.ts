@@ -17,19 +17,26 @@ export const demoAgentNames = ['tally'] as const;
 
 const noUsage = { promptTokens: 0, completionTokens: 0, costUsd: 0 };
 
-/** `key(kind, idempotencyKey)` names the Redis keys of the side effect and the run counter. */
+/**
+ * `key(kind, idempotencyKey)` names the Redis keys of the side effect and the run counter; both
+ * expire after `ttlMs` (the mesh's idempotency TTL), like every other key of a task.
+ */
 export function tallyAgent(
   redis: Redis,
   key: (kind: 'effect' | 'runs', idempotencyKey: string) => string,
+  ttlMs: number,
   delayMs = 0,
 ): Agent {
   return async (input, ctx) => {
-    const runs = await redis.incr(key('runs', ctx.idempotencyKey));
+    const counter = key('runs', ctx.idempotencyKey);
+    // Sent together on one connection, so in this order.
+    const [runs] = await Promise.all([redis.incr(counter), redis.pexpire(counter, ttlMs)]);
     if (delayMs > 0) await new Promise((resolve) => setTimeout(resolve, delayMs));
     if ((input.task as { fail?: unknown } | undefined)?.fail === true)
       throw retryable('handler_error', 'tally was asked to fail');
     // The side effect: applied at most once per idempotency key, whatever the number of runs.
-    const applied = (await redis.set(key('effect', ctx.idempotencyKey), ctx.nodeId, 'NX')) === 'OK';
+    const applied =
+      (await redis.set(key('effect', ctx.idempotencyKey), ctx.nodeId, 'PX', ttlMs, 'NX')) === 'OK';
     return { output: { node: ctx.nodeId, applied, runs }, usage: noUsage };
   };
 }
