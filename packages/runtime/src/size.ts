@@ -20,3 +20,8 @@ export const maxEventDataBytes = defaultMaxRecordBytes - recordOverheadBytes;
 export function dataBytes(data: unknown): number {
   return Buffer.byteLength(JSON.stringify(data) ?? '');
 }
+
+/** A size for a message: `982,964 bytes`. */
+export function formatBytes(bytes: number): string {
+  return `${bytes.toLocaleString('en-US')} bytes`;
+}

@@ -3,6 +3,7 @@
  * the `io.mesh.stage.completed` data and, for the final stage, the task's outcome
  * (`io.mesh.task.completed` with the synthesised output, or `io.mesh.task.failed`).
  */
+import { formatBytes } from '@mesh/runtime';
 import {
   quorumOf,
   sumUsage,
@@ -171,10 +172,6 @@ export function failureDetail(
   }
 }
 
-function bytes(n: number | undefined): string {
-  return `${(n ?? 0).toLocaleString('en-US')} bytes`;
-}
-
 /** What a decided stage publishes: its stage data and, for the final stage, the task's outcome. */
 export interface StageEvents {
   decision: Decided;
@@ -203,12 +200,12 @@ export function stageEvents(
   if (largest <= limit)
     return outcome === undefined ? { decision, stage } : { decision, stage, outcome };
   const failures: Record<string, StageFailure> = {};
-  const why = `the stage's results come to ${bytes(largest)}, more than the ${bytes(limit)} one event can carry`;
+  const why = `the stage's results come to ${formatBytes(largest)}, more than the ${formatBytes(limit)} one event can carry`;
   for (const node of spec.nodes) {
     if (Object.hasOwn(stage.results, node))
       failures[node] = {
         failure: 'invalid_output',
-        detail: `output of ${bytes(sizeOf(stage.results[node]))}; ${why}`,
+        detail: `output of ${formatBytes(sizeOf(stage.results[node]))}; ${why}`,
       };
     else if (Object.hasOwn(stage.failures, node))
       failures[node] = stage.failures[node] as StageFailure;

@@ -18,6 +18,7 @@ import {
 import { safeDetail } from '@mesh/errors';
 import {
   dataBytes,
+  formatBytes,
   maxEventDataBytes,
   type Emit,
   type HandlerContext,
@@ -786,10 +787,6 @@ export function budgetExceeded(state: TaskState): string | undefined {
     return `cost budget of $${state.budget.maxCostUsd} spent: $${state.usage.costUsd.toFixed(4)} used`;
   }
   return undefined;
-}
-
-function formatBytes(n: number): string {
-  return `${n.toLocaleString('en-US')} bytes`;
 }
 
 function describeFailures(data: StageCompletedData): string {
