@@ -134,10 +134,23 @@ export const commands: readonly CommandSpec[] = [
   },
   {
     name: 'dlq replay',
-    usage: 'mesh dlq replay <id>',
-    summary: 'send a dead letter back to its origin topic',
-    options: {},
-    positionals: { min: 1, max: 1 },
+    usage:
+      'mesh dlq replay <id> | mesh dlq replay --failure c|--agent a|--task t|--all [--limit n] [--dry-run]',
+    summary: 'send a dead letter back to its origin topic; or every waiting one a filter selects',
+    details: [
+      'with a filter instead of an id: the dead letters still waiting (parked or escalated) that',
+      'match all of --failure, --agent and --task (or every one, with --all), oldest first, at',
+      'most --limit (100 by default, 1000 at most).  --dry-run lists them and replays nothing.',
+    ],
+    options: {
+      failure: { type: 'string' },
+      agent: { type: 'string' },
+      task: { type: 'string' },
+      all: { type: 'boolean' },
+      limit: { type: 'string', short: 'n' },
+      'dry-run': { type: 'boolean' },
+    },
+    positionals: { min: 0, max: 1 },
   },
   {
     name: 'dlq discard',

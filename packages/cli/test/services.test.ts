@@ -144,7 +144,7 @@ test('mesh task: state, causal chain, cancel with the token, one-line errors', a
   );
 });
 
-test('mesh dlq: list with filters, replay, discard with a reason', async (t) => {
+test('mesh dlq: list with filters, replay one or by filter, discard with a reason', async (t) => {
   const h = await cliHarness(t);
   assert.equal((await h.run(['topics', 'init'])).code, 0);
   assert.equal((await h.run(['schemas', 'register'])).code, 0);
@@ -223,4 +223,40 @@ test('mesh dlq: list with filters, replay, discard with a reason', async (t) => 
     ['replayed', 'parked'].includes(statuses.get(second.id) ?? ''),
     String(statuses.get(second.id)),
   );
+
+  // By filter: what still waits (the replayed record, dead-lettered again by the orchestrator).
+  const neither = await h.run(['dlq', 'replay'], { env });
+  assert.equal(neither.code, 1);
+  assert.match(neither.stderr, /^mesh: mesh dlq replay needs a dead-letter id, or --failure/);
+  const both = await h.run(['dlq', 'replay', second.id, '--all'], { env });
+  assert.equal(both.code, 1);
+  assert.match(both.stderr, /takes a dead-letter id or a filter, not both/);
+  const waiting = await waitFor(
+    async () => {
+      const dry = await h.run(
+        ['dlq', 'replay', '--failure', 'malformed_event', '--dry-run', '--json'],
+        { env },
+      );
+      assert.equal(dry.code, 0, show(dry));
+      const answer = JSON.parse(dry.stdout) as { matched: number; items: Item[] };
+      return answer.matched >= 1 ? answer : undefined;
+    },
+    { timeout: 30_000, interval: 500, message: 'the replayed record was not dead-lettered again' },
+  );
+  assert.ok(waiting.items.every((i) => i.status === 'parked' && i.id !== first.id));
+  const dryTable = await h.run(['dlq', 'replay', '--failure', 'malformed_event', '--dry-run'], {
+    env,
+  });
+  assert.match(dryTable.stdout, /^would replay \d+; nothing was replayed \(--dry-run\)$/m);
+  const bulk = await h.run(['dlq', 'replay', '--failure', 'malformed_event'], { env });
+  assert.equal(bulk.code, 0, show(bulk));
+  assert.match(bulk.stdout, /^replayed (\d+) of \1 dead letters?$/m);
+  const replayedIds = new Set(
+    (
+      JSON.parse((await h.run(['dlq', 'list', '--json'], { env })).stdout) as { items: Item[] }
+    ).items
+      .filter((i) => i.status === 'replayed')
+      .map((i) => i.id),
+  );
+  for (const item of waiting.items) assert.ok(replayedIds.has(item.id), item.id);
 });

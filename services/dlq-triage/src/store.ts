@@ -49,7 +49,8 @@ export interface DeadLetterFilter {
   failure?: string;
   agent?: string;
   task?: string;
-  status?: string;
+  /** One status, or any of several. */
+  status?: string | readonly string[];
   limit: number;
 }
 
@@ -108,6 +109,7 @@ export class DeadLetterStore {
       this.#redis.zrevrange(`${this.#prefix}dlq:index`, 0, 4_999),
     );
     const out: DeadLetter[] = [];
+    const statuses = filter.status === undefined ? undefined : [filter.status].flat();
     for (let i = 0; i < ids.length && out.length < filter.limit; i += 200) {
       const chunk = ids.slice(i, i + 200);
       const docs = await withRedis('could not read dead letters', () =>
@@ -119,7 +121,7 @@ export class DeadLetterStore {
         if (filter.failure !== undefined && letter.failure !== filter.failure) continue;
         if (filter.agent !== undefined && letter.agent !== filter.agent) continue;
         if (filter.task !== undefined && letter.taskId !== filter.task) continue;
-        if (filter.status !== undefined && letter.status !== filter.status) continue;
+        if (statuses !== undefined && !statuses.includes(letter.status)) continue;
         out.push(letter);
         if (out.length >= filter.limit) break;
       }

@@ -167,7 +167,7 @@ export class Triage {
         ? {}
         : { agent: event?.agent ?? this.#runtime.topics.agentOf(originTopic ?? '') }),
       ...(event?.meshattempt === undefined ? {} : { attempt: event.meshattempt }),
-      at: new Date().toISOString(),
+      at: deadLetteredAt(record),
       status: 'parked',
       action: 'pending',
       reason: '',
@@ -433,4 +433,13 @@ export class Triage {
     const counts = await this.#store.countByStatus();
     this.metrics.parked.set((counts.parked ?? 0) + (counts.escalated ?? 0));
   }
+}
+
+/**
+ * When the event was dead-lettered: the time of its record on mesh.dlq, so that letters read late
+ * (dlq-triage was down, or lagging) keep their order and their age; now, for a record without one.
+ */
+function deadLetteredAt(record: ConsumedRecord): string {
+  const ms = Number(record.timestamp);
+  return new Date(Number.isFinite(ms) && ms > 0 ? ms : Date.now()).toISOString();
 }

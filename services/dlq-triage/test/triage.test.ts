@@ -353,3 +353,88 @@ test('replay re-runs a dead letter on its origin and discard needs a reason; wri
   assert.equal((await post(`/v1/dlq/${item.id}/replay`, {}, 'sekret')).status, 409);
   assert.equal((await post('/v1/dlq/0123456789abcdef0123/replay', {}, 'sekret')).status, 404);
 });
+
+test('replay by filter: a dry run lists the waiting letters, a replay sends back only those, oldest first', async (t) => {
+  const h = await start(t, { MESH_API_TOKEN: 'sekret' });
+  const violations = ['bulk-1', 'bulk-2', 'bulk-3'].map(assignment);
+  for (const event of violations) {
+    await deadLetter(h, event, 'schema_violation', 'old producer');
+    // Letters are ordered by the time of their record on mesh.dlq: a millisecond apart at least.
+    await new Promise((resolve) => setTimeout(resolve, 5));
+  }
+  const malformed = assignment('bulk-4');
+  await deadLetter(h, malformed, 'malformed_event', 'bad header');
+  await waitFor(async () => {
+    const list = await listDlq(h);
+    return list.length === 4 && list.every((l) => ['escalated', 'parked'].includes(l.status))
+      ? list
+      : undefined;
+  });
+  const post = async (body: unknown, token: string | null = 'sekret') => {
+    const response = await fetch(`${h.url}/v1/dlq/replay`, {
+      method: 'POST',
+      headers: {
+        'content-type': 'application/json',
+        ...(token === null ? {} : { authorization: `Bearer ${token}` }),
+      },
+      body: JSON.stringify(body),
+    });
+    return {
+      status: response.status,
+      body: (await response.json()) as {
+        matched: number;
+        replayed?: number;
+        failed?: number;
+        message?: string;
+        items: { id: string; status: string; taskId?: string; at?: string }[];
+      },
+    };
+  };
+  assert.equal((await post({ failure: 'schema_violation' }, null)).status, 401);
+  const unnamed = await post({});
+  assert.equal(unnamed.status, 400, 'replaying everything takes all: true');
+  assert.match(unnamed.body.message ?? '', /name the dead letters to replay/);
+
+  const dry = await post({ failure: 'schema_violation', dryRun: true });
+  assert.equal(dry.status, 200);
+  assert.equal(dry.body.matched, 3);
+  assert.deepEqual(
+    dry.body.items.map((i) => i.taskId),
+    ['bulk-1', 'bulk-2', 'bulk-3'],
+    'oldest first',
+  );
+  await new Promise((resolve) => setTimeout(resolve, 500));
+  assert.equal(h.probe.on(h.client.topics.work('echo')).length, 0, 'a dry run replays nothing');
+
+  const replay = await post({ failure: 'schema_violation' });
+  assert.equal(replay.status, 202);
+  assert.deepEqual(
+    { matched: replay.body.matched, replayed: replay.body.replayed, failed: replay.body.failed },
+    { matched: 3, replayed: 3, failed: 0 },
+  );
+  assert.deepEqual(
+    replay.body.items.map((i) => i.id),
+    dry.body.items.map((i) => i.id),
+  );
+  const back = await waitFor(() => {
+    const records = h.probe.on(h.client.topics.work('echo'));
+    return records.length >= 3 ? records : undefined;
+  });
+  assert.deepEqual(
+    back.map((r) => h.probe.header(r, 'ce_id')).sort(),
+    violations.map((e) => e.id).sort(),
+  );
+  const statuses = new Map((await listDlq(h)).map((l) => [l.taskId, l.status]));
+  assert.deepEqual(Object.fromEntries(statuses), {
+    'bulk-1': 'replayed',
+    'bulk-2': 'replayed',
+    'bulk-3': 'replayed',
+    'bulk-4': 'parked',
+  });
+  assert.equal((await post({ failure: 'schema_violation' })).body.matched, 0, 'nothing waits');
+
+  const rest = await post({ all: true });
+  assert.equal(rest.body.replayed, 1);
+  assert.equal(rest.body.items[0]?.status, 'replayed');
+  await waitFor(() => h.probe.on(h.client.topics.work('echo')).length === 4 || undefined);
+});

@@ -1,9 +1,10 @@
 /**
  * `mesh dlq list | replay | discard`: the dead letters held by dlq-triage, through its HTTP API
- * (`GET /v1/dlq?failure=&agent=&task=`, `POST /v1/dlq/:id/replay`, `POST /v1/dlq/:id/discard`).
+ * (`GET /v1/dlq?failure=&agent=&task=`, `POST /v1/dlq/:id/replay`, `POST /v1/dlq/replay` with a
+ * filter, `POST /v1/dlq/:id/discard`).
  */
 import { isFailureClass } from '@mesh/errors';
-import { stringOption, type ParsedCommand } from '../args.ts';
+import { flag, parsePositiveInt, stringOption, type ParsedCommand } from '../args.ts';
 import type { CliContext } from '../context.ts';
 import { UsageError } from '../errors.ts';
 import { clock, table, truncate } from '../format.ts';
@@ -31,18 +32,24 @@ function checkId(id: string | undefined): string {
   return id;
 }
 
-export async function dlqList(ctx: CliContext, parsed: ParsedCommand): Promise<void> {
+/** The --failure, --agent and --task a list or a replay selects dead letters by. */
+function filterOf(parsed: ParsedCommand): Partial<Record<'failure' | 'agent' | 'task', string>> {
   const failure = stringOption(parsed.values, 'failure');
   if (failure !== undefined && !isFailureClass(failure))
     throw new UsageError(
       `--failure ${JSON.stringify(failure)} is not a failure class (rate_limited, timeout, context_overflow, invalid_output, schema_violation, malformed_event, hop_limit_exceeded, cycle_detected, budget_exceeded, handler_error)`,
     );
-  const query = new URLSearchParams();
-  if (failure !== undefined) query.set('failure', failure);
+  const filter: Partial<Record<'failure' | 'agent' | 'task', string>> = {};
+  if (failure !== undefined) filter.failure = failure;
   for (const name of ['agent', 'task'] as const) {
     const value = stringOption(parsed.values, name);
-    if (value !== undefined) query.set(name, value);
+    if (value !== undefined) filter[name] = value;
   }
+  return filter;
+}
+
+export async function dlqList(ctx: CliContext, parsed: ParsedCommand): Promise<void> {
+  const query = new URLSearchParams(filterOf(parsed));
   const search = query.size > 0 ? `?${query.toString()}` : '';
   const answer = await callApi<{ items?: DeadLetter[] }>(
     ctx,
@@ -55,6 +62,10 @@ export async function dlqList(ctx: CliContext, parsed: ParsedCommand): Promise<v
     ctx.emit({ items });
     return;
   }
+  printLetters(ctx, items);
+}
+
+function printLetters(ctx: CliContext, items: DeadLetter[]): void {
   if (items.length === 0) {
     ctx.print('no dead letters');
     return;
@@ -78,7 +89,15 @@ export async function dlqList(ctx: CliContext, parsed: ParsedCommand): Promise<v
   ctx.print(`${items.length} dead letter${items.length === 1 ? '' : 's'}`);
 }
 
-export async function dlqReplay(ctx: CliContext, parsed: ParsedCommand): Promise<void> {
+export async function dlqReplay(ctx: CliContext, parsed: ParsedCommand): Promise<number> {
+  const filter = filterOf(parsed);
+  const selects =
+    Object.keys(filter).length > 0 ||
+    flag(parsed.values, 'all') ||
+    flag(parsed.values, 'dry-run') ||
+    stringOption(parsed.values, 'limit') !== undefined;
+  if (parsed.positionals[0] === undefined) return replayMatching(ctx, parsed, filter);
+  if (selects) throw new UsageError('mesh dlq replay takes a dead-letter id or a filter, not both');
   const id = checkId(parsed.positionals[0]);
   const answer = await callApi<Record<string, unknown> | undefined>(
     ctx,
@@ -92,6 +111,47 @@ export async function dlqReplay(ctx: CliContext, parsed: ParsedCommand): Promise
     ctx.print(
       `dead letter ${id} replayed${typeof answer?.topic === 'string' ? ` to ${answer.topic}` : ''}`,
     );
+  return 0;
+}
+
+async function replayMatching(
+  ctx: CliContext,
+  parsed: ParsedCommand,
+  filter: Partial<Record<'failure' | 'agent' | 'task', string>>,
+): Promise<number> {
+  const all = flag(parsed.values, 'all');
+  if (Object.keys(filter).length === 0 && !all)
+    throw new UsageError(
+      'mesh dlq replay needs a dead-letter id, or --failure, --agent, --task or --all',
+    );
+  const limitText = stringOption(parsed.values, 'limit');
+  const limit = limitText === undefined ? 100 : parsePositiveInt(limitText, '--limit');
+  if (limit > 1_000) throw new UsageError('--limit is at most 1000');
+  const dryRun = flag(parsed.values, 'dry-run');
+  const answer = await callApi<{
+    matched: number;
+    replayed?: number;
+    failed?: number;
+    items: (DeadLetter & { topic?: string; error?: string })[];
+  }>(ctx, 'dlq-triage', 'POST', '/v1/dlq/replay', { ...filter, all, dryRun, limit });
+  if (answer === undefined) throw new Error('dlq-triage sent no answer');
+  const failed = answer.failed ?? 0;
+  if (ctx.json) {
+    ctx.emit(answer);
+    return failed > 0 ? 1 : 0;
+  }
+  if (dryRun) {
+    printLetters(ctx, answer.items);
+    ctx.print(`would replay ${answer.matched}; nothing was replayed (--dry-run)`);
+    return 0;
+  }
+  for (const item of answer.items)
+    if (item.status !== 'replayed') ctx.print(`${item.id} not replayed: ${item.error ?? ''}`);
+  ctx.print(
+    `replayed ${answer.replayed ?? 0} of ${answer.matched} dead letter${answer.matched === 1 ? '' : 's'}` +
+      (failed > 0 ? `; ${failed} failed` : ''),
+  );
+  return failed > 0 ? 1 : 0;
 }
 
 export async function dlqDiscard(ctx: CliContext, parsed: ParsedCommand): Promise<void> {
