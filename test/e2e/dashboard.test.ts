@@ -165,6 +165,12 @@ test('the dashboard shows lag rising while the worker is down and draining when 
     { timeout: 10_000, message: `the partition rows of the worker group do not add up to ${n}` },
   );
   assert.ok(workRate > 0, 'the page showed the work topic being written to');
+  // The queued tasks say what they wait on: their stage, for the agent nobody runs now.
+  const waitingCell = page.locator(`#tasks tr[data-task="${queued[n - 1]}"] td.waiting`);
+  await waitFor(async () => /\[echo\] · \d+ s ago$/.test((await waitingCell.textContent()) ?? ''), {
+    timeout: 10_000,
+    message: 'the newest queued task never said it waits on echo',
+  });
   mkdirSync(results, { recursive: true });
   await page.screenshot({ path: `${results}dashboard-lagging.png`, fullPage: true });
   // While nothing consumes, the age of the oldest waiting event grows with the clock.

@@ -110,6 +110,24 @@ export const commands: readonly CommandSpec[] = [
     positionals: { min: 1, max: 1 },
   },
   {
+    name: 'tasks',
+    usage: 'mesh tasks [--status s[,s…]] [--older-than 10m] [--limit n]',
+    summary: 'the latest tasks, and what each unfinished one waits on; find the stuck ones',
+    details: [
+      '--status      only tasks in these states: accepted, running, awaiting_approval, completed,',
+      '              failed, cancelled (comma-separated)',
+      '--older-than  only tasks created longer ago than this (10m, 2h, 1d)',
+      '--limit       at most this many (50 by default, 500 at most)',
+      'e.g. mesh tasks --status running,awaiting_approval --older-than 15m',
+    ],
+    options: {
+      status: { type: 'string' },
+      'older-than': { type: 'string' },
+      limit: { type: 'string', short: 'n' },
+    },
+    positionals: { min: 0, max: 0 },
+  },
+  {
     name: 'lag',
     usage: 'mesh lag [--watch] [--interval 2s] [--group g]',
     summary:

@@ -18,6 +18,7 @@ const runners: Record<string, () => Promise<Run>> = {
   publish: async () => (await import('./commands/publish.ts')).publish,
   tail: async () => (await import('./commands/tail.ts')).tail,
   task: async () => (await import('./commands/task.ts')).task,
+  tasks: async () => (await import('./commands/task.ts')).tasks,
   lag: async () => (await import('./commands/lag.ts')).lag,
   'dlq list': async () => (await import('./commands/dlq.ts')).dlqList,
   'dlq replay': async () => (await import('./commands/dlq.ts')).dlqReplay,

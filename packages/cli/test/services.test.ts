@@ -10,6 +10,7 @@ import { join } from 'node:path';
 import { MeshProducer } from '@mesh/kafka';
 import { disposable, freePort, onCleanup, waitFor } from '@mesh/testkit';
 import { cliHarness, lines, root, show, type CliHarness } from './helpers.ts';
+import type { TaskSummary } from '../src/commands/task.ts';
 
 const token = 'cli-test-token';
 
@@ -99,6 +100,44 @@ test('mesh task: state, causal chain, cancel with the token, one-line errors', a
   assert.match(text.stdout, /^\s+review\s+pending\s+gate review: /m);
   assert.match(text.stdout, /^\S+\s+io\.mesh\.task\.requested {2}hop 0$/m);
   assert.match(text.stdout, /^\S+\s{3}io\.mesh\.subtask\.assigned {2}→ research, hop 1/m);
+
+  // `mesh tasks`: the stuck task, what it waits on, and the filters.
+  const stuck = await h.run(['tasks', '--status', 'running,awaiting_approval', '--json'], { env });
+  assert.equal(stuck.code, 0, show(stuck));
+  const listed = (JSON.parse(stuck.stdout) as { tasks: TaskSummary[] }).tasks;
+  assert.deepEqual(
+    listed.map((t) => ({ id: t.id, status: t.status, waitingOn: t.waitingOn })),
+    [
+      {
+        id: taskId,
+        status: 'running',
+        waitingOn: [
+          {
+            stage: 'research',
+            status: 'dispatched',
+            since: listed[0]?.waitingOn?.[0]?.since,
+            agents: ['research'],
+          },
+        ],
+      },
+    ],
+  );
+  assert.ok(Date.parse(listed[0]?.waitingOn?.[0]?.since ?? '') <= Date.now());
+  const tasksTable = await h.run(['tasks', '--status', 'running'], { env });
+  assert.match(
+    tasksTable.stdout,
+    new RegExp(`^${taskId}\\s+running\\s+reviewed\\s+\\d+s\\s+research \\[research\\] \\d+s$`, 'm'),
+  );
+  assert.match(tasksTable.stdout, /^1 task$/m);
+  const none = await h.run(['tasks', '--status', 'running', '--older-than', '1h', '--json'], {
+    env,
+  });
+  assert.deepEqual(JSON.parse(none.stdout), { tasks: [] }, 'created less than an hour ago');
+  const done = await h.run(['tasks', '--status', 'completed'], { env });
+  assert.equal(done.stdout, 'no tasks\n');
+  const badStatus = await h.run(['tasks', '--status', 'runing'], { env });
+  assert.equal(badStatus.code, 1);
+  assert.match(badStatus.stderr, /status "runing" is not a task status \(accepted, running, /);
 
   const early = await h.run(['task', taskId, '--approve'], {
     env: { ...env, MESH_API_TOKEN: token },

@@ -8,7 +8,14 @@ import { newEvent } from '@mesh/envelope';
 import { loadContracts } from '@mesh/contracts';
 import { MeshError } from '@mesh/errors';
 import type { ServiceContext } from '@mesh/service';
-import type { TaskStore } from './store.ts';
+import { parseDuration } from '@mesh/config';
+import {
+  taskStatuses,
+  terminalStatuses,
+  type TaskState,
+  type TaskStatus,
+  type TaskStore,
+} from './store.ts';
 import { source } from './orchestrator.ts';
 
 const idParams = {
@@ -38,6 +45,27 @@ const cancelBody = {
     by: { type: 'string', maxLength: 200 },
   },
 } as const;
+
+/** What an unfinished task waits on: its started stages, since when, and their agents or gate. */
+export function waitingOn(
+  state: TaskState,
+): { stage: string; status: string; since?: string; agents?: string[]; gate?: string }[] {
+  if (terminalStatuses.includes(state.status)) return [];
+  return (state.plan ?? []).flatMap((stage) => {
+    const current = state.stages[stage.id];
+    if (current?.status !== 'dispatched' && current?.status !== 'awaiting_approval') return [];
+    return [
+      {
+        stage: stage.id,
+        status: current.status,
+        ...(current.startedAt === undefined ? {} : { since: current.startedAt }),
+        ...(stage.gate === undefined
+          ? { agents: [...new Set((stage.nodes ?? []).map((node) => node.agent))] }
+          : { gate: stage.gate.id }),
+      },
+    ];
+  });
+}
 
 export function registerTaskRoutes(
   { app, runtime, requireToken }: ServiceContext,
@@ -89,29 +117,54 @@ export function registerTaskRoutes(
       .send({ taskId, status: 'accepted' });
   });
 
+  // Newest first. `status` (comma-separated) and `olderThan` (a duration: 10m, 2h) find the tasks
+  // that are stuck; each unfinished one says which stages it waits on, since when, for which agents.
   app.get(
     '/v1/tasks',
     {
       schema: {
         querystring: {
           type: 'object',
-          properties: { limit: { type: 'integer', minimum: 1, maximum: 500, default: 50 } },
+          additionalProperties: false,
+          properties: {
+            limit: { type: 'integer', minimum: 1, maximum: 500, default: 50 },
+            status: { type: 'string', maxLength: 200 },
+            olderThan: { type: 'string', pattern: '^[0-9]+(ms|s|m|h|d)$' },
+          },
         },
       },
     },
     async (request) => {
-      const { limit } = request.query as { limit: number };
-      const tasks = await store.latest(limit);
+      const query = request.query as { limit: number; status?: string; olderThan?: string };
+      const statuses = query.status?.split(',');
+      const unknown = statuses?.find((s) => !(taskStatuses as readonly string[]).includes(s));
+      if (unknown !== undefined)
+        throw new MeshError(
+          'bad_request',
+          `status ${JSON.stringify(unknown)} is not a task status (${taskStatuses.join(', ')})`,
+        );
+      const now = Date.now();
+      const tasks = await store.list({
+        limit: query.limit,
+        ...(statuses === undefined ? {} : { status: statuses as TaskStatus[] }),
+        ...(query.olderThan === undefined
+          ? {}
+          : { createdBefore: now - parseDuration(query.olderThan) }),
+      });
       return {
-        tasks: tasks.map((t) => ({
-          id: t.id,
-          status: t.status,
-          template: t.template,
-          createdAt: t.createdAt,
-          updatedAt: t.updatedAt,
-          usage: t.usage,
-          failure: t.failure,
-        })),
+        tasks: tasks.map((t) => {
+          const waiting = waitingOn(t);
+          return {
+            id: t.id,
+            status: t.status,
+            template: t.template,
+            createdAt: t.createdAt,
+            updatedAt: t.updatedAt,
+            usage: t.usage,
+            failure: t.failure,
+            ...(waiting.length === 0 ? {} : { waitingOn: waiting }),
+          };
+        }),
       };
     },
   );

@@ -10,8 +10,15 @@ import { retryable } from '@mesh/errors';
 import { Coalescer, defineScript, withRedis, type Redis, type Script } from '@mesh/redis';
 import type { Budget, PlannedStage } from './templates.ts';
 
-export type TaskStatus =
-  'accepted' | 'running' | 'awaiting_approval' | 'completed' | 'failed' | 'cancelled';
+export const taskStatuses = [
+  'accepted',
+  'running',
+  'awaiting_approval',
+  'completed',
+  'failed',
+  'cancelled',
+] as const;
+export type TaskStatus = (typeof taskStatuses)[number];
 export type StageStatus =
   'pending' | 'dispatched' | 'awaiting_approval' | 'completed' | 'partial' | 'failed';
 
@@ -51,6 +58,17 @@ export interface TaskState {
   /** The request's attributes, the root of the lineage of events the orchestrator emits on timers. */
   request?: Omit<MeshEventAttributes, 'extensions'>;
 }
+
+export interface TaskFilter {
+  /** Only tasks in one of these states. */
+  status?: readonly TaskStatus[];
+  /** Only tasks created before this time (ms since the epoch). */
+  createdBefore?: number;
+  limit: number;
+}
+
+/** Index entries one `list` reads at most. */
+const listScanBound = 10_000;
 
 export interface EventSummary {
   id: string;
@@ -275,15 +293,31 @@ export class TaskStore {
     );
   }
 
-  async latest(limit: number): Promise<TaskState[]> {
-    const ids = await withRedis('could not list tasks', () =>
-      this.#redis.zrevrange(`${this.#prefix}tasks`, 0, limit - 1),
-    );
-    if (ids.length === 0) return [];
-    const docs = await withRedis('could not read tasks', () =>
-      this.#redis.mget(ids.map((id) => `${this.#prefix}task:${id}`)),
-    );
-    return docs.flatMap((d) => (d === null ? [] : [JSON.parse(d) as TaskState]));
+  /**
+   * Tasks newest first, those the filter selects. Reads the index in chunks and stops after
+   * `listScanBound` entries, so that a query for rare tasks (still running an hour on) costs a
+   * bounded amount whatever the number of tasks kept.
+   */
+  async list(filter: TaskFilter): Promise<TaskState[]> {
+    const max = filter.createdBefore === undefined ? '+inf' : `(${filter.createdBefore}`;
+    const out: TaskState[] = [];
+    for (let offset = 0; offset < listScanBound && out.length < filter.limit; offset += 200) {
+      const ids = await withRedis('could not list tasks', () =>
+        this.#redis.zrevrangebyscore(`${this.#prefix}tasks`, max, '-inf', 'LIMIT', offset, 200),
+      );
+      if (ids.length === 0) break;
+      const docs = await withRedis('could not read tasks', () =>
+        this.#redis.mget(ids.map((id) => `${this.#prefix}task:${id}`)),
+      );
+      for (const doc of docs) {
+        if (doc === null) continue;
+        const state = JSON.parse(doc) as TaskState;
+        if (filter.status !== undefined && !filter.status.includes(state.status)) continue;
+        out.push(state);
+        if (out.length >= filter.limit) break;
+      }
+    }
+    return out;
   }
 
   async addDeadline(id: string, at: number): Promise<void> {

@@ -215,10 +215,56 @@ test('the task index forgets tasks created more than the TTL ago; their document
   assert.equal(await store.forgetExpired(now), 2);
   assert.deepEqual(await redis.zrange(`${prefix}tasks`, 0, -1), ['recent', 'new']);
   assert.deepEqual(
-    (await store.latest(10)).map((s) => s.id),
+    (await store.list({ limit: 10 })).map((s) => s.id),
     ['new', 'recent'],
   );
   // Only the index entry goes: a task still read by id stays readable until its document expires.
   assert.equal((await store.get('old'))?.id, 'old');
   assert.equal(await store.forgetExpired(now), 0, 'nothing left to forget');
+});
+
+test('listing tasks: newest first, by status and age, within a bounded scan', async (t) => {
+  const {
+    prefix,
+    redis,
+    stores: [store],
+  } = await taskStores(t);
+  const now = Date.now();
+  const put = (id: string, status: TaskState['status'], ageMs: number) =>
+    store.put({
+      id,
+      status,
+      template: 'fan-out',
+      createdAt: new Date(now - ageMs).toISOString(),
+      updatedAt: new Date(now).toISOString(),
+      input: {},
+      budget: {},
+      usage: { promptTokens: 0, completionTokens: 0, costUsd: 0, steps: 0 },
+      stages: {},
+    });
+  await put('stuck', 'running', 30_000);
+  await put('gate', 'awaiting_approval', 20_000);
+  await put('done', 'completed', 10_000);
+  await put('fresh', 'running', 1_000);
+  await redis.zadd(`${prefix}tasks`, now - 5_000, 'expired'); // its document is gone
+
+  const ids = async (filter: Parameters<TaskStore['list']>[0]) =>
+    (await store.list(filter)).map((s) => s.id);
+  assert.deepEqual(await ids({ limit: 10 }), ['fresh', 'done', 'gate', 'stuck']);
+  assert.deepEqual(await ids({ limit: 2 }), ['fresh', 'done']);
+  assert.deepEqual(await ids({ limit: 10, status: ['running', 'awaiting_approval'] }), [
+    'fresh',
+    'gate',
+    'stuck',
+  ]);
+  assert.deepEqual(
+    await ids({ limit: 10, status: ['running'], createdBefore: now - 15_000 }),
+    ['stuck'],
+    'running and created more than 15 s ago',
+  );
+  assert.deepEqual(await ids({ limit: 10, createdBefore: now - 60_000 }), []);
+
+  // Past 200 entries of other tasks the scan goes on, chunk by chunk.
+  for (let i = 0; i < 450; i += 1) await put(`other-${i}`, 'completed', 0);
+  assert.deepEqual(await ids({ limit: 5, status: ['running'] }), ['fresh', 'stuck']);
 });

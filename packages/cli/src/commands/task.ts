@@ -2,10 +2,16 @@
  * `mesh task <id>`: a task's state and causal chain from the orchestrator's API, and the writes on it
  * (`--cancel`, `--approve`, `--deny`), which the orchestrator turns into events on mesh.control.
  */
-import { flag, stringOption, type ParsedCommand } from '../args.ts';
+import {
+  flag,
+  parseInterval,
+  parsePositiveInt,
+  stringOption,
+  type ParsedCommand,
+} from '../args.ts';
 import type { CliContext } from '../context.ts';
 import { UsageError } from '../errors.ts';
-import { clock, summarize, table, truncate } from '../format.ts';
+import { age, clock, summarize, table, truncate } from '../format.ts';
 import { callApi } from '../http.ts';
 
 /** The parts of the orchestrator's task state the CLI shows (GET /v1/tasks/:id). */
@@ -181,4 +187,69 @@ export async function task(ctx: CliContext, parsed: ParsedCommand): Promise<void
     return;
   }
   for (const line of taskLines(state, events)) ctx.print(line);
+}
+
+/** One task of `GET /v1/tasks`. */
+export interface TaskSummary {
+  id: string;
+  status: string;
+  template?: string;
+  createdAt?: string;
+  failure?: { reason: string; detail: string };
+  waitingOn?: { stage: string; status: string; since?: string; agents?: string[]; gate?: string }[];
+}
+
+/** What a task waits on, for a table cell: `research [research, summarize] 12m; review [gate review] 3m`. */
+export function waitingText(summary: TaskSummary, now = Date.now()): string {
+  return (summary.waitingOn ?? [])
+    .map((w) => {
+      const what = w.gate === undefined ? (w.agents ?? []).join(', ') : `gate ${w.gate}`;
+      const since = w.since === undefined ? '' : ` ${age(now - Date.parse(w.since))}`;
+      return `${w.stage} [${what}]${since}`;
+    })
+    .join('; ');
+}
+
+export async function tasks(ctx: CliContext, parsed: ParsedCommand): Promise<void> {
+  const query = new URLSearchParams();
+  const status = stringOption(parsed.values, 'status');
+  // The orchestrator checks the statuses and names the ones it knows.
+  if (status !== undefined) query.set('status', status);
+  const olderThan = stringOption(parsed.values, 'older-than');
+  if (olderThan !== undefined)
+    query.set('olderThan', `${parseInterval(olderThan, '--older-than', 0)}ms`);
+  const limit = stringOption(parsed.values, 'limit');
+  if (limit !== undefined) {
+    if (parsePositiveInt(limit, '--limit') > 500) throw new UsageError('--limit is at most 500');
+    query.set('limit', limit);
+  }
+  const search = query.size > 0 ? `?${query.toString()}` : '';
+  const answer = await callApi<{ tasks?: TaskSummary[] }>(
+    ctx,
+    'orchestrator',
+    'GET',
+    `/v1/tasks${search}`,
+  );
+  const items = answer?.tasks ?? [];
+  if (ctx.json) {
+    ctx.emit({ tasks: items });
+    return;
+  }
+  if (items.length === 0) {
+    ctx.print('no tasks');
+    return;
+  }
+  const now = Date.now();
+  const rows = items.map((t) => [
+    t.id,
+    t.status,
+    t.template ?? '',
+    t.createdAt === undefined ? '' : age(now - Date.parse(t.createdAt)),
+    t.failure === undefined
+      ? waitingText(t, now)
+      : truncate(`${t.failure.reason}: ${t.failure.detail}`, 80),
+  ]);
+  for (const line of table(['ID', 'STATUS', 'TEMPLATE', 'AGE', 'WAITING ON / FAILURE'], rows))
+    ctx.print(line);
+  ctx.print(`${items.length} task${items.length === 1 ? '' : 's'}`);
 }
