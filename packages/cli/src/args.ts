@@ -311,10 +311,11 @@ export function flag(values: OptionValues, name: string): boolean {
   return values[name] === true;
 }
 
-/** A positive integer, e.g. `--limit 5`. @throws UsageError. */
-export function parsePositiveInt(text: string, option: string): number {
+/** A positive integer, e.g. `--limit 5`, at most `max`. @throws UsageError. */
+export function parsePositiveInt(text: string, option: string, max?: number): number {
   if (!/^[0-9]+$/.test(text.trim()) || Number(text) < 1 || !Number.isSafeInteger(Number(text)))
     throw new UsageError(`${option} must be a positive integer, got ${JSON.stringify(text)}`);
+  if (max !== undefined && Number(text) > max) throw new UsageError(`${option} is at most ${max}`);
   return Number(text);
 }
 

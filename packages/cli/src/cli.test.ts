@@ -127,6 +127,11 @@ describe('value parsers', () => {
 
   test('positive integers and agent lists', () => {
     assert.equal(parsePositiveInt('7', '--limit'), 7);
+    assert.equal(parsePositiveInt('500', '--limit', 500), 500);
+    assert.throws(
+      () => parsePositiveInt('501', '--limit', 500),
+      /^UsageError: --limit is at most 500$/,
+    );
     for (const bad of ['0', '-1', '1.5', 'x', ''])
       assert.throws(() => parsePositiveInt(bad, '--limit'), /--limit must be a positive integer/);
     assert.deepEqual(parseAgents('echo, research,echo'), ['echo', 'research']);

@@ -5,20 +5,12 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { createRedis, evictionRisk, waitForRedis } from '@mesh/redis';
-import { meshEnv, onCleanup, uniqueName } from '@mesh/testkit';
+import { evictionRisk } from '@mesh/redis';
+import { onCleanup, testRedis } from '@mesh/testkit';
 import { IdempotencyStore, type Lease } from '../src/index.ts';
 
 async function store(t: Parameters<typeof onCleanup>[0], leaseTtlMs: number) {
-  const env = await meshEnv();
-  const redis = createRedis({ url: env.MESH_REDIS_URL }, { connectionName: 'idempotency-test' });
-  onCleanup(t, () => redis.disconnect());
-  await waitForRedis(redis);
-  const keyPrefix = `${uniqueName('idem')}:`;
-  onCleanup(t, async () => {
-    const keys = await redis.keys(`${keyPrefix}*`);
-    if (keys.length > 0) await redis.del(...keys);
-  });
+  const { redis, prefix: keyPrefix } = await testRedis(t, 'idem');
   return {
     redis,
     idempotency: new IdempotencyStore(redis, { leaseTtlMs, doneTtlMs: 60_000, keyPrefix }),

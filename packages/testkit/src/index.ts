@@ -7,6 +7,7 @@
 import { randomUUID } from 'node:crypto';
 import { createServer } from 'node:net';
 import { loadConfig, type MeshConfig } from '@mesh/config';
+import { createRedis, waitForRedis, type Redis } from '@mesh/redis';
 import { resolveEnvironment, verifyEnvironment, type StackEnv } from './environment.ts';
 
 export * from './environment.ts';
@@ -138,4 +139,24 @@ export function onCleanup(t: CleanupContext, fn: () => unknown): void {
     });
   }
   stack.push(fn);
+}
+
+/**
+ * A connection to the stack's Redis and a key prefix of the test's own (`<name>-…:`): the keys under
+ * it are deleted, then the connection closed, when the test ends.
+ */
+export async function testRedis(
+  t: CleanupContext,
+  name: string,
+): Promise<{ redis: Redis; prefix: string }> {
+  const env = await meshEnv();
+  const redis = createRedis({ url: env.MESH_REDIS_URL }, { connectionName: `${name}-test` });
+  onCleanup(t, () => redis.disconnect());
+  await waitForRedis(redis);
+  const prefix = `${uniqueName(name)}:`;
+  onCleanup(t, async () => {
+    const keys = await redis.keys(`${prefix}*`);
+    if (keys.length > 0) await redis.del(...keys);
+  });
+  return { redis, prefix };
 }

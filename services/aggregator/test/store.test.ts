@@ -6,8 +6,8 @@
 import { test, type TestContext } from 'node:test';
 import assert from 'node:assert/strict';
 import { newEvent } from '@mesh/envelope';
-import { createRedis, waitForRedis, type Redis } from '@mesh/redis';
-import { meshEnv, onCleanup, uniqueName } from '@mesh/testkit';
+import type { Redis } from '@mesh/redis';
+import { testRedis, uniqueName } from '@mesh/testkit';
 import {
   causeOf,
   JoinStore,
@@ -18,12 +18,8 @@ import {
 } from '../src/index.ts';
 
 async function store(t: TestContext): Promise<JoinStore & { redis: Redis }> {
-  const env = await meshEnv();
-  const redis = createRedis({ url: env.MESH_REDIS_URL }, { connectionName: 'aggregator-test' });
-  onCleanup(t, () => redis.disconnect());
-  await waitForRedis(redis);
-  const joins = new JoinStore(redis, { prefix: `${uniqueName('store')}:`, ttlMs: 60_000 });
-  onCleanup(t, () => redis.del(joins.deadlinesKey));
+  const { redis, prefix } = await testRedis(t, 'store');
+  const joins = new JoinStore(redis, { prefix, ttlMs: 60_000 });
   return Object.assign(joins, { redis });
 }
 

@@ -1,6 +1,7 @@
 /**
  * The dlq-triage HTTP API (docs/contract.md, "HTTP"): list dead letters, replay or discard one,
- * replay the waiting ones a filter selects, list escalations. Write endpoints need the bearer token when MESH_API_TOKEN is set.
+ * replay the waiting ones a filter selects, list escalations. Write endpoints need the bearer token
+ * when MESH_API_TOKEN is set.
  */
 import { isMeshError, MeshError } from '@mesh/errors';
 import type { ServiceContext } from '@mesh/service';

@@ -3,20 +3,11 @@
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { createRedis, waitForRedis } from '@mesh/redis';
-import { meshEnv, onCleanup, uniqueName } from '@mesh/testkit';
+import { testRedis } from '@mesh/testkit';
 import { DeadLetterStore, type DeadLetter } from '../src/index.ts';
 
 test('the dead-letter index forgets letters that came more than the TTL ago', async (t) => {
-  const env = await meshEnv();
-  const redis = createRedis({ url: env.MESH_REDIS_URL }, { connectionName: 'dlq-store-test' });
-  onCleanup(t, () => redis.disconnect());
-  await waitForRedis(redis);
-  const prefix = `${uniqueName('dlq')}:`;
-  onCleanup(t, async () => {
-    const keys = await redis.keys(`${prefix}*`);
-    if (keys.length > 0) await redis.del(...keys);
-  });
+  const { redis, prefix } = await testRedis(t, 'dlq');
   const store = new DeadLetterStore(redis, { ttlMs: 60_000, prefix });
   const letter = (id: string, ageMs: number): DeadLetter => ({
     id,

@@ -6,7 +6,7 @@ import { test } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
 import assert from 'node:assert/strict';
 import { createRedis, waitForRedis } from '@mesh/redis';
-import { meshEnv, onCleanup, uniqueName, waitFor } from '@mesh/testkit';
+import { meshEnv, onCleanup, testRedis, waitFor } from '@mesh/testkit';
 import { TaskStore, type EventSummary, type TaskState } from '../src/index.ts';
 
 /**
@@ -14,25 +14,18 @@ import { TaskStore, type EventSummary, type TaskState } from '../src/index.ts';
  * deleted after the test. `redis` is the first store's connection.
  */
 async function taskStores(t: Parameters<typeof onCleanup>[0], count = 1) {
+  const { redis, prefix } = await testRedis(t, 'tasks');
+  const stores = [new TaskStore(redis, { prefix, ttlMs: 60_000 })];
   const env = await meshEnv();
-  const prefix = `${uniqueName('tasks')}:`;
-  const stores: TaskStore[] = [];
-  const clients = [];
-  for (let i = 0; i < count; i += 1) {
+  for (let i = 1; i < count; i += 1) {
     const client = createRedis(
       { url: env.MESH_REDIS_URL },
       { connectionName: 'orchestrator-test' },
     );
     onCleanup(t, () => client.disconnect());
     await waitForRedis(client);
-    clients.push(client);
     stores.push(new TaskStore(client, { prefix, ttlMs: 60_000 }));
   }
-  const redis = clients[0] as (typeof clients)[number];
-  onCleanup(t, async () => {
-    const keys = await redis.keys(`${prefix}*`);
-    if (keys.length > 0) await redis.del(...keys);
-  });
   return { redis, prefix, stores: stores as [TaskStore, ...TaskStore[]] };
 }
 
@@ -184,6 +177,21 @@ test('the causal chain: what one turn records, for any tasks, is one script call
   assert.equal((await store.events('a')).length, 2, 'a redelivered event is not listed again');
 });
 
+/** A task document created `ageMs` before `now`. */
+function taskAged(id: string, status: TaskState['status'], ageMs: number, now: number): TaskState {
+  return {
+    id,
+    status,
+    template: 'fan-out',
+    createdAt: new Date(now - ageMs).toISOString(),
+    updatedAt: new Date(now).toISOString(),
+    input: {},
+    budget: {},
+    usage: { promptTokens: 0, completionTokens: 0, costUsd: 0, steps: 0 },
+    stages: {},
+  };
+}
+
 test('the task index forgets tasks created more than the TTL ago; their documents expire alone', async (t) => {
   const {
     redis,
@@ -191,17 +199,6 @@ test('the task index forgets tasks created more than the TTL ago; their document
     stores: [store],
   } = await taskStores(t);
   const now = Date.now();
-  const task = (id: string, ageMs: number): TaskState => ({
-    id,
-    status: 'completed',
-    template: 'fan-out',
-    createdAt: new Date(now - ageMs).toISOString(),
-    updatedAt: new Date(now).toISOString(),
-    input: {},
-    budget: {},
-    usage: { promptTokens: 0, completionTokens: 0, costUsd: 0, steps: 1 },
-    stages: {},
-  });
   // The stores of this file keep tasks for 60 s.
   for (const [id, age] of [
     ['old', 120_000],
@@ -209,7 +206,7 @@ test('the task index forgets tasks created more than the TTL ago; their document
     ['recent', 59_000],
     ['new', 0],
   ] as const)
-    await store.put(task(id, age));
+    await store.put(taskAged(id, 'completed', age, now));
   assert.equal(await redis.zcard(`${prefix}tasks`), 4);
 
   assert.equal(await store.forgetExpired(now), 2);
@@ -231,17 +228,7 @@ test('listing tasks: newest first, by status and age, within a bounded scan', as
   } = await taskStores(t);
   const now = Date.now();
   const put = (id: string, status: TaskState['status'], ageMs: number) =>
-    store.put({
-      id,
-      status,
-      template: 'fan-out',
-      createdAt: new Date(now - ageMs).toISOString(),
-      updatedAt: new Date(now).toISOString(),
-      input: {},
-      budget: {},
-      usage: { promptTokens: 0, completionTokens: 0, costUsd: 0, steps: 0 },
-      stages: {},
-    });
+    store.put(taskAged(id, status, ageMs, now));
   await put('stuck', 'running', 30_000);
   await put('gate', 'awaiting_approval', 20_000);
   await put('done', 'completed', 10_000);

@@ -125,8 +125,7 @@ async function replayMatching(
       'mesh dlq replay needs a dead-letter id, or --failure, --agent, --task or --all',
     );
   const limitText = stringOption(parsed.values, 'limit');
-  const limit = limitText === undefined ? 100 : parsePositiveInt(limitText, '--limit');
-  if (limit > 1_000) throw new UsageError('--limit is at most 1000');
+  const limit = limitText === undefined ? 100 : parsePositiveInt(limitText, '--limit', 1_000);
   const dryRun = flag(parsed.values, 'dry-run');
   const answer = await callApi<{
     matched: number;

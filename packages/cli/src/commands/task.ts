@@ -219,10 +219,7 @@ export async function tasks(ctx: CliContext, parsed: ParsedCommand): Promise<voi
   if (olderThan !== undefined)
     query.set('olderThan', `${parseInterval(olderThan, '--older-than', 0)}ms`);
   const limit = stringOption(parsed.values, 'limit');
-  if (limit !== undefined) {
-    if (parsePositiveInt(limit, '--limit') > 500) throw new UsageError('--limit is at most 500');
-    query.set('limit', limit);
-  }
+  if (limit !== undefined) query.set('limit', String(parsePositiveInt(limit, '--limit', 500)));
   const search = query.size > 0 ? `?${query.toString()}` : '';
   const answer = await callApi<{ tasks?: TaskSummary[] }>(
     ctx,
