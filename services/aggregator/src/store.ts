@@ -115,11 +115,14 @@ return {'closed', final}
 
 // Setting the flag on an expired hash would recreate it without a TTL, hence the EXISTS. A
 // published stage is read only to learn that it was decided and published (a late result is then
-// ignored): its outcomes go, and its closed form is replaced by ARGV[2], the same without its data.
+// ignored): its outcomes, spec and first cause go, and its closed form is replaced by ARGV[2], the
+// same without its data.
 const publishedScript = `
 if redis.call('EXISTS', KEYS[1]) == 1 then
   for _, field in ipairs(redis.call('HKEYS', KEYS[1])) do
-    if string.sub(field, 1, 5) == 'node:' then redis.call('HDEL', KEYS[1], field) end
+    if string.sub(field, 1, 5) == 'node:' or field == 'spec' or field == 'first' then
+      redis.call('HDEL', KEYS[1], field)
+    end
   end
   redis.call('HSET', KEYS[1], 'published', '1', 'closed', ARGV[2])
 end
@@ -241,9 +244,10 @@ export class JoinStore {
   }
 
   /**
-   * Records that the stage's events were acknowledged by Kafka, and drops what only publishing
-   * needed: the nodes' outcomes, and the results, failures and task outcome of `closed`, which
-   * would otherwise stay in Redis two or three times over for the TTL.
+   * Records that the stage's events were acknowledged by Kafka, and drops what only deciding and
+   * publishing needed: the nodes' outcomes, the spec, the first cause, and the results, failures
+   * and task outcome of `closed`, which would otherwise stay in Redis two or three times over for
+   * the TTL.
    * @throws MeshError `redis_unavailable`.
    */
   async markPublished(ref: StageRef, closed: ClosedStage): Promise<void> {

@@ -82,6 +82,8 @@ test('commit is a compare-and-set: a stale writer gets conflict, a closed stage 
   assert.deepEqual(await s.claimDue(Date.now() + 120_000, 60_000, 10), []);
   // What only publishing needed is gone; that it was decided and published stays, for the TTL.
   assert.deepEqual(published.outcomes, {});
+  assert.equal(published.spec, undefined);
+  assert.equal(published.first, undefined);
   assert.deepEqual(published.closed, {
     cause,
     reason: 'all_succeeded',
