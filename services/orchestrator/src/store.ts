@@ -301,10 +301,14 @@ export class TaskStore {
   async list(filter: TaskFilter): Promise<TaskState[]> {
     const max = filter.createdBefore === undefined ? '+inf' : `(${filter.createdBefore}`;
     const out: TaskState[] = [];
-    for (let offset = 0; offset < listScanBound && out.length < filter.limit; offset += 200) {
+    let offset = 0;
+    while (offset < listScanBound && out.length < filter.limit) {
+      // Without a status to match, nearly every task read is listed: read no more than are wanted.
+      const chunk = filter.status === undefined ? Math.min(200, filter.limit - out.length) : 200;
       const ids = await withRedis('could not list tasks', () =>
-        this.#redis.zrevrangebyscore(`${this.#prefix}tasks`, max, '-inf', 'LIMIT', offset, 200),
+        this.#redis.zrevrangebyscore(`${this.#prefix}tasks`, max, '-inf', 'LIMIT', offset, chunk),
       );
+      offset += chunk;
       if (ids.length === 0) break;
       const docs = await withRedis('could not read tasks', () =>
         this.#redis.mget(ids.map((id) => `${this.#prefix}task:${id}`)),
