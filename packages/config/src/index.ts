@@ -124,7 +124,7 @@ export const variables = {
   MESH_IDEMPOTENCY_TTL: {
     kind: { type: 'duration', minMs: 1_000, maxMs: 90 * 86_400_000 },
     default: '7d',
-    doc: 'How long a done marker is kept.',
+    doc: 'How long done markers, task states, causal chains and dead letters are kept in Redis (Redis grows with the task rate times this; docs/services.md).',
   },
   MESH_LEASE_TTL: {
     kind: { type: 'duration', minMs: 1_000, maxMs: 3_600_000 },
