@@ -364,9 +364,24 @@ test('replay by filter: a dry run lists the waiting letters, a replay sends back
   }
   const malformed = assignment('bulk-4');
   await deadLetter(h, malformed, 'malformed_event', 'bad header');
+  // A letter whose origin is no topic a letter may go back to: its replay fails, the rest go.
+  const stray = await h.client.codec.encode(assignment('bulk-5'));
+  await h.client.producer.send([
+    {
+      topic: h.client.topics.dlq,
+      key: stray.key,
+      value: stray.value,
+      headers: {
+        ...stray.headers,
+        ce_meshfailure: 'cycle_detected',
+        ce_meshfailuredetail: 'a loop',
+        ce_meshorigintopic: h.client.topics.outputs,
+      },
+    },
+  ]);
   await waitFor(async () => {
     const list = await listDlq(h);
-    return list.length === 4 && list.every((l) => ['escalated', 'parked'].includes(l.status))
+    return list.length === 5 && list.every((l) => ['escalated', 'parked'].includes(l.status))
       ? list
       : undefined;
   });
@@ -386,7 +401,7 @@ test('replay by filter: a dry run lists the waiting letters, a replay sends back
         replayed?: number;
         failed?: number;
         message?: string;
-        items: { id: string; status: string; taskId?: string; at?: string }[];
+        items: { id: string; status: string; taskId?: string; error?: string }[];
       },
     };
   };
@@ -430,11 +445,20 @@ test('replay by filter: a dry run lists the waiting letters, a replay sends back
     'bulk-2': 'replayed',
     'bulk-3': 'replayed',
     'bulk-4': 'parked',
+    'bulk-5': 'escalated',
   });
   assert.equal((await post({ failure: 'schema_violation' })).body.matched, 0, 'nothing waits');
 
   const rest = await post({ all: true });
-  assert.equal(rest.body.replayed, 1);
-  assert.equal(rest.body.items[0]?.status, 'replayed');
+  assert.equal(rest.status, 202);
+  assert.deepEqual(
+    { matched: rest.body.matched, replayed: rest.body.replayed, failed: rest.body.failed },
+    { matched: 2, replayed: 1, failed: 1 },
+  );
+  const byTask = new Map((await listDlq(h)).map((l) => [l.taskId, l] as const));
+  const failedItem = rest.body.items.find((i) => i.id === byTask.get('bulk-5')?.id);
+  assert.equal(failedItem?.status, 'failed');
+  assert.match(failedItem?.error ?? '', /is not a topic a dead letter can be replayed to/);
+  assert.equal(byTask.get('bulk-5')?.status, 'escalated', 'a letter that did not go still waits');
   await waitFor(() => h.probe.on(h.client.topics.work('echo')).length === 4 || undefined);
 });

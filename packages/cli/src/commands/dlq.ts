@@ -145,7 +145,7 @@ async function replayMatching(
     return 0;
   }
   for (const item of answer.items)
-    if (item.status !== 'replayed') ctx.print(`${item.id} not replayed: ${item.error ?? ''}`);
+    if (item.status !== 'replayed') ctx.note(`mesh: ${item.id} not replayed: ${item.error ?? ''}`);
   ctx.print(
     `replayed ${answer.replayed ?? 0} of ${answer.matched} dead letter${answer.matched === 1 ? '' : 's'}` +
       (failed > 0 ? `; ${failed} failed` : ''),
