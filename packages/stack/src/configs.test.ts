@@ -36,6 +36,47 @@ test('server.properties: combined KRaft node on loopback, single-replica interna
   assert.equal(p.get('num.partitions'), '3');
 });
 
+test('server.properties: a SASL_SSL listener beside the plaintext one, with PLAIN and SCRAM for one user', () => {
+  const p = properties(
+    renderServerProperties({
+      host: '127.0.0.1',
+      port: 19092,
+      controllerPort: 19093,
+      logDir: '/s/data',
+      secure: { port: 19094, keystoreFile: '/s/tls/server.pem', username: 'mesh', password: 'pw' },
+    }),
+  );
+  assert.equal(
+    p.get('listeners'),
+    'PLAINTEXT://127.0.0.1:19092,CONTROLLER://127.0.0.1:19093,SASL_SSL://127.0.0.1:19094',
+  );
+  assert.equal(
+    p.get('advertised.listeners'),
+    'PLAINTEXT://127.0.0.1:19092,SASL_SSL://127.0.0.1:19094',
+  );
+  assert.equal(
+    p.get('listener.security.protocol.map'),
+    'CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT,SASL_SSL:SASL_SSL',
+  );
+  // The brokers and the controller still talk in plaintext: only clients use the secure listener.
+  assert.equal(p.get('inter.broker.listener.name'), 'PLAINTEXT');
+  assert.equal(p.get('listener.name.sasl_ssl.ssl.keystore.type'), 'PEM');
+  assert.equal(p.get('listener.name.sasl_ssl.ssl.keystore.location'), '/s/tls/server.pem');
+  assert.equal(
+    p.get('listener.name.sasl_ssl.sasl.enabled.mechanisms'),
+    'PLAIN,SCRAM-SHA-256,SCRAM-SHA-512',
+  );
+  assert.match(
+    p.get('listener.name.sasl_ssl.plain.sasl.jaas.config') ?? '',
+    /PlainLoginModule required user_mesh="pw";$/,
+  );
+  for (const scram of ['scram-sha-256', 'scram-sha-512'])
+    assert.match(
+      p.get(`listener.name.sasl_ssl.${scram}.sasl.jaas.config`) ?? '',
+      /ScramLoginModule required;$/,
+    );
+});
+
 test('log4j config sends everything to stdout', () => {
   assert.match(renderKafkaLog4j(), /^log4j\.rootLogger=INFO, stdout$/m);
 });

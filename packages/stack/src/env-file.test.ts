@@ -4,7 +4,13 @@ import { buildStackEnv, formatEnvFile, parseEnvFile } from './env-file.ts';
 
 const settings = {
   host: '127.0.0.1',
-  ports: { kafka: 19092, kafkaController: 19093, registry: 18081, redis: 16379 },
+  ports: {
+    kafka: 19092,
+    kafkaController: 19093,
+    kafkaSecure: 19094,
+    registry: 18081,
+    redis: 16379,
+  },
 };
 
 test('buildStackEnv points at the loopback ports and the ccompat API', () => {
@@ -39,4 +45,20 @@ test('parseEnvFile skips comments and blank lines, keeps "=" inside values, and 
     MESH_REDIS_URL: 'redis://:p@h:2',
   });
   assert.equal(parseEnvFile('MESH_KAFKA_BROKERS=h:1\n'), undefined);
+});
+
+test('the secure listener: written and read back only when all four of its keys are there', () => {
+  const env = buildStackEnv(settings, 'pw', {
+    caFile: '/s/ca.pem',
+    username: 'mesh',
+    password: 'x',
+  });
+  assert.equal(env.MESH_TEST_KAFKA_SASL_SSL_BROKERS, '127.0.0.1:19094');
+  assert.equal(env.MESH_TEST_KAFKA_SSL_CA_FILE, '/s/ca.pem');
+  const text = formatEnvFile(env);
+  assert.match(text, /\nMESH_TEST_KAFKA_SASL_PASSWORD=x\n/);
+  assert.deepEqual(parseEnvFile(text), env);
+  // An .env.mesh of a stack without the listener (or with part of it) parses to the three keys.
+  const partial = text.replace(/^MESH_TEST_KAFKA_SSL_CA_FILE=.*\n/m, '');
+  assert.deepEqual(parseEnvFile(partial), buildStackEnv(settings, 'pw'));
 });

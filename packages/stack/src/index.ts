@@ -12,7 +12,12 @@ export {
   type StackUpOptions,
   type StopComponentOptions,
 } from './stack.ts';
-export { stackEnvKeys, type StackEnv } from './env-file.ts';
+export {
+  secureKafkaEnvKeys,
+  stackEnvKeys,
+  type SecureKafkaEnv,
+  type StackEnv,
+} from './env-file.ts';
 export {
   componentNames,
   isComponentName,

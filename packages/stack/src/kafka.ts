@@ -1,6 +1,6 @@
 import { createHash, randomBytes, randomUUID } from 'node:crypto';
 import { existsSync } from 'node:fs';
-import { copyFile, mkdir, readFile, rename, rm, writeFile } from 'node:fs/promises';
+import { chmod, copyFile, mkdir, readFile, rename, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { createKafka } from '@mesh/kafka';
 import type { Component } from './component.ts';
@@ -10,6 +10,7 @@ import {
   findOnPath,
   formatSeconds,
   isPortOpen,
+  persistedSecret,
   requireJava,
   runCommand,
   withTimeout,
@@ -30,7 +31,20 @@ export interface KafkaServerConfig {
   port: number;
   controllerPort: number;
   logDir: string;
+  /** A SASL_SSL listener beside the plaintext one: what managed clusters (MSK, Confluent Cloud) require. */
+  secure?: SecureListener;
 }
+
+export interface SecureListener {
+  port: number;
+  /** PEM file with the listener's private key (unencrypted PKCS#8) and certificate. */
+  keystoreFile: string;
+  username: string;
+  password: string;
+}
+
+/** The SASL mechanisms the secure listener offers; the SCRAM credentials are made when storage is formatted. */
+export const secureMechanisms = ['PLAIN', 'SCRAM-SHA-256', 'SCRAM-SHA-512'] as const;
 
 /**
  * server.properties for one combined broker+controller in KRaft mode with a static voter set.
@@ -38,16 +52,24 @@ export interface KafkaServerConfig {
  * for missing topics.
  */
 export function renderServerProperties(config: KafkaServerConfig): string {
-  const { host, port, controllerPort, logDir } = config;
+  const { host, port, controllerPort, logDir, secure } = config;
+  const listeners = [`PLAINTEXT://${host}:${port}`, `CONTROLLER://${host}:${controllerPort}`];
+  const advertised = [`PLAINTEXT://${host}:${port}`];
+  const protocols = ['CONTROLLER:PLAINTEXT', 'PLAINTEXT:PLAINTEXT'];
+  if (secure !== undefined) {
+    listeners.push(`SASL_SSL://${host}:${secure.port}`);
+    advertised.push(`SASL_SSL://${host}:${secure.port}`);
+    protocols.push('SASL_SSL:SASL_SSL');
+  }
   const properties: [string, string | number][] = [
     ['process.roles', 'broker,controller'],
     ['node.id', 1],
     ['controller.quorum.voters', `1@${host}:${controllerPort}`],
-    ['listeners', `PLAINTEXT://${host}:${port},CONTROLLER://${host}:${controllerPort}`],
-    ['advertised.listeners', `PLAINTEXT://${host}:${port}`],
+    ['listeners', listeners.join(',')],
+    ['advertised.listeners', advertised.join(',')],
     ['controller.listener.names', 'CONTROLLER'],
     ['inter.broker.listener.name', 'PLAINTEXT'],
-    ['listener.security.protocol.map', 'CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT'],
+    ['listener.security.protocol.map', protocols.join(',')],
     ['log.dirs', logDir],
     ['num.partitions', 3],
     ['default.replication.factor', 1],
@@ -62,6 +84,24 @@ export function renderServerProperties(config: KafkaServerConfig): string {
     ['num.io.threads', 8],
     ['log.retention.hours', 24],
   ];
+  if (secure !== undefined) {
+    const prefix = 'listener.name.sasl_ssl';
+    properties.push(
+      [`${prefix}.ssl.keystore.type`, 'PEM'],
+      [`${prefix}.ssl.keystore.location`, secure.keystoreFile],
+      [`${prefix}.sasl.enabled.mechanisms`, secureMechanisms.join(',')],
+      [
+        `${prefix}.plain.sasl.jaas.config`,
+        `org.apache.kafka.common.security.plain.PlainLoginModule required user_${secure.username}="${secure.password}";`,
+      ],
+      ...secureMechanisms
+        .filter((mechanism) => mechanism.startsWith('SCRAM'))
+        .map((mechanism): [string, string] => [
+          `${prefix}.${mechanism.toLowerCase()}.sasl.jaas.config`,
+          'org.apache.kafka.common.security.scram.ScramLoginModule required;',
+        ]),
+    );
+  }
   const lines = ['# Written by @mesh/stack on every start; edits are overwritten.'];
   for (const [key, value] of properties) lines.push(`${key}=${value}`);
   return `${lines.join('\n')}\n`;
@@ -109,13 +149,15 @@ export function createKafkaComponent(settings: StackSettings): Component {
   const logDir = join(paths.dataDir, 'kraft-logs');
   const serverProperties = join(paths.configDir, 'server.properties');
   const log4jProperties = join(paths.configDir, 'log4j.properties');
+  // Written once the storage holds the SCRAM credentials (formatted by a stack that makes them).
+  const scramMarker = join(paths.dataDir, '.mesh-scram');
   const brokers = [`${host}:${ports.kafka}`];
   let java = 'java';
 
   return {
     name: 'kafka',
-    address: brokers.join(','),
-    ports: [ports.kafka, ports.kafkaController],
+    address: `${brokers.join(',')} (SASL_SSL ${host}:${ports.kafkaSecure})`,
+    ports: [ports.kafka, ports.kafkaController, ports.kafkaSecure],
     stopTimeoutMs: 30_000,
 
     async prepare(report) {
@@ -123,6 +165,9 @@ export function createKafkaComponent(settings: StackSettings): Component {
       await ensureKafkaLibs(cacheDir, report);
       await mkdir(paths.configDir, { recursive: true });
       await mkdir(logDir, { recursive: true });
+      const tls = kafkaTlsFiles(settings);
+      await ensureTlsFiles(tls, host, report);
+      const credentials = await secureKafkaCredentials(settings);
       await writeFile(
         serverProperties,
         renderServerProperties({
@@ -130,10 +175,25 @@ export function createKafkaComponent(settings: StackSettings): Component {
           port: ports.kafka,
           controllerPort: ports.kafkaController,
           logDir,
+          secure: {
+            port: ports.kafkaSecure,
+            keystoreFile: tls.keystoreFile,
+            username: credentials.username,
+            password: credentials.password,
+          },
         }),
       );
+      // It holds the SASL password.
+      await chmod(serverProperties, 0o600);
       await writeFile(log4jProperties, renderKafkaLog4j());
-      if (existsSync(join(logDir, 'meta.properties'))) return;
+      if (existsSync(join(logDir, 'meta.properties'))) {
+        if (!existsSync(scramMarker))
+          report(
+            'kafka: this storage was formatted without SCRAM credentials; SCRAM logins to the ' +
+              'SASL_SSL listener fail until `npm run stack -- down` (PLAIN works)',
+          );
+        return;
+      }
       const clusterId = await persistedClusterId(join(paths.configDir, 'cluster-id'));
       const started = Date.now();
       await runCommand(
@@ -151,9 +211,16 @@ export function createKafkaComponent(settings: StackSettings): Component {
           clusterId,
           '-c',
           serverProperties,
+          ...secureMechanisms
+            .filter((mechanism) => mechanism.startsWith('SCRAM'))
+            .flatMap((mechanism) => [
+              '--add-scram',
+              `${mechanism}=[name=${credentials.username},password=${credentials.password}]`,
+            ]),
         ],
         { cwd: paths.dataDir },
       );
+      await writeFile(scramMarker, '');
       report(
         `kafka storage formatted (cluster ${clusterId}) in ${formatSeconds(Date.now() - started)}`,
       );
@@ -314,6 +381,81 @@ async function ensureKafkaLibs(cacheDir: string, report: Reporter): Promise<void
   await rm(libsDir, { recursive: true, force: true });
   await rename(staging, libsDir);
   report(`kafka: libraries resolved in ${formatSeconds(Date.now() - started)}`);
+}
+
+/** The user of the SASL_SSL listener (PLAIN and SCRAM); its password is generated per checkout. */
+export const kafkaSaslUsername = 'mesh';
+
+/** What a client of the SASL_SSL listener needs: the CA to trust, a user and its password. */
+export async function secureKafkaCredentials(
+  settings: StackSettings,
+): Promise<{ caFile: string; username: string; password: string }> {
+  const { configDir } = componentPaths(settings, 'kafka');
+  return {
+    caFile: kafkaTlsFiles(settings).caFile,
+    username: kafkaSaslUsername,
+    password: await persistedSecret(join(configDir, 'sasl-password')),
+  };
+}
+
+interface TlsFiles {
+  dir: string;
+  /** The stack's own CA certificate: what clients trust. */
+  caFile: string;
+  /** The listener's key and certificate (signed by that CA, for the loopback address). */
+  keystoreFile: string;
+}
+
+function kafkaTlsFiles(settings: StackSettings): TlsFiles {
+  const dir = join(componentPaths(settings, 'kafka').configDir, 'tls');
+  return { dir, caFile: join(dir, 'ca.pem'), keystoreFile: join(dir, 'server.pem') };
+}
+
+/**
+ * Makes a CA and a server certificate signed by it for `host` (and localhost) with openssl, once per
+ * checkout: clients verify the listener as they would a managed cluster's, hostname included.
+ */
+async function ensureTlsFiles(files: TlsFiles, host: string, report: Reporter): Promise<void> {
+  if (existsSync(files.caFile) && existsSync(files.keystoreFile)) return;
+  const openssl = await findOnPath('openssl');
+  if (openssl === undefined)
+    throw new Error(
+      "openssl is not on PATH: it makes the certificates of Kafka's SASL_SSL listener " +
+        '(e.g. `apt-get install -y openssl`)',
+    );
+  const work = `${files.dir}.tmp`;
+  await rm(work, { recursive: true, force: true });
+  await mkdir(work, { recursive: true });
+  const run = (args: string[]) => runCommand(openssl, args, { cwd: work });
+  const key = ['-newkey', 'rsa:2048', '-noenc'];
+  await run(
+    ['req', '-x509', ...key, '-keyout', 'ca-key.pem', '-out', 'ca.pem', '-days', '3650'].concat([
+      '-subj',
+      '/CN=mesh local stack CA',
+    ]),
+  );
+  await run(
+    ['req', ...key, '-keyout', 'server-key.pem', '-out', 'server.csr'].concat([
+      '-subj',
+      `/CN=${host}`,
+      '-addext',
+      `subjectAltName=IP:${host},DNS:localhost`,
+    ]),
+  );
+  await run(
+    ['x509', '-req', '-in', 'server.csr', '-CA', 'ca.pem', '-CAkey', 'ca-key.pem']
+      .concat(['-set_serial', `0x${randomBytes(8).toString('hex')}`, '-days', '3650'])
+      .concat(['-copy_extensions', 'copy', '-out', 'server-cert.pem']),
+  );
+  const keystore = Buffer.concat([
+    await readFile(join(work, 'server-key.pem')),
+    await readFile(join(work, 'server-cert.pem')),
+  ]);
+  await writeFile(join(work, 'server.pem'), keystore, { mode: 0o600 });
+  await rm(join(work, 'server.csr'));
+  await rm(files.dir, { recursive: true, force: true });
+  await rename(work, files.dir);
+  report(`kafka: TLS certificates for the SASL_SSL listener made in ${files.dir}`);
 }
 
 async function persistedClusterId(file: string): Promise<string> {

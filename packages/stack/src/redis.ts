@@ -1,10 +1,9 @@
-import { randomBytes } from 'node:crypto';
-import { mkdir, readFile, writeFile } from 'node:fs/promises';
+import { mkdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Component } from './component.ts';
 import { redisPing } from './resp.ts';
 import { componentPaths, type StackSettings } from './settings.ts';
-import { errorMessage, findOnPath, runCommand, type Reporter } from './tools.ts';
+import { errorMessage, findOnPath, persistedSecret, runCommand, type Reporter } from './tools.ts';
 
 export interface RedisServerConfig {
   host: string;
@@ -38,18 +37,8 @@ export function renderRedisConf(config: RedisServerConfig): string {
 }
 
 /** The Redis password of this checkout: generated once, kept in the state dir so `.env.mesh` stays valid. */
-export async function redisPassword(settings: StackSettings): Promise<string> {
-  const file = join(componentPaths(settings, 'redis').configDir, 'password');
-  try {
-    const stored = (await readFile(file, 'utf8')).trim();
-    if (/^[0-9a-f]{32,}$/.test(stored)) return stored;
-  } catch {
-    // first start
-  }
-  const password = randomBytes(24).toString('hex');
-  await mkdir(join(file, '..'), { recursive: true });
-  await writeFile(file, `${password}\n`, { mode: 0o600 });
-  return password;
+export function redisPassword(settings: StackSettings): Promise<string> {
+  return persistedSecret(join(componentPaths(settings, 'redis').configDir, 'password'));
 }
 
 export function createRedisComponent(settings: StackSettings): Component {

@@ -9,6 +9,7 @@ test('defaults: loopback, the documented ports, state under <repo>/.mesh/stack',
   assert.deepEqual(settings.ports, {
     kafka: 19092,
     kafkaController: 19093,
+    kafkaSecure: 19094,
     registry: 18081,
     redis: 16379,
   });
@@ -23,6 +24,7 @@ test('ports, cache dir and timeout are overridable', () => {
     {
       MESH_STACK_KAFKA_PORT: '29092',
       MESH_STACK_KAFKA_CONTROLLER_PORT: '29093',
+      MESH_STACK_KAFKA_SECURE_PORT: '29094',
       MESH_STACK_REGISTRY_PORT: '28081',
       MESH_STACK_REDIS_PORT: '26379',
       MESH_STACK_CACHE: '/tmp/cache',
@@ -33,6 +35,7 @@ test('ports, cache dir and timeout are overridable', () => {
   assert.deepEqual(settings.ports, {
     kafka: 29092,
     kafkaController: 29093,
+    kafkaSecure: 29094,
     registry: 28081,
     redis: 26379,
   });

@@ -13,6 +13,8 @@ export function isComponentName(value: string): value is ComponentName {
 export interface StackPorts {
   kafka: number;
   kafkaController: number;
+  /** Kafka's SASL_SSL listener: TLS and SASL (PLAIN, SCRAM), as managed clusters require. */
+  kafkaSecure: number;
   registry: number;
   redis: number;
 }
@@ -36,6 +38,7 @@ export interface StackSettings {
 const portVariables = {
   kafka: ['MESH_STACK_KAFKA_PORT', 19092],
   kafkaController: ['MESH_STACK_KAFKA_CONTROLLER_PORT', 19093],
+  kafkaSecure: ['MESH_STACK_KAFKA_SECURE_PORT', 19094],
   registry: ['MESH_STACK_REGISTRY_PORT', 18081],
   redis: ['MESH_STACK_REDIS_PORT', 16379],
 } as const satisfies Record<keyof StackPorts, readonly [string, number]>;
@@ -64,6 +67,7 @@ export function resolveStackSettings(
   const ports: StackPorts = {
     kafka: readInt(...portVariables.kafka, 1, 65_535),
     kafkaController: readInt(...portVariables.kafkaController, 1, 65_535),
+    kafkaSecure: readInt(...portVariables.kafkaSecure, 1, 65_535),
     registry: readInt(...portVariables.registry, 1, 65_535),
     redis: readInt(...portVariables.redis, 1, 65_535),
   };

@@ -3,7 +3,7 @@ import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { Component } from './component.ts';
 import { buildStackEnv, formatEnvFile, parseEnvFile, type StackEnv } from './env-file.ts';
-import { createKafkaComponent } from './kafka.ts';
+import { createKafkaComponent, secureKafkaCredentials } from './kafka.ts';
 import { withLock } from './lock.ts';
 import {
   isAlive,
@@ -159,7 +159,11 @@ export async function stackUp(options: StackUpOptions = {}): Promise<StackEnv> {
       } finally {
         options.signal?.removeEventListener('abort', onAbort);
       }
-      const env = buildStackEnv(settings, await redisPassword(settings));
+      const env = buildStackEnv(
+        settings,
+        await redisPassword(settings),
+        await secureKafkaCredentials(settings),
+      );
       if ((await runningComponents(settings)).length === componentNames.length) {
         await writeFile(settings.envFile, formatEnvFile(env));
       }

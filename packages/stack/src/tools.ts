@@ -1,8 +1,9 @@
 import { spawn } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
 import { constants } from 'node:fs';
-import { access } from 'node:fs/promises';
+import { access, mkdir, readFile, writeFile } from 'node:fs/promises';
 import { connect } from 'node:net';
-import { delimiter, join } from 'node:path';
+import { delimiter, dirname, join } from 'node:path';
 import { lastLines } from './processes.ts';
 
 /** A sink for one-line progress messages. */
@@ -117,4 +118,21 @@ export function errorMessage(error: unknown): string {
     return `${error.message} (${cause.message})`;
   }
   return error.message;
+}
+
+/**
+ * A random password kept in `file` (mode 0600): generated on first use and read back afterwards, so
+ * the addresses and credentials written to `.env.mesh` stay valid across restarts.
+ */
+export async function persistedSecret(file: string): Promise<string> {
+  try {
+    const stored = (await readFile(file, 'utf8')).trim();
+    if (/^[0-9a-f]{32,}$/.test(stored)) return stored;
+  } catch {
+    // first start
+  }
+  const secret = randomBytes(24).toString('hex');
+  await mkdir(dirname(file), { recursive: true });
+  await writeFile(file, `${secret}\n`, { mode: 0o600 });
+  return secret;
 }

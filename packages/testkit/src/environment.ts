@@ -12,13 +12,9 @@ import { existsSync } from 'node:fs';
 import { randomBytes } from 'node:crypto';
 import { createKafka, MeshAdmin } from '@mesh/kafka';
 import { createRedis, pingRedis, waitForRedis } from '@mesh/redis';
-import { readStackEnv, stackUp } from '@mesh/stack';
+import { readStackEnv, secureKafkaEnvKeys, stackUp, type StackEnv } from '@mesh/stack';
 
-export interface StackEnv {
-  MESH_KAFKA_BROKERS: string;
-  MESH_SCHEMA_REGISTRY_URL: string;
-  MESH_REDIS_URL: string;
-}
+export type { SecureKafkaEnv, StackEnv } from '@mesh/stack';
 
 export type EnvironmentSource = 'env' | 'testcontainers' | 'local-stack';
 
@@ -39,7 +35,11 @@ export const threeWays = [
 function fromProcessEnv(): StackEnv | undefined {
   const { MESH_KAFKA_BROKERS, MESH_SCHEMA_REGISTRY_URL, MESH_REDIS_URL } = process.env;
   if (MESH_KAFKA_BROKERS && MESH_SCHEMA_REGISTRY_URL && MESH_REDIS_URL) {
-    return { MESH_KAFKA_BROKERS, MESH_SCHEMA_REGISTRY_URL, MESH_REDIS_URL };
+    const env: StackEnv = { MESH_KAFKA_BROKERS, MESH_SCHEMA_REGISTRY_URL, MESH_REDIS_URL };
+    // The SASL_SSL listener, when the stack that set the three has one (the local stack does).
+    if (secureKafkaEnvKeys.every((key) => process.env[key]))
+      for (const key of secureKafkaEnvKeys) env[key] = process.env[key];
+    return env;
   }
   return undefined;
 }

@@ -5,9 +5,14 @@
  * creates a client, and polls with `waitFor` instead of sleeping.
  */
 import { randomUUID } from 'node:crypto';
+import { rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { rootCertificates } from 'node:tls';
 import { createServer } from 'node:net';
 import { loadConfig, type MeshConfig } from '@mesh/config';
 import { createRedis, waitForRedis, type Redis } from '@mesh/redis';
+import { secureKafkaEnvKeys } from '@mesh/stack';
 import { resolveEnvironment, verifyEnvironment, type StackEnv } from './environment.ts';
 
 export * from './environment.ts';
@@ -28,6 +33,43 @@ export function meshEnv(): Promise<StackEnv> {
     return env;
   })();
   return cached;
+}
+
+/**
+ * The `MESH_KAFKA_*` variables that point a service at the stack's SASL_SSL listener with
+ * `mechanism`: TLS verified against the stack's CA, and a SASL login. The local stack has that
+ * listener; with brokers of your own, set the four `MESH_TEST_KAFKA_*` variables.
+ * @throws Error naming them when the stack has none: a test of TLS and SASL never passes without.
+ */
+export async function secureKafkaVars(
+  mechanism: 'plain' | 'scram-sha-256' | 'scram-sha-512',
+): Promise<Record<string, string>> {
+  const env = await meshEnv();
+  const missing = secureKafkaEnvKeys.filter((key) => env[key] === undefined);
+  if (missing.length > 0)
+    throw new Error(
+      `no SASL_SSL listener to test against: ${missing.join(', ')} unset. The local stack ` +
+        '(`npm run stack -- up`) has one; with other brokers, set these to a listener of theirs.',
+    );
+  return {
+    MESH_KAFKA_BROKERS: env.MESH_TEST_KAFKA_SASL_SSL_BROKERS as string,
+    MESH_KAFKA_SSL: 'true',
+    MESH_KAFKA_SSL_CA_FILE: env.MESH_TEST_KAFKA_SSL_CA_FILE as string,
+    MESH_KAFKA_SASL_MECHANISM: mechanism,
+    MESH_KAFKA_SASL_USERNAME: env.MESH_TEST_KAFKA_SASL_USERNAME as string,
+    MESH_KAFKA_SASL_PASSWORD: env.MESH_TEST_KAFKA_SASL_PASSWORD as string,
+  };
+}
+
+/**
+ * A PEM file holding a real CA certificate (one of Node's bundled roots) that signed nothing the
+ * stack presents: for tests of a client that must not trust the broker. Removed after the test.
+ */
+export async function foreignCaFile(t: CleanupContext): Promise<string> {
+  const file = join(tmpdir(), `${uniqueName('foreign-ca')}.pem`);
+  await writeFile(file, rootCertificates[0] ?? '');
+  onCleanup(t, () => rm(file, { force: true }));
+  return file;
 }
 
 /** A short unique name for topics, groups and ids of one test. */
