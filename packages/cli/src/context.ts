@@ -112,8 +112,13 @@ export class CliContext {
         const reason = oneLine(message.replace(/^.*Connection error: /, ''));
         this.#lastKafkaError = reason;
         // Every seed broker refused (or is not resolvable): kafkajs would retry for 20 s and more,
-        // a command line says so at once.
-        if (message.startsWith('Connection error') && typeof extra.broker === 'string') {
+        // a command line says so at once. A certificate the client does not trust is no outage:
+        // the admin fails at once on it, naming the variable to fix (`connectFailure`).
+        if (
+          message.startsWith('Connection error') &&
+          !/certificate/i.test(message) &&
+          typeof extra.broker === 'string'
+        ) {
           this.#seedFailures.set(extra.broker, reason);
           if (kafka.brokers.every((b) => this.#seedFailures.has(b))) this.#onSeedsDown?.();
         }

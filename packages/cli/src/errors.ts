@@ -48,6 +48,10 @@ export function reasonOf(error: unknown): string {
 /** The single line printed for `error`. */
 export function errorLine(error: unknown): string {
   if (error instanceof CliError) return oneLine(error.message);
+  // A setting only the broker could judge (a refused login, an untrusted CA) reads like a bad
+  // variable caught on parsing.
+  if (isMeshError(error) && error.code === 'config_invalid')
+    return oneLine(`config: ${safeDetail(error.message)}`);
   if (isMeshError(error)) return oneLine(safeDetail(error));
   return oneLine(reasonOf(error));
 }

@@ -14,7 +14,7 @@ import { ContractRegistry, EventCodec, loadContracts } from '@mesh/contracts';
 import { newEvent } from '@mesh/envelope';
 import { GroupConsumer, MeshProducer } from '@mesh/kafka';
 import { topicSpecs } from '@mesh/runtime';
-import { disposable, probeTopics, waitFor } from '@mesh/testkit';
+import { disposable, foreignCaFile, probeTopics, secureKafkaVars, waitFor } from '@mesh/testkit';
 import { cliHarness, jsonLines, lines, root, show, type CliHarness } from './helpers.ts';
 
 const builtinAgents = variables.MESH_WORKER_AGENTS.default.split(',');
@@ -535,6 +535,24 @@ test('bad input: one clear line on stderr, exit 1, nothing on stdout', async (t)
     await h.run(['lag'], { env: { MESH_MAX_HOPS: 'many' } }),
     /^mesh: config: MESH_MAX_HOPS must be an integer/,
   );
+});
+
+test('a broker that refuses the login or whose CA is not trusted is named as a bad variable', async (t) => {
+  const h = await cliHarness(t);
+  const secure = await secureKafkaVars('scram-sha-512');
+  assertOneLineFailure(
+    await h.run(['lag'], { env: { ...secure, MESH_KAFKA_SASL_PASSWORD: 'wrong' } }),
+    /^mesh: config: MESH_KAFKA_SASL_USERNAME or MESH_KAFKA_SASL_PASSWORD is wrong: /,
+  );
+  assertOneLineFailure(
+    await h.run(['publish', '--raw', 'examples/structured-event.json'], {
+      env: { ...secure, MESH_KAFKA_SSL_CA_FILE: await foreignCaFile(t) },
+    }),
+    /^mesh: config: MESH_KAFKA_SSL_CA_FILE must name the CA that signed the broker's certificate/,
+  );
+  // And with the right settings the same commands go through the secure listener.
+  const lag = await h.run(['lag', '--json'], { env: secure });
+  assert.equal(lag.code, 0, show(lag));
 });
 
 test('an unreachable broker or registry is named, quickly', async (t) => {

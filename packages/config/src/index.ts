@@ -47,7 +47,7 @@ export const variables = {
   MESH_KAFKA_SSL: { kind: { type: 'bool' }, default: 'false', doc: 'Connect to Kafka over TLS.' },
   MESH_KAFKA_SSL_CA_FILE: {
     kind: { type: 'string', pattern: '^.+$', allowed: 'a file path' },
-    doc: 'PEM file of the CA that signed the brokers.',
+    doc: "PEM file of the CA that signed the brokers' certificates; unset: the public CAs Node trusts.",
   },
   MESH_KAFKA_SSL_REJECT_UNAUTHORIZED: {
     kind: { type: 'bool' },
@@ -56,7 +56,7 @@ export const variables = {
   },
   MESH_KAFKA_SASL_MECHANISM: {
     kind: { type: 'enum', values: ['plain', 'scram-sha-256', 'scram-sha-512'] },
-    doc: 'SASL mechanism; unset means no SASL.',
+    doc: 'SASL mechanism; unset means no SASL. A login the broker refuses stops the service (exit 78).',
   },
   MESH_KAFKA_SASL_USERNAME: {
     kind: { type: 'string', pattern: '^.+$', allowed: 'a user name' },

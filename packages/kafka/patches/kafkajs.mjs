@@ -27,6 +27,10 @@
  *    process waited behind it. Once the cluster has said for 5 s that the topic does not exist, the
  *    send now fails; `MeshProducer` then looks the topic up again before its next send and refuses
  *    it (`not_found`).
+ * 7. A broker certificate the client does not trust (an unknown CA, an expired certificate, another
+ *    host name) failed the connection as retriable, so a wrong `MESH_KAFKA_SSL_CA_FILE` took the
+ *    whole retry budget (about 20 s) to be reported. Nothing changes by trying again: it now fails
+ *    at once, and `connectFailure` names the variable.
  *
  * Idempotent: an already patched file is left alone. Any other content (a different kafkajs) stops
  * the install with a message, so the patch can never be silently half-applied.
@@ -308,6 +312,23 @@ const meshAddToDecimal = (base, delta) => {
     } /* mesh-patch: end of attempt */
   }
 }`,
+  },
+  {
+    file: 'src/network/connection.js',
+    from: `        const error = new KafkaJSConnectionError(\`Connection error: \${e.message}\`, {
+          broker: \`\${this.host}:\${this.port}\`,
+          code: e.code,
+        })
+`,
+    to: `        const error = new KafkaJSConnectionError(\`Connection error: \${e.message}\`, {
+          broker: \`\${this.host}:\${this.port}\`,
+          code: e.code,
+        })
+        // mesh-patch: an untrusted certificate does not become trusted by trying again.
+        if (/^(UNABLE_TO_|SELF_SIGNED_CERT|DEPTH_ZERO_SELF_SIGNED_CERT|CERT_|ERR_TLS_CERT_ALTNAME)/.test(e.code || '')) {
+          error.retriable = false
+        }
+`,
   },
 ];
 

@@ -3,6 +3,7 @@
  */
 import type { Admin, Kafka } from 'kafkajs';
 import { retryable } from '@mesh/errors';
+import { connectFailure } from './client.ts';
 
 export interface TopicSpec {
   topic: string;
@@ -36,9 +37,7 @@ export class MeshAdmin {
   async #ready(): Promise<Admin> {
     this.#connected ??= this.#admin.connect().catch((error: unknown) => {
       this.#connected = undefined;
-      throw retryable('kafka_unavailable', `admin could not connect: ${(error as Error).message}`, {
-        cause: error,
-      });
+      throw connectFailure('admin', error);
     });
     await this.#connected;
     return this.#admin;

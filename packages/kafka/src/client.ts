@@ -1,5 +1,6 @@
 import { createRequire } from 'node:module';
 import { Kafka, logLevel, type KafkaConfig, type SASLOptions } from 'kafkajs';
+import { MeshError, retryable } from '@mesh/errors';
 
 /** How to reach the brokers. SASL and TLS are optional; both are needed for most managed clusters. */
 export interface KafkaConnection {
@@ -89,3 +90,63 @@ export function createKafka(connection: KafkaConnection): Kafka {
 }
 
 export type { Kafka };
+
+/**
+ * Node's codes (OpenSSL's verify results) for a broker certificate the client does not trust; the
+ * kafkajs patch (7.) fails these at once instead of retrying.
+ */
+const untrustedCertificate = /^(UNABLE_TO_|SELF_SIGNED_CERT|DEPTH_ZERO_SELF_SIGNED_CERT|CERT_)/;
+
+/** The error and its causes, outermost first (kafkajs wraps the last attempt's error on giving up). */
+function* causes(error: unknown): Generator<Error> {
+  for (let e = error, depth = 0; e instanceof Error && depth < 8; e = e.cause, depth += 1) yield e;
+}
+
+/**
+ * Why connecting to Kafka failed, when the answer is in the settings: a login the broker refused,
+ * a certificate the client does not trust, SASL asked of a listener without it. These are
+ * `config_invalid` (not retried: they do not pass by waiting), naming the variables to fix. Any
+ * other failure is `kafka_unavailable` (retryable), with a hint where the symptom is the usual one
+ * of a client whose TLS or SASL setting does not match the listener.
+ */
+export function connectFailure(what: string, error: unknown): MeshError {
+  const reason = error instanceof Error ? error.message : String(error);
+  const misconfigured = (message: string) =>
+    new MeshError('config_invalid', message, { cause: error });
+  for (const e of causes(error)) {
+    const broker = 'broker' in e && typeof e.broker === 'string' ? ` at ${e.broker}` : '';
+    const code = 'code' in e ? e.code : undefined;
+    const type = 'type' in e ? e.type : undefined;
+    if (e.name === 'KafkaJSSASLAuthenticationError')
+      return misconfigured(
+        / mechanism is not supported/.test(e.message)
+          ? `MESH_KAFKA_SASL_MECHANISM is not one the broker offers: ${e.message}`
+          : `MESH_KAFKA_SASL_USERNAME or MESH_KAFKA_SASL_PASSWORD is wrong: ${e.message}`,
+      );
+    if (type === 'ILLEGAL_SASL_STATE' || type === 'UNSUPPORTED_SASL_MECHANISM')
+      return misconfigured(
+        `MESH_KAFKA_SASL_MECHANISM does not suit the listener${broker} (${e.message}): unset it ` +
+          'for a listener without SASL, or point MESH_KAFKA_BROKERS at the SASL listener',
+      );
+    if (typeof code === 'string' && untrustedCertificate.test(code))
+      return misconfigured(
+        `MESH_KAFKA_SSL_CA_FILE must name the CA that signed the broker's certificate${broker}: ` +
+          e.message.replace(/^Connection error: /, ''),
+      );
+    if (code === 'ERR_TLS_CERT_ALTNAME_INVALID')
+      return misconfigured(
+        `MESH_KAFKA_BROKERS must use a name in the broker's certificate${broker}: ` +
+          e.message.replace(/^Connection error: /, ''),
+      );
+  }
+  let hint = '';
+  if (/before secure TLS connection was established/.test(reason))
+    hint = ' (a listener without TLS does this: unset MESH_KAFKA_SSL, or use the TLS listener)';
+  else if ([...causes(error)].some((e) => e.name === 'KafkaJSConnectionClosedError'))
+    hint =
+      ' (a listener that needs TLS or SASL does this to a client without: see MESH_KAFKA_SSL ' +
+      'and MESH_KAFKA_SASL_MECHANISM)';
+  return retryable('kafka_unavailable', `${what} could not connect: ${reason}${hint}`, {
+    cause: error,
+  });
+}

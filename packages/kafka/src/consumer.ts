@@ -14,6 +14,7 @@
  */
 import type { Consumer, ConsumerRunConfig, IHeaders, Kafka } from 'kafkajs';
 import { retryable } from '@mesh/errors';
+import { connectFailure } from './client.ts';
 
 export interface ConsumedRecord {
   topic: string;
@@ -130,6 +131,10 @@ export class GroupConsumer {
     });
     try {
       await consumer.connect();
+    } catch (error) {
+      throw connectFailure(`consumer ${this.groupId}`, error);
+    }
+    try {
       // A group with no committed offset starts at the earliest one (docs/contract.md).
       await consumer.subscribe({ topics, fromBeginning: true });
       this.#run = {

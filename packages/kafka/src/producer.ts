@@ -15,6 +15,7 @@
 import type { Kafka, Producer } from 'kafkajs';
 import { isMeshError, retryable, terminal } from '@mesh/errors';
 import { MeshAdmin } from './admin.ts';
+import { connectFailure } from './client.ts';
 import { meshPartitioner } from './partitioner.ts';
 
 export interface OutgoingRecord {
@@ -138,11 +139,7 @@ export class MeshProducer {
     try {
       await this.#producer.connect();
     } catch (error) {
-      throw retryable(
-        'kafka_unavailable',
-        `producer could not connect: ${(error as Error).message}`,
-        { cause: error },
-      );
+      throw connectFailure('producer', error);
     }
   }
 

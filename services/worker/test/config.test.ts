@@ -6,7 +6,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
-import { meshEnv } from '@mesh/testkit';
+import { foreignCaFile, meshEnv, secureKafkaVars } from '@mesh/testkit';
 
 const mainTs = fileURLToPath(new URL('../src/main.ts', import.meta.url));
 
@@ -40,3 +40,27 @@ for (const [vars, variables] of [
     );
   });
 }
+
+// Settings only the broker can judge: found on connecting, and reported the same way.
+test('a SASL password the broker refuses stops the worker with 78, naming the SASL variables', async () => {
+  const { code, lines } = await run({
+    ...(await secureKafkaVars('scram-sha-512')),
+    MESH_KAFKA_SASL_PASSWORD: 'wrong',
+  });
+  assert.equal(code, 78);
+  assert.equal(lines.length, 1, lines.join('\n'));
+  assert.match(
+    lines[0] ?? '',
+    /^worker: config: MESH_KAFKA_SASL_USERNAME or MESH_KAFKA_SASL_PASSWORD is wrong: /,
+  );
+});
+
+test('a CA file that did not sign the broker stops the worker with 78, naming it', async (t) => {
+  const { code, lines } = await run({
+    ...(await secureKafkaVars('scram-sha-512')),
+    MESH_KAFKA_SSL_CA_FILE: await foreignCaFile(t),
+  });
+  assert.equal(code, 78);
+  assert.equal(lines.length, 1, lines.join('\n'));
+  assert.match(lines[0] ?? '', /^worker: config: MESH_KAFKA_SSL_CA_FILE must name the CA /);
+});

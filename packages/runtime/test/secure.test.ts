@@ -1,0 +1,117 @@
+/**
+ * A managed cluster's settings against the real broker's SASL_SSL listener (TLS verified against
+ * the stack's CA; SASL PLAIN, SCRAM-SHA-256 and SCRAM-SHA-512): the whole runtime works through it,
+ * and each setting that does not match the listener stops the start with `config_invalid` naming
+ * the variable to fix, instead of retrying for ever.
+ */
+import assert from 'node:assert/strict';
+import { test } from 'node:test';
+import { isMeshError } from '@mesh/errors';
+import {
+  foreignCaFile,
+  meshEnv,
+  secureKafkaVars,
+  testConfig,
+  uniqueName,
+  waitFor,
+} from '@mesh/testkit';
+import { MeshRuntime, type HandlerContext } from '../src/index.ts';
+import { assigned, committedToEnd, completedFor, startRuntime } from './helpers.ts';
+
+for (const mechanism of ['plain', 'scram-sha-256', 'scram-sha-512'] as const) {
+  test(`SASL ${mechanism} over TLS: topics, contracts, a consumer group and its outputs`, async (t) => {
+    const { runtime, probe } = await startRuntime(t, await secureKafkaVars(mechanism));
+    const consumer = await runtime.consume({
+      groupId: 'secure',
+      topics: [runtime.topics.work('echo')],
+      handlers: {
+        'io.mesh.subtask.assigned': async (ctx: HandlerContext) => ({
+          emit: [
+            {
+              topic: runtime.topics.results,
+              event: ctx.derive({
+                type: 'io.mesh.subtask.completed',
+                data: completedFor(ctx.event, { mechanism }),
+              }),
+            },
+          ],
+        }),
+      },
+    });
+    const event = assigned('echo', { text: 'over TLS' }, uniqueName('task'));
+    await runtime.publish([{ topic: runtime.topics.work('echo'), event }]);
+    await waitFor(() => probe.on(runtime.topics.results).length === 1);
+    const result = probe.on(runtime.topics.results)[0];
+    assert.ok(result);
+    assert.equal(probe.header(result, 'ce_type'), 'io.mesh.subtask.completed');
+    assert.equal(probe.header(result, 'ce_causationid'), event.id);
+    // Decoded through the registry like any other event: the output is the handler's.
+    const decoded = await runtime.codec.decode(result);
+    assert.deepEqual((decoded.data as { output: unknown }).output, { mechanism });
+    await committedToEnd(runtime, consumer.groupId, runtime.topics.work('echo'));
+  });
+}
+
+/** Starts a runtime with `vars` on top of the stack's and returns how its start failed. */
+async function startFailure(vars: Record<string, string>): Promise<Error> {
+  const runtime = new MeshRuntime(testConfig(await meshEnv(), 'secure-test', vars), {});
+  try {
+    await runtime.start();
+  } catch (error) {
+    return error as Error;
+  } finally {
+    await runtime.close().catch(() => undefined);
+  }
+  assert.fail('the runtime started');
+}
+
+test('a refused login stops the start with config_invalid naming the SASL variables', async () => {
+  const error = await startFailure({
+    ...(await secureKafkaVars('scram-sha-512')),
+    MESH_KAFKA_SASL_PASSWORD: 'not-the-password',
+  });
+  assert.ok(isMeshError(error) && error.code === 'config_invalid', String(error));
+  assert.match(error.message, /^MESH_KAFKA_SASL_USERNAME or MESH_KAFKA_SASL_PASSWORD is wrong: /);
+  assert.match(error.message, /SCRAM-SHA-512/);
+  assert.doesNotMatch(error.message, /not-the-password/);
+});
+
+test('a broker certificate the CA file did not sign stops the start, naming MESH_KAFKA_SSL_CA_FILE', async (t) => {
+  const error = await startFailure({
+    ...(await secureKafkaVars('plain')),
+    MESH_KAFKA_SSL_CA_FILE: await foreignCaFile(t),
+  });
+  assert.ok(isMeshError(error) && error.code === 'config_invalid', String(error));
+  assert.match(
+    error.message,
+    /^MESH_KAFKA_SSL_CA_FILE must name the CA that signed the broker's certificate at [^ ]+: /,
+  );
+});
+
+test('SASL asked of a listener without it stops the start, naming MESH_KAFKA_SASL_MECHANISM', async () => {
+  const secure = await secureKafkaVars('plain');
+  const error = await startFailure({
+    MESH_KAFKA_SASL_MECHANISM: 'plain',
+    MESH_KAFKA_SASL_USERNAME: secure.MESH_KAFKA_SASL_USERNAME as string,
+    MESH_KAFKA_SASL_PASSWORD: secure.MESH_KAFKA_SASL_PASSWORD as string,
+  });
+  assert.ok(isMeshError(error) && error.code === 'config_invalid', String(error));
+  assert.match(error.message, /^MESH_KAFKA_SASL_MECHANISM does not suit the listener .*unset it/);
+});
+
+test('a TLS setting that does not match the listener is retried, with a hint naming the variables', async () => {
+  const secure = await secureKafkaVars('plain');
+  // The broker just drops the connection, as it would when going away: both stay retryable (the
+  // start gives up after the retry budget, 20 s, so the two run side by side).
+  const [plainAtSecure, tlsAtPlain] = await Promise.all([
+    startFailure({ MESH_KAFKA_BROKERS: secure.MESH_KAFKA_BROKERS as string }),
+    startFailure({
+      MESH_KAFKA_SSL: 'true',
+      MESH_KAFKA_SSL_CA_FILE: secure.MESH_KAFKA_SSL_CA_FILE as string,
+    }),
+  ]);
+  for (const error of [plainAtSecure, tlsAtPlain])
+    assert.ok(isMeshError(error) && error.code === 'kafka_unavailable', String(error));
+  assert.match(plainAtSecure.message, /see MESH_KAFKA_SSL and MESH_KAFKA_SASL_MECHANISM/);
+  assert.match(tlsAtPlain.message, /unset MESH_KAFKA_SSL/);
+});

@@ -1,0 +1,89 @@
+/**
+ * The mesh on a cluster that requires TLS and SASL, as managed ones do (MSK, Confluent Cloud,
+ * Aiven): the four services, the CLI and an outside client (kcat) all go through the broker's
+ * SASL_SSL listener with SCRAM-SHA-512, and a task completes end to end.
+ */
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
+import { randomUUID } from 'node:crypto';
+import { secureKafkaVars, waitFor } from '@mesh/testkit';
+import { outcomesOf, root, startMesh } from '../support/mesh.ts';
+
+test('over SASL_SSL (SCRAM-SHA-512): kcat publishes a task, the services run it, kcat and the CLI read the outcome', async (t) => {
+  const secure = await secureKafkaVars('scram-sha-512');
+  const mesh = await startMesh(t, { vars: secure });
+  // librdkafka's names for the same settings: what any other client of the cluster would use.
+  const kcatSecurity = [
+    ['security.protocol', 'SASL_SSL'],
+    ['sasl.mechanisms', 'SCRAM-SHA-512'],
+    ['sasl.username', secure.MESH_KAFKA_SASL_USERNAME],
+    ['sasl.password', secure.MESH_KAFKA_SASL_PASSWORD],
+    ['ssl.ca.location', secure.MESH_KAFKA_SSL_CA_FILE],
+  ].flatMap(([key, value]) => ['-X', `${key}=${value}`]);
+  const brokers = secure.MESH_KAFKA_BROKERS as string;
+  const taskId = randomUUID();
+  const event = {
+    specversion: '1.0',
+    id: taskId,
+    source: 'kcat',
+    type: 'io.mesh.task.requested',
+    datacontenttype: 'application/json',
+    data: { input: { text: 'over TLS' } },
+  };
+  const published = spawnSync(
+    'kcat',
+    ['-P', '-b', brokers, ...kcatSecurity, '-t', mesh.client.topics.requests, '-k', taskId].concat([
+      '-H',
+      'content-type=application/cloudevents+json',
+    ]),
+    { input: `${JSON.stringify(event)}\n`, encoding: 'utf8', timeout: 30_000 },
+  );
+  assert.equal(published.status, 0, `kcat failed: ${published.stderr}`);
+  const outcome = await waitFor(() => outcomesOf(mesh, taskId)[0], {
+    timeout: 60_000,
+    message: `no outcome\n${mesh.tails()}`,
+  });
+  assert.equal(outcome.type, 'io.mesh.task.completed', JSON.stringify(outcome.data));
+  assert.deepEqual((outcome.data.output as { echo: unknown }).echo, {
+    task: { text: 'over TLS' },
+    previous: {},
+  });
+
+  const read = spawnSync(
+    'kcat',
+    ['-C', '-b', brokers, ...kcatSecurity, '-t', mesh.client.topics.outputs].concat([
+      '-o',
+      'beginning',
+      '-e',
+      '-f',
+      '%k %h\n',
+    ]),
+    { encoding: 'utf8', timeout: 30_000 },
+  );
+  assert.equal(read.status, 0, `kcat failed: ${read.stderr}`);
+  assert.match(read.stdout, new RegExp(`${taskId} .*ce_type=io\\.mesh\\.task\\.completed`));
+
+  // The CLI takes the same MESH_KAFKA_* variables: the worker's group has read its topic to the end.
+  const lag = await waitFor(
+    () => {
+      const run = spawnSync(process.execPath, ['packages/cli/src/main.ts', 'lag', '--json'], {
+        cwd: root,
+        env: mesh.env,
+        encoding: 'utf8',
+        timeout: 30_000,
+      });
+      assert.equal(run.status, 0, `mesh lag failed: ${run.stderr}`);
+      const report = JSON.parse(run.stdout) as {
+        partitions: { group: string; topic: string; lag: number }[];
+      };
+      const work = report.partitions.filter((p) => p.topic === mesh.client.topics.work('echo'));
+      return work.length > 0 && work.every((p) => p.lag === 0) ? work : undefined;
+    },
+    { timeout: 30_000, message: 'the worker group never showed up with no lag in mesh lag' },
+  );
+  assert.ok(
+    lag.every((p) => p.group.endsWith('worker.echo')),
+    JSON.stringify(lag),
+  );
+});
