@@ -106,6 +106,26 @@ test('redis.conf: loopback, password, no persistence, foreground', () => {
   }
 });
 
+test('redis.conf: a TLS port beside the plaintext one, password logins, no client certificates', () => {
+  const conf = renderRedisConf({
+    host: '127.0.0.1',
+    port: 16379,
+    password: 'pw',
+    dir: '/s/redis',
+    tls: { port: 16380, certFile: '/s/c.pem', keyFile: '/s/k.pem', caFile: '/s/ca.pem' },
+  }).split('\n');
+  for (const line of [
+    'port 16379',
+    'tls-port 16380',
+    'tls-cert-file /s/c.pem',
+    'tls-key-file /s/k.pem',
+    'tls-ca-cert-file /s/ca.pem',
+    'tls-auth-clients no',
+    'requirepass pw',
+  ])
+    assert.ok(conf.includes(line), line);
+});
+
 test('Apicurio binds loopback, keeps Confluent-style content ids and keeps its schemas on disk', () => {
   const props = registrySystemProperties('127.0.0.1', 18081, '/s/registry/data');
   assert.equal(props['quarkus.http.host'], '127.0.0.1');

@@ -10,6 +10,7 @@ const settings = {
     kafkaSecure: 19094,
     registry: 18081,
     redis: 16379,
+    redisTls: 16380,
   },
 };
 
@@ -47,18 +48,19 @@ test('parseEnvFile skips comments and blank lines, keeps "=" inside values, and 
   assert.equal(parseEnvFile('MESH_KAFKA_BROKERS=h:1\n'), undefined);
 });
 
-test('the secure listener: written and read back only when all four of its keys are there', () => {
-  const env = buildStackEnv(settings, 'pw', {
+test('the TLS endpoints: written and read back only when all their keys are there', () => {
+  const env = buildStackEnv(settings, 'p@w', {
     caFile: '/s/ca.pem',
-    username: 'mesh',
-    password: 'x',
+    kafkaUsername: 'mesh',
+    kafkaPassword: 'x',
   });
   assert.equal(env.MESH_TEST_KAFKA_SASL_SSL_BROKERS, '127.0.0.1:19094');
-  assert.equal(env.MESH_TEST_KAFKA_SSL_CA_FILE, '/s/ca.pem');
+  assert.equal(env.MESH_TEST_TLS_CA_FILE, '/s/ca.pem');
+  assert.equal(env.MESH_TEST_REDIS_TLS_URL, 'rediss://:p%40w@127.0.0.1:16380');
   const text = formatEnvFile(env);
   assert.match(text, /\nMESH_TEST_KAFKA_SASL_PASSWORD=x\n/);
   assert.deepEqual(parseEnvFile(text), env);
   // An .env.mesh of a stack without the listener (or with part of it) parses to the three keys.
-  const partial = text.replace(/^MESH_TEST_KAFKA_SSL_CA_FILE=.*\n/m, '');
-  assert.deepEqual(parseEnvFile(partial), buildStackEnv(settings, 'pw'));
+  const partial = text.replace(/^MESH_TEST_TLS_CA_FILE=.*\n/m, '');
+  assert.deepEqual(parseEnvFile(partial), buildStackEnv(settings, 'p@w'));
 });

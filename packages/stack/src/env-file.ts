@@ -1,22 +1,24 @@
 import type { StackSettings } from './settings.ts';
 
-/** The three variables every service and test reads to find the stack, and the tests' secure listener. */
-export interface StackEnv extends Partial<SecureKafkaEnv> {
+/** The three variables every service and test reads to find the stack, and its TLS endpoints. */
+export interface StackEnv extends Partial<SecureStackEnv> {
   MESH_KAFKA_BROKERS: string;
   MESH_SCHEMA_REGISTRY_URL: string;
   MESH_REDIS_URL: string;
 }
 
 /**
- * The broker's SASL_SSL listener (TLS with the stack's own CA; SASL PLAIN, SCRAM-SHA-256 and
- * SCRAM-SHA-512 for one user), which the tests of managed-cluster settings connect to. `MESH_TEST_`
- * because no service reads them: a service is pointed at it through its `MESH_KAFKA_*` variables.
+ * What the tests of managed-service settings connect to: Kafka's SASL_SSL listener (SASL PLAIN,
+ * SCRAM-SHA-256 and SCRAM-SHA-512 for one user) and Redis's TLS port, both with certificates of the
+ * stack's own CA. `MESH_TEST_` because no service reads them: a service is pointed at them through
+ * its `MESH_KAFKA_*` and `MESH_REDIS_*` variables.
  */
-export interface SecureKafkaEnv {
+export interface SecureStackEnv {
+  MESH_TEST_TLS_CA_FILE: string;
   MESH_TEST_KAFKA_SASL_SSL_BROKERS: string;
-  MESH_TEST_KAFKA_SSL_CA_FILE: string;
   MESH_TEST_KAFKA_SASL_USERNAME: string;
   MESH_TEST_KAFKA_SASL_PASSWORD: string;
+  MESH_TEST_REDIS_TLS_URL: string;
 }
 
 export const stackEnvKeys = [
@@ -25,11 +27,12 @@ export const stackEnvKeys = [
   'MESH_REDIS_URL',
 ] as const;
 
-export const secureKafkaEnvKeys = [
+export const secureStackEnvKeys = [
+  'MESH_TEST_TLS_CA_FILE',
   'MESH_TEST_KAFKA_SASL_SSL_BROKERS',
-  'MESH_TEST_KAFKA_SSL_CA_FILE',
   'MESH_TEST_KAFKA_SASL_USERNAME',
   'MESH_TEST_KAFKA_SASL_PASSWORD',
+  'MESH_TEST_REDIS_TLS_URL',
 ] as const;
 
 /** The Confluent-compatible API of Apicurio Registry 3. */
@@ -38,20 +41,22 @@ export const ccompatPath = '/apis/ccompat/v7';
 export function buildStackEnv(
   settings: Pick<StackSettings, 'host' | 'ports'>,
   redisPassword: string,
-  secure?: { caFile: string; username: string; password: string },
+  secure?: { caFile: string; kafkaUsername: string; kafkaPassword: string },
 ): StackEnv {
   const { host, ports } = settings;
+  const password = encodeURIComponent(redisPassword);
   return {
     MESH_KAFKA_BROKERS: `${host}:${ports.kafka}`,
     MESH_SCHEMA_REGISTRY_URL: `http://${host}:${ports.registry}${ccompatPath}`,
-    MESH_REDIS_URL: `redis://:${encodeURIComponent(redisPassword)}@${host}:${ports.redis}`,
+    MESH_REDIS_URL: `redis://:${password}@${host}:${ports.redis}`,
     ...(secure === undefined
       ? {}
       : {
+          MESH_TEST_TLS_CA_FILE: secure.caFile,
           MESH_TEST_KAFKA_SASL_SSL_BROKERS: `${host}:${ports.kafkaSecure}`,
-          MESH_TEST_KAFKA_SSL_CA_FILE: secure.caFile,
-          MESH_TEST_KAFKA_SASL_USERNAME: secure.username,
-          MESH_TEST_KAFKA_SASL_PASSWORD: secure.password,
+          MESH_TEST_KAFKA_SASL_USERNAME: secure.kafkaUsername,
+          MESH_TEST_KAFKA_SASL_PASSWORD: secure.kafkaPassword,
+          MESH_TEST_REDIS_TLS_URL: `rediss://:${password}@${host}:${ports.redisTls}`,
         }),
   };
 }
@@ -59,16 +64,18 @@ export function buildStackEnv(
 export function formatEnvFile(env: StackEnv): string {
   const lines = ['# Written by `npm run stack -- up`; removed by `npm run stack -- down`.'];
   for (const key of stackEnvKeys) lines.push(`${key}=${env[key]}`);
-  if (secureKafkaEnvKeys.every((key) => env[key] !== undefined)) {
-    lines.push("# Kafka's SASL_SSL listener, for the tests (services read MESH_KAFKA_* only).");
-    for (const key of secureKafkaEnvKeys) lines.push(`${key}=${env[key]}`);
+  if (secureStackEnvKeys.every((key) => env[key] !== undefined)) {
+    lines.push(
+      "# Kafka's SASL_SSL listener and Redis's TLS port, for the tests (no service reads these).",
+    );
+    for (const key of secureStackEnvKeys) lines.push(`${key}=${env[key]}`);
   }
   return `${lines.join('\n')}\n`;
 }
 
 /**
  * Parses `KEY=VALUE` lines (blank lines and `#` comments skipped). Returns undefined unless the
- * three stack keys are present; the secure listener's keys are kept when all four are.
+ * three stack keys are present; the TLS endpoints' keys are kept when all of them are.
  */
 export function parseEnvFile(text: string): StackEnv | undefined {
   const values = new Map<string, string>();
@@ -88,7 +95,7 @@ export function parseEnvFile(text: string): StackEnv | undefined {
     MESH_SCHEMA_REGISTRY_URL: registry,
     MESH_REDIS_URL: redis,
   };
-  if (secureKafkaEnvKeys.every((key) => values.has(key)))
-    for (const key of secureKafkaEnvKeys) env[key] = values.get(key);
+  if (secureStackEnvKeys.every((key) => values.has(key)))
+    for (const key of secureStackEnvKeys) env[key] = values.get(key);
   return env;
 }

@@ -13,9 +13,9 @@ export {
   type StopComponentOptions,
 } from './stack.ts';
 export {
-  secureKafkaEnvKeys,
+  secureStackEnvKeys,
   stackEnvKeys,
-  type SecureKafkaEnv,
+  type SecureStackEnv,
   type StackEnv,
 } from './env-file.ts';
 export {

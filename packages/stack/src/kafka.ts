@@ -5,6 +5,7 @@ import { join } from 'node:path';
 import { createKafka } from '@mesh/kafka';
 import type { Component } from './component.ts';
 import { componentPaths, type StackSettings } from './settings.ts';
+import { ensureStackTls } from './tls.ts';
 import {
   errorMessage,
   findOnPath,
@@ -165,9 +166,8 @@ export function createKafkaComponent(settings: StackSettings): Component {
       await ensureKafkaLibs(cacheDir, report);
       await mkdir(paths.configDir, { recursive: true });
       await mkdir(logDir, { recursive: true });
-      const tls = kafkaTlsFiles(settings);
-      await ensureTlsFiles(tls, host, report);
-      const credentials = await secureKafkaCredentials(settings);
+      const tls = await ensureStackTls(settings, report);
+      const credentials = await kafkaSaslCredentials(settings);
       await writeFile(
         serverProperties,
         renderServerProperties({
@@ -386,76 +386,15 @@ async function ensureKafkaLibs(cacheDir: string, report: Reporter): Promise<void
 /** The user of the SASL_SSL listener (PLAIN and SCRAM); its password is generated per checkout. */
 export const kafkaSaslUsername = 'mesh';
 
-/** What a client of the SASL_SSL listener needs: the CA to trust, a user and its password. */
-export async function secureKafkaCredentials(
+/** The SASL login of the SASL_SSL listener (PLAIN and SCRAM); the password is made per checkout. */
+export async function kafkaSaslCredentials(
   settings: StackSettings,
-): Promise<{ caFile: string; username: string; password: string }> {
+): Promise<{ username: string; password: string }> {
   const { configDir } = componentPaths(settings, 'kafka');
   return {
-    caFile: kafkaTlsFiles(settings).caFile,
     username: kafkaSaslUsername,
     password: await persistedSecret(join(configDir, 'sasl-password')),
   };
-}
-
-interface TlsFiles {
-  dir: string;
-  /** The stack's own CA certificate: what clients trust. */
-  caFile: string;
-  /** The listener's key and certificate (signed by that CA, for the loopback address). */
-  keystoreFile: string;
-}
-
-function kafkaTlsFiles(settings: StackSettings): TlsFiles {
-  const dir = join(componentPaths(settings, 'kafka').configDir, 'tls');
-  return { dir, caFile: join(dir, 'ca.pem'), keystoreFile: join(dir, 'server.pem') };
-}
-
-/**
- * Makes a CA and a server certificate signed by it for `host` (and localhost) with openssl, once per
- * checkout: clients verify the listener as they would a managed cluster's, hostname included.
- */
-async function ensureTlsFiles(files: TlsFiles, host: string, report: Reporter): Promise<void> {
-  if (existsSync(files.caFile) && existsSync(files.keystoreFile)) return;
-  const openssl = await findOnPath('openssl');
-  if (openssl === undefined)
-    throw new Error(
-      "openssl is not on PATH: it makes the certificates of Kafka's SASL_SSL listener " +
-        '(e.g. `apt-get install -y openssl`)',
-    );
-  const work = `${files.dir}.tmp`;
-  await rm(work, { recursive: true, force: true });
-  await mkdir(work, { recursive: true });
-  const run = (args: string[]) => runCommand(openssl, args, { cwd: work });
-  const key = ['-newkey', 'rsa:2048', '-noenc'];
-  await run(
-    ['req', '-x509', ...key, '-keyout', 'ca-key.pem', '-out', 'ca.pem', '-days', '3650'].concat([
-      '-subj',
-      '/CN=mesh local stack CA',
-    ]),
-  );
-  await run(
-    ['req', ...key, '-keyout', 'server-key.pem', '-out', 'server.csr'].concat([
-      '-subj',
-      `/CN=${host}`,
-      '-addext',
-      `subjectAltName=IP:${host},DNS:localhost`,
-    ]),
-  );
-  await run(
-    ['x509', '-req', '-in', 'server.csr', '-CA', 'ca.pem', '-CAkey', 'ca-key.pem']
-      .concat(['-set_serial', `0x${randomBytes(8).toString('hex')}`, '-days', '3650'])
-      .concat(['-copy_extensions', 'copy', '-out', 'server-cert.pem']),
-  );
-  const keystore = Buffer.concat([
-    await readFile(join(work, 'server-key.pem')),
-    await readFile(join(work, 'server-cert.pem')),
-  ]);
-  await writeFile(join(work, 'server.pem'), keystore, { mode: 0o600 });
-  await rm(join(work, 'server.csr'));
-  await rm(files.dir, { recursive: true, force: true });
-  await rename(work, files.dir);
-  report(`kafka: TLS certificates for the SASL_SSL listener made in ${files.dir}`);
 }
 
 async function persistedClusterId(file: string): Promise<string> {

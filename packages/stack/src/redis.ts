@@ -3,6 +3,7 @@ import { join } from 'node:path';
 import type { Component } from './component.ts';
 import { redisPing } from './resp.ts';
 import { componentPaths, type StackSettings } from './settings.ts';
+import { ensureStackTls } from './tls.ts';
 import { errorMessage, findOnPath, persistedSecret, runCommand, type Reporter } from './tools.ts';
 
 export interface RedisServerConfig {
@@ -10,6 +11,8 @@ export interface RedisServerConfig {
   port: number;
   password: string;
   dir: string;
+  /** A TLS port beside the plaintext one, with a certificate of the stack's CA. */
+  tls?: { port: number; certFile: string; keyFile: string; caFile: string };
 }
 
 /**
@@ -32,6 +35,16 @@ export function renderRedisConf(config: RedisServerConfig): string {
     `dir ${config.dir}`,
     'logfile ""',
     'databases 16',
+    ...(config.tls === undefined
+      ? []
+      : [
+          `tls-port ${config.tls.port}`,
+          `tls-cert-file ${config.tls.certFile}`,
+          `tls-key-file ${config.tls.keyFile}`,
+          `tls-ca-cert-file ${config.tls.caFile}`,
+          // Clients authenticate with the password, as on managed Redis, not with certificates.
+          'tls-auth-clients no',
+        ]),
     '',
   ].join('\n');
 }
@@ -49,17 +62,29 @@ export function createRedisComponent(settings: StackSettings): Component {
 
   return {
     name: 'redis',
-    address: `${host}:${ports.redis}`,
-    ports: [ports.redis],
+    address: `${host}:${ports.redis} (TLS ${host}:${ports.redisTls})`,
+    ports: [ports.redis, ports.redisTls],
     stopTimeoutMs: 10_000,
 
     async prepare(report) {
       server = await ensureRedisServer(report);
       const password = await redisPassword(settings);
+      const tls = await ensureStackTls(settings, report);
       await mkdir(paths.dataDir, { recursive: true });
       await writeFile(
         confFile,
-        renderRedisConf({ host, port: ports.redis, password, dir: paths.dataDir }),
+        renderRedisConf({
+          host,
+          port: ports.redis,
+          password,
+          dir: paths.dataDir,
+          tls: {
+            port: ports.redisTls,
+            certFile: tls.certFile,
+            keyFile: tls.keyFile,
+            caFile: tls.caFile,
+          },
+        }),
         { mode: 0o600 },
       );
     },

@@ -12,6 +12,7 @@ test('defaults: loopback, the documented ports, state under <repo>/.mesh/stack',
     kafkaSecure: 19094,
     registry: 18081,
     redis: 16379,
+    redisTls: 16380,
   });
   assert.equal(settings.stateDir, '/repo/.mesh/stack');
   assert.equal(settings.envFile, '/repo/.env.mesh');
@@ -27,6 +28,7 @@ test('ports, cache dir and timeout are overridable', () => {
       MESH_STACK_KAFKA_SECURE_PORT: '29094',
       MESH_STACK_REGISTRY_PORT: '28081',
       MESH_STACK_REDIS_PORT: '26379',
+      MESH_STACK_REDIS_TLS_PORT: '26380',
       MESH_STACK_CACHE: '/tmp/cache',
       MESH_STACK_READY_TIMEOUT_MS: '5000',
     },
@@ -38,6 +40,7 @@ test('ports, cache dir and timeout are overridable', () => {
     kafkaSecure: 29094,
     registry: 28081,
     redis: 26379,
+    redisTls: 26380,
   });
   assert.equal(settings.cacheDir, '/tmp/cache');
   assert.equal(settings.readyTimeoutMs, 5000);

@@ -17,6 +17,8 @@ export interface StackPorts {
   kafkaSecure: number;
   registry: number;
   redis: number;
+  /** Redis's TLS port (`rediss://`), beside the plaintext one. */
+  redisTls: number;
 }
 
 /** Everything the stack needs to know about where things live; computed once from the environment. */
@@ -41,6 +43,7 @@ const portVariables = {
   kafkaSecure: ['MESH_STACK_KAFKA_SECURE_PORT', 19094],
   registry: ['MESH_STACK_REGISTRY_PORT', 18081],
   redis: ['MESH_STACK_REDIS_PORT', 16379],
+  redisTls: ['MESH_STACK_REDIS_TLS_PORT', 16380],
 } as const satisfies Record<keyof StackPorts, readonly [string, number]>;
 
 const defaultReadyTimeoutMs = 90_000;
@@ -70,6 +73,7 @@ export function resolveStackSettings(
     kafkaSecure: readInt(...portVariables.kafkaSecure, 1, 65_535),
     registry: readInt(...portVariables.registry, 1, 65_535),
     redis: readInt(...portVariables.redis, 1, 65_535),
+    redisTls: readInt(...portVariables.redisTls, 1, 65_535),
   };
   const readyTimeoutMs = readInt(
     'MESH_STACK_READY_TIMEOUT_MS',

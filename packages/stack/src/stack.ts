@@ -3,7 +3,7 @@ import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { Component } from './component.ts';
 import { buildStackEnv, formatEnvFile, parseEnvFile, type StackEnv } from './env-file.ts';
-import { createKafkaComponent, secureKafkaCredentials } from './kafka.ts';
+import { createKafkaComponent, kafkaSaslCredentials } from './kafka.ts';
 import { withLock } from './lock.ts';
 import {
   isAlive,
@@ -19,6 +19,7 @@ import {
 } from './processes.ts';
 import { createRedisComponent, redisPassword } from './redis.ts';
 import { createRegistryComponent } from './registry.ts';
+import { stackTlsFiles } from './tls.ts';
 import {
   componentNames,
   componentPaths,
@@ -162,7 +163,7 @@ export async function stackUp(options: StackUpOptions = {}): Promise<StackEnv> {
       const env = buildStackEnv(
         settings,
         await redisPassword(settings),
-        await secureKafkaCredentials(settings),
+        await secureStackCredentials(settings),
       );
       if ((await runningComponents(settings)).length === componentNames.length) {
         await writeFile(settings.envFile, formatEnvFile(env));
@@ -176,6 +177,15 @@ export async function stackUp(options: StackUpOptions = {}): Promise<StackEnv> {
       onWait: (pid) => report(`waiting for another stack command (pid ${pid}) to finish`),
     },
   );
+}
+
+async function secureStackCredentials(settings: StackSettings) {
+  const kafka = await kafkaSaslCredentials(settings);
+  return {
+    caFile: stackTlsFiles(settings).caFile,
+    kafkaUsername: kafka.username,
+    kafkaPassword: kafka.password,
+  };
 }
 
 /**

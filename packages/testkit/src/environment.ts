@@ -12,9 +12,9 @@ import { existsSync } from 'node:fs';
 import { randomBytes } from 'node:crypto';
 import { createKafka, MeshAdmin } from '@mesh/kafka';
 import { createRedis, pingRedis, waitForRedis } from '@mesh/redis';
-import { readStackEnv, secureKafkaEnvKeys, stackUp, type StackEnv } from '@mesh/stack';
+import { readStackEnv, secureStackEnvKeys, stackUp, type StackEnv } from '@mesh/stack';
 
-export type { SecureKafkaEnv, StackEnv } from '@mesh/stack';
+export type { SecureStackEnv, StackEnv } from '@mesh/stack';
 
 export type EnvironmentSource = 'env' | 'testcontainers' | 'local-stack';
 
@@ -36,9 +36,9 @@ function fromProcessEnv(): StackEnv | undefined {
   const { MESH_KAFKA_BROKERS, MESH_SCHEMA_REGISTRY_URL, MESH_REDIS_URL } = process.env;
   if (MESH_KAFKA_BROKERS && MESH_SCHEMA_REGISTRY_URL && MESH_REDIS_URL) {
     const env: StackEnv = { MESH_KAFKA_BROKERS, MESH_SCHEMA_REGISTRY_URL, MESH_REDIS_URL };
-    // The SASL_SSL listener, when the stack that set the three has one (the local stack does).
-    if (secureKafkaEnvKeys.every((key) => process.env[key]))
-      for (const key of secureKafkaEnvKeys) env[key] = process.env[key];
+    // The TLS endpoints, when the stack that set the three has them (the local stack does).
+    if (secureStackEnvKeys.every((key) => process.env[key]))
+      for (const key of secureStackEnvKeys) env[key] = process.env[key];
     return env;
   }
   return undefined;

@@ -12,7 +12,7 @@ import { rootCertificates } from 'node:tls';
 import { createServer } from 'node:net';
 import { loadConfig, type MeshConfig } from '@mesh/config';
 import { createRedis, waitForRedis, type Redis } from '@mesh/redis';
-import { secureKafkaEnvKeys } from '@mesh/stack';
+import { secureStackEnvKeys, type SecureStackEnv } from '@mesh/stack';
 import { resolveEnvironment, verifyEnvironment, type StackEnv } from './environment.ts';
 
 export * from './environment.ts';
@@ -36,28 +36,45 @@ export function meshEnv(): Promise<StackEnv> {
 }
 
 /**
+ * The stack's TLS endpoints (Kafka's SASL_SSL listener, Redis's TLS port) and their CA. The local
+ * stack has them; elsewhere set the `MESH_TEST_*` variables of `secureStackEnvKeys`.
+ * @throws Error naming what is unset: a test of TLS and SASL never passes without them.
+ */
+async function secureStack(): Promise<SecureStackEnv> {
+  const env = await meshEnv();
+  const missing = secureStackEnvKeys.filter((key) => env[key] === undefined);
+  if (missing.length > 0)
+    throw new Error(
+      `no TLS endpoints to test against: ${missing.join(', ')} unset. The local stack ` +
+        '(`npm run stack -- up`) has them; with a stack of your own, set these to its TLS endpoints.',
+    );
+  return env as SecureStackEnv;
+}
+
+/**
  * The `MESH_KAFKA_*` variables that point a service at the stack's SASL_SSL listener with
- * `mechanism`: TLS verified against the stack's CA, and a SASL login. The local stack has that
- * listener; with brokers of your own, set the four `MESH_TEST_KAFKA_*` variables.
- * @throws Error naming them when the stack has none: a test of TLS and SASL never passes without.
+ * `mechanism`: TLS verified against the stack's CA, and a SASL login. @throws as `secureStack`.
  */
 export async function secureKafkaVars(
   mechanism: 'plain' | 'scram-sha-256' | 'scram-sha-512',
 ): Promise<Record<string, string>> {
-  const env = await meshEnv();
-  const missing = secureKafkaEnvKeys.filter((key) => env[key] === undefined);
-  if (missing.length > 0)
-    throw new Error(
-      `no SASL_SSL listener to test against: ${missing.join(', ')} unset. The local stack ` +
-        '(`npm run stack -- up`) has one; with other brokers, set these to a listener of theirs.',
-    );
+  const env = await secureStack();
   return {
-    MESH_KAFKA_BROKERS: env.MESH_TEST_KAFKA_SASL_SSL_BROKERS as string,
+    MESH_KAFKA_BROKERS: env.MESH_TEST_KAFKA_SASL_SSL_BROKERS,
     MESH_KAFKA_SSL: 'true',
-    MESH_KAFKA_SSL_CA_FILE: env.MESH_TEST_KAFKA_SSL_CA_FILE as string,
+    MESH_KAFKA_SSL_CA_FILE: env.MESH_TEST_TLS_CA_FILE,
     MESH_KAFKA_SASL_MECHANISM: mechanism,
-    MESH_KAFKA_SASL_USERNAME: env.MESH_TEST_KAFKA_SASL_USERNAME as string,
-    MESH_KAFKA_SASL_PASSWORD: env.MESH_TEST_KAFKA_SASL_PASSWORD as string,
+    MESH_KAFKA_SASL_USERNAME: env.MESH_TEST_KAFKA_SASL_USERNAME,
+    MESH_KAFKA_SASL_PASSWORD: env.MESH_TEST_KAFKA_SASL_PASSWORD,
+  };
+}
+
+/** The `MESH_REDIS_*` variables of the stack's Redis over TLS (`rediss://`, its CA). @throws as `secureStack`. */
+export async function secureRedisVars(): Promise<Record<string, string>> {
+  const env = await secureStack();
+  return {
+    MESH_REDIS_URL: env.MESH_TEST_REDIS_TLS_URL,
+    MESH_REDIS_TLS_CA_FILE: env.MESH_TEST_TLS_CA_FILE,
   };
 }
 

@@ -67,7 +67,7 @@ if (!unitOnly) {
     `integration tests run against the real stack (${environment.source}, ready in ${((Date.now() - started) / 1000).toFixed(1)}s):\n` +
       `  kafka    ${environment.env.MESH_KAFKA_BROKERS}` +
       (environment.env.MESH_TEST_KAFKA_SASL_SSL_BROKERS === undefined
-        ? ' (no SASL_SSL listener: its tests fail)'
+        ? ' (no TLS endpoints: their tests fail)'
         : ` (SASL_SSL ${environment.env.MESH_TEST_KAFKA_SASL_SSL_BROKERS})`) +
       `\n  registry ${environment.env.MESH_SCHEMA_REGISTRY_URL}\n  redis    ${redis}\n`,
   );
