@@ -1,18 +1,20 @@
 /**
- * The mesh on a cluster that requires TLS and SASL, as managed ones do (MSK, Confluent Cloud,
- * Aiven): the four services, the CLI and an outside client (kcat) all go through the broker's
- * SASL_SSL listener with SCRAM-SHA-512, and a task completes end to end.
+ * The mesh on managed-style infrastructure: a Kafka that requires TLS and SASL (as MSK, Confluent
+ * Cloud and Aiven do) and Redis over TLS. The four services, the CLI and an outside client (kcat)
+ * all go through the broker's SASL_SSL listener with SCRAM-SHA-512, the services keep their state
+ * in Redis through its TLS port, and a task completes end to end.
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
-import { secureKafkaVars, waitFor } from '@mesh/testkit';
+import { secureKafkaVars, secureRedisVars, testRedis, waitFor } from '@mesh/testkit';
 import { outcomesOf, root, startMesh } from '../support/mesh.ts';
 
-test('over SASL_SSL (SCRAM-SHA-512): kcat publishes a task, the services run it, kcat and the CLI read the outcome', async (t) => {
+test('over SASL_SSL (SCRAM-SHA-512) and rediss://: kcat publishes a task, the services run it, kcat and the CLI read the outcome', async (t) => {
   const secure = await secureKafkaVars('scram-sha-512');
-  const mesh = await startMesh(t, { vars: secure });
+  const redisTls = await secureRedisVars();
+  const mesh = await startMesh(t, { vars: { ...secure, ...redisTls } });
   // librdkafka's names for the same settings: what any other client of the cluster would use.
   const kcatSecurity = [
     ['security.protocol', 'SASL_SSL'],
@@ -85,5 +87,21 @@ test('over SASL_SSL (SCRAM-SHA-512): kcat publishes a task, the services run it,
   assert.ok(
     lag.every((p) => p.group.endsWith('worker.echo')),
     JSON.stringify(lag),
+  );
+
+  // Every service keeps its state through Redis's TLS port, none through the plaintext one.
+  const { redis } = await testRedis(t, 'secure-e2e');
+  const tlsPort = new URL(redisTls.MESH_REDIS_URL as string).port;
+  const clients = String(await redis.client('LIST'))
+    .split('\n')
+    .filter((line) => /\bname=mesh-(orchestrator|worker|aggregator|dlq-triage)\b/.test(line));
+  for (const service of ['orchestrator', 'worker', 'aggregator', 'dlq-triage'])
+    assert.ok(
+      clients.some((line) => line.includes(`name=mesh-${service}`)),
+      `no Redis connection of ${service}`,
+    );
+  assert.ok(
+    clients.every((line) => line.includes(`laddr=127.0.0.1:${tlsPort}`)),
+    clients.join('\n'),
   );
 });

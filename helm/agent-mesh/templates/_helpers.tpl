@@ -87,6 +87,10 @@ each defaulting to the chart's image. Argument: dict "image" "default" "appVersi
 /etc/mesh/kafka-ca/{{ .Values.kafka.tls.caSecret.key }}
 {{- end -}}
 
+{{- define "agent-mesh.redisCaFile" -}}
+/etc/mesh/redis-ca/{{ .Values.redis.tls.caSecret.key }}
+{{- end -}}
+
 {{/*
 The shared, non-secret MESH_* environment as a YAML map: the data of the ConfigMap, and the env of
 the init Job (a pre-install hook runs before the ConfigMap exists).
@@ -111,6 +115,9 @@ MESH_SCHEMA_REGISTRY_USERNAME: {{ $v.schemaRegistry.username | quote }}
 {{- end }}
 {{- if not $v.secrets.keys.redisUrl }}
 MESH_REDIS_URL: {{ $v.redis.url | quote }}
+{{- end }}
+{{- if $v.redis.tls.caSecret.name }}
+MESH_REDIS_TLS_CA_FILE: {{ include "agent-mesh.redisCaFile" . | quote }}
 {{- end }}
 MESH_TOPIC_PREFIX: {{ $v.config.topicPrefix | quote }}
 MESH_PARTITIONS: {{ $v.config.partitions | toString | quote }}
@@ -252,9 +259,44 @@ securityContext:
 volumeMounts:
   - name: tmp
     mountPath: /tmp
-  {{- if and $v.kafka.tls.enabled $v.kafka.tls.caSecret.name }}
-  - name: kafka-ca
-    mountPath: /etc/mesh/kafka-ca
-    readOnly: true
-  {{- end }}
+  {{- include "agent-mesh.caVolumeMounts" .root | nindent 2 }}
+{{- end -}}
+
+{{/*
+The CA certificates a container trusts, from existing Secrets: Kafka's (kafka.tls.caSecret) and
+Redis's (redis.tls.caSecret). Every container that reads the shared environment mounts them, since
+the variables naming them must point at readable files.
+*/}}
+{{- define "agent-mesh.caVolumeMounts" -}}
+{{- $v := .Values -}}
+{{- if and $v.kafka.tls.enabled $v.kafka.tls.caSecret.name }}
+- name: kafka-ca
+  mountPath: /etc/mesh/kafka-ca
+  readOnly: true
+{{- end }}
+{{- if $v.redis.tls.caSecret.name }}
+- name: redis-ca
+  mountPath: /etc/mesh/redis-ca
+  readOnly: true
+{{- end }}
+{{- end -}}
+
+{{- define "agent-mesh.caVolumes" -}}
+{{- $v := .Values -}}
+{{- if and $v.kafka.tls.enabled $v.kafka.tls.caSecret.name }}
+- name: kafka-ca
+  secret:
+    secretName: {{ $v.kafka.tls.caSecret.name }}
+    items:
+      - key: {{ $v.kafka.tls.caSecret.key }}
+        path: {{ $v.kafka.tls.caSecret.key }}
+{{- end }}
+{{- if $v.redis.tls.caSecret.name }}
+- name: redis-ca
+  secret:
+    secretName: {{ $v.redis.tls.caSecret.name }}
+    items:
+      - key: {{ $v.redis.tls.caSecret.key }}
+        path: {{ $v.redis.tls.caSecret.key }}
+{{- end }}
 {{- end -}}

@@ -19,10 +19,18 @@ const required = {
 };
 const options: LoadOptions = { service: 'worker', defaultHttpPort: 8082 };
 
+/** A file of one (made-up) PEM certificate, whatever its path. */
+function pemOf(path: string): string {
+  return `-----BEGIN CERTIFICATE-----\n${path}\n-----END CERTIFICATE-----\n`;
+}
+
 /** Runs loadConfig on the required variables plus `extra` and returns the config_invalid error. */
-function failure(extra: Record<string, string>): MeshError {
+function failure(extra: Record<string, string>, readFile?: (path: string) => string): MeshError {
   try {
-    loadConfig({ ...required, ...extra }, options);
+    loadConfig(
+      { ...required, ...extra },
+      readFile === undefined ? options : { ...options, readFile },
+    );
   } catch (error) {
     assert.ok(isMeshError(error), 'throws a MeshError');
     assert.equal(error.code, 'config_invalid');
@@ -125,9 +133,24 @@ describe('loadConfig defaults', () => {
         MESH_KAFKA_SSL_CA_FILE: '/etc/ca.pem',
         MESH_KAFKA_SSL_REJECT_UNAUTHORIZED: 'false',
       },
-      { ...options, readFile: (path) => `PEM of ${path}` },
+      { ...options, readFile: pemOf },
     );
-    assert.deepEqual(config.kafka.ssl, { rejectUnauthorized: false, ca: ['PEM of /etc/ca.pem'] });
+    assert.deepEqual(config.kafka.ssl, { rejectUnauthorized: false, ca: [pemOf('/etc/ca.pem')] });
+  });
+
+  test('MESH_REDIS_TLS_CA_FILE gives a rediss:// connection its CA', () => {
+    const config = loadConfig(
+      {
+        ...required,
+        MESH_REDIS_URL: 'rediss://:pw@redis.example:6380',
+        MESH_REDIS_TLS_CA_FILE: '/etc/redis-ca.pem',
+      },
+      { ...options, readFile: pemOf },
+    );
+    assert.deepEqual(config.redis, {
+      url: 'rediss://:pw@redis.example:6380',
+      ca: [pemOf('/etc/redis-ca.pem')],
+    });
   });
 
   test('retry tiers are parsed in the order given', () => {
@@ -216,6 +239,19 @@ describe('loadConfig refuses bad values with one line per bad variable', () => {
       'MESH_KAFKA_SASL_USERNAME is required when MESH_KAFKA_SASL_MECHANISM is set',
       'MESH_KAFKA_SASL_PASSWORD is required when MESH_KAFKA_SASL_MECHANISM is set',
     ]);
+  });
+
+  test('a CA file without TLS, or that holds no certificate, is named', () => {
+    assert.deepEqual(lines(failure({ MESH_KAFKA_SSL_CA_FILE: '/etc/ca.pem' }, pemOf)), [
+      'MESH_KAFKA_SSL_CA_FILE is set but MESH_KAFKA_SSL is not: a CA is for a TLS listener',
+    ]);
+    assert.deepEqual(lines(failure({ MESH_REDIS_TLS_CA_FILE: '/etc/ca.pem' }, pemOf)), [
+      'MESH_REDIS_TLS_CA_FILE is set but MESH_REDIS_URL is not rediss:// (Redis over TLS)',
+    ]);
+    assert.deepEqual(
+      lines(failure({ MESH_KAFKA_SSL: 'true', MESH_KAFKA_SSL_CA_FILE: '/etc/key.pem' }, () => 'x')),
+      ['MESH_KAFKA_SSL_CA_FILE must name a PEM file of certificates; /etc/key.pem holds none'],
+    );
   });
 
   test('an unreadable CA file is named', () => {

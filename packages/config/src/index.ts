@@ -77,6 +77,10 @@ export const variables = {
     doc: 'Redis URL, e.g. redis://:password@host:6379/0.',
   },
   MESH_REDIS_PASSWORD: { kind: { type: 'secret' }, doc: 'Redis password, if not in the URL.' },
+  MESH_REDIS_TLS_CA_FILE: {
+    kind: { type: 'string', pattern: '^.+$', allowed: 'a file path' },
+    doc: "PEM file of the CA that signed Redis's certificate, for a rediss:// URL; unset: the public CAs Node trusts.",
+  },
   MESH_TOPIC_PREFIX: {
     kind: {
       type: 'string',
@@ -399,7 +403,7 @@ export interface MeshConfig {
     };
   };
   registry: { url: string; username?: string; password?: string };
-  redis: { url: string; password?: string };
+  redis: { url: string; password?: string; ca?: string[] };
   topicPrefix: string;
   partitions: number;
   replicationFactor: number;
@@ -565,22 +569,37 @@ export function loadConfig(env: NodeJS.ProcessEnv, options: LoadOptions): MeshCo
     if (get('MESH_KAFKA_SASL_PASSWORD') === undefined)
       bad('MESH_KAFKA_SASL_PASSWORD', `is required when MESH_KAFKA_SASL_MECHANISM is set`);
   }
-  let ssl: MeshConfig['kafka']['ssl'];
-  if (bool('MESH_KAFKA_SSL')) {
-    const caFile = get('MESH_KAFKA_SSL_CA_FILE');
-    let ca: string[] | undefined;
-    if (caFile !== undefined) {
-      try {
-        ca = [(options.readFile ?? defaultReadFile)(caFile)];
-      } catch (error) {
-        bad('MESH_KAFKA_SSL_CA_FILE', `must name a readable PEM file: ${(error as Error).message}`);
-      }
+  /** The certificates of a CA file, or undefined (reported) when it cannot be read or holds none. */
+  const caCertificates = (name: string): string[] | undefined => {
+    const file = get(name);
+    if (file === undefined) return undefined;
+    let text: string;
+    try {
+      text = (options.readFile ?? defaultReadFile)(file);
+    } catch (error) {
+      bad(name, `must name a readable PEM file: ${(error as Error).message}`);
+      return undefined;
     }
+    if (!text.includes('-----BEGIN CERTIFICATE-----')) {
+      bad(name, `must name a PEM file of certificates; ${file} holds none`);
+      return undefined;
+    }
+    return [text];
+  };
+  let ssl: MeshConfig['kafka']['ssl'];
+  if (!bool('MESH_KAFKA_SSL') && get('MESH_KAFKA_SSL_CA_FILE') !== undefined)
+    bad('MESH_KAFKA_SSL_CA_FILE', 'is set but MESH_KAFKA_SSL is not: a CA is for a TLS listener');
+  if (bool('MESH_KAFKA_SSL')) {
+    const ca = caCertificates('MESH_KAFKA_SSL_CA_FILE');
     ssl = {
       rejectUnauthorized: bool('MESH_KAFKA_SSL_REJECT_UNAUTHORIZED'),
       ...(ca === undefined ? {} : { ca }),
     };
   }
+
+  const redisCa = caCertificates('MESH_REDIS_TLS_CA_FILE');
+  if (redisCa !== undefined && !(get('MESH_REDIS_URL') ?? '').startsWith('rediss://'))
+    bad('MESH_REDIS_TLS_CA_FILE', 'is set but MESH_REDIS_URL is not rediss:// (Redis over TLS)');
 
   const tiers = (get('MESH_RETRY_TIERS') ?? '').split(',').filter(Boolean);
   const retryTiers = problems.has('MESH_RETRY_TIERS')
@@ -613,6 +632,7 @@ export function loadConfig(env: NodeJS.ProcessEnv, options: LoadOptions): MeshCo
     redis: {
       url: get('MESH_REDIS_URL') ?? '',
       ...optional('password', get('MESH_REDIS_PASSWORD')),
+      ...(redisCa === undefined ? {} : { ca: redisCa }),
     },
     topicPrefix: get('MESH_TOPIC_PREFIX') ?? 'mesh.',
     partitions: int('MESH_PARTITIONS'),

@@ -212,3 +212,14 @@ export function safeDetail(value: unknown, maxLength = 512): string {
   text = text.replace(/\s+/g, ' ').trim();
   return text.length > maxLength ? `${text.slice(0, maxLength - 1)}…` : text;
 }
+
+/**
+ * Whether `code`, a Node TLS error code (OpenSSL's verify results), says the client does not trust
+ * the server's certificate: an unknown CA, an expired certificate. A settings fault, never an outage.
+ */
+export function isUntrustedCertificate(code: unknown): boolean {
+  return (
+    typeof code === 'string' &&
+    /^(UNABLE_TO_|SELF_SIGNED_CERT|DEPTH_ZERO_SELF_SIGNED_CERT|CERT_)/.test(code)
+  );
+}

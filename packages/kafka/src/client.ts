@@ -1,6 +1,6 @@
 import { createRequire } from 'node:module';
 import { Kafka, logLevel, type KafkaConfig, type SASLOptions } from 'kafkajs';
-import { MeshError, retryable } from '@mesh/errors';
+import { isUntrustedCertificate, MeshError, retryable } from '@mesh/errors';
 
 /** How to reach the brokers. SASL and TLS are optional; both are needed for most managed clusters. */
 export interface KafkaConnection {
@@ -91,12 +91,6 @@ export function createKafka(connection: KafkaConnection): Kafka {
 
 export type { Kafka };
 
-/**
- * Node's codes (OpenSSL's verify results) for a broker certificate the client does not trust; the
- * kafkajs patch (7.) fails these at once instead of retrying.
- */
-const untrustedCertificate = /^(UNABLE_TO_|SELF_SIGNED_CERT|DEPTH_ZERO_SELF_SIGNED_CERT|CERT_)/;
-
 /** The error and its causes, outermost first (kafkajs wraps the last attempt's error on giving up). */
 function* causes(error: unknown): Generator<Error> {
   for (let e = error, depth = 0; e instanceof Error && depth < 8; e = e.cause, depth += 1) yield e;
@@ -128,7 +122,7 @@ export function connectFailure(what: string, error: unknown): MeshError {
         `MESH_KAFKA_SASL_MECHANISM does not suit the listener${broker} (${e.message}): unset it ` +
           'for a listener without SASL, or point MESH_KAFKA_BROKERS at the SASL listener',
       );
-    if (typeof code === 'string' && untrustedCertificate.test(code))
+    if (isUntrustedCertificate(code))
       return misconfigured(
         `MESH_KAFKA_SSL_CA_FILE must name the CA that signed the broker's certificate${broker}: ` +
           e.message.replace(/^Connection error: /, ''),

@@ -3,11 +3,13 @@
  * `createRedis` and use the `Redis` type re-exported here.
  */
 import { Redis } from 'ioredis';
-import { retryable } from '@mesh/errors';
+import { isUntrustedCertificate, retryable } from '@mesh/errors';
 
 export interface RedisConnection {
   url: string;
   password?: string;
+  /** PEM certificates of the CA that signed Redis's, for a rediss:// URL (else the public CAs). */
+  ca?: string[];
 }
 
 export interface CreateRedisOptions {
@@ -18,12 +20,18 @@ export interface CreateRedisOptions {
    * sees `redis_unavailable`, stops taking work and retries, rather than piling up promises.
    */
   offlineQueue?: boolean;
+  /**
+   * Told, in one line naming the variable to fix, when Redis refuses the connection's settings (a
+   * wrong password, a certificate the CA file did not sign): waiting does not help with those.
+   */
+  onSettingsFault?: (message: string) => void;
 }
 
 /** A client that reconnects forever with capped backoff; connecting starts at once. */
 export function createRedis(connection: RedisConnection, options: CreateRedisOptions): Redis {
   const client = new Redis(connection.url, {
     ...(connection.password === undefined ? {} : { password: connection.password }),
+    ...(connection.ca === undefined ? {} : { tls: { ca: connection.ca } }),
     connectionName: options.connectionName,
     enableOfflineQueue: options.offlineQueue ?? false,
     maxRetriesPerRequest: 1,
@@ -35,8 +43,29 @@ export function createRedis(connection: RedisConnection, options: CreateRedisOpt
   });
   // Connection errors are reported through readiness and command failures; without a listener
   // ioredis prints each reconnect failure as an unhandled error event.
-  client.on('error', () => undefined);
+  client.on('error', (error: unknown) => {
+    const fault = redisSettingsFault(error);
+    if (fault !== undefined) options.onSettingsFault?.(fault);
+  });
   return client;
+}
+
+/**
+ * What a Redis connection error says about the settings, naming the variable to fix, or undefined
+ * when it may pass by itself (Redis restarting, a network fault).
+ */
+export function redisSettingsFault(error: unknown): string | undefined {
+  if (!(error instanceof Error)) return undefined;
+  const code = 'code' in error ? error.code : undefined;
+  if (isUntrustedCertificate(code))
+    return `MESH_REDIS_TLS_CA_FILE must name the CA that signed Redis's certificate: ${error.message}`;
+  if (code === 'ERR_TLS_CERT_ALTNAME_INVALID')
+    return `MESH_REDIS_URL must use a name in Redis's certificate: ${error.message}`;
+  if (/^WRONGPASS/.test(error.message))
+    return `MESH_REDIS_PASSWORD (or the password in MESH_REDIS_URL) is wrong: ${error.message}`;
+  if (/^NOAUTH/.test(error.message))
+    return `Redis needs a password: set MESH_REDIS_PASSWORD or put it in MESH_REDIS_URL (${error.message})`;
+  return undefined;
 }
 
 /** A Lua script run by hash (EVALSHA, falling back to EVAL once), so the body is sent only once. */

@@ -3,6 +3,7 @@
  * group consumers), the registry contracts and codec, Redis with the idempotency store, metrics and
  * logs. A service is its config, a runtime, its handlers and its HTTP routes.
  */
+import { setTimeout as sleep } from 'node:timers/promises';
 import type { MeshConfig } from '@mesh/config';
 import { ContractRegistry, EventCodec } from '@mesh/contracts';
 import type { MeshEvent } from '@mesh/envelope';
@@ -16,7 +17,7 @@ import {
   type Logger,
   type MeshMetrics,
 } from '@mesh/telemetry';
-import { safeDetail } from '@mesh/errors';
+import { MeshError, safeDetail } from '@mesh/errors';
 import { MeshConsumer, type ConsumeOptions } from './consumer.ts';
 import { topicNames, topicSpecs, type TopicNames } from './topics.ts';
 
@@ -58,6 +59,8 @@ export class MeshRuntime {
   #registryCheckedAt = 0;
   #lagTimer: NodeJS.Timeout | undefined;
   #closed = false;
+  /** The last settings fault Redis reported (a refused password, an untrusted certificate). */
+  #redisFault: string | undefined;
 
   constructor(config: MeshConfig, options: RuntimeOptions = {}) {
     this.config = config;
@@ -73,7 +76,17 @@ export class MeshRuntime {
     this.producer = new MeshProducer(this.kafka, { admin: this.admin });
     this.registry = new ContractRegistry(config.registry);
     this.codec = new EventCodec(this.registry, { maxBytes: config.maxEventBytes });
-    this.redis = createRedis(config.redis, { connectionName: `mesh-${config.service}` });
+    this.redis = createRedis(config.redis, {
+      connectionName: `mesh-${config.service}`,
+      onSettingsFault: (message) => {
+        if (message === this.#redisFault) return;
+        this.#redisFault = message;
+        this.log.error(
+          { redis: message },
+          'Redis refuses the settings; nothing runs until they are fixed',
+        );
+      },
+    });
     this.keyPrefix = redisKeyPrefix(config.topicPrefix);
     this.idempotency = new IdempotencyStore(this.redis, {
       leaseTtlMs: config.leaseTtlMs,
@@ -110,6 +123,7 @@ export class MeshRuntime {
     };
     this.redis.on('ready', checkEviction);
     if (this.redis.status === 'ready') checkEviction();
+    await this.#redisSettled();
     await this.producer.connect();
     if (this.config.createTopics) {
       const created = await this.admin.ensureTopics(
@@ -180,6 +194,18 @@ export class MeshRuntime {
     await this.producer.send(records);
     for (const { topic, event } of emits)
       this.metrics.produced.inc({ service: this.config.service, topic, type: event.type });
+  }
+
+  /**
+   * Waits up to `timeoutMs` for Redis to answer. A service starts while Redis is away (it waits
+   * for it), but settings Redis refuses stop the start. @throws MeshError `config_invalid`.
+   */
+  async #redisSettled(timeoutMs = 2_000): Promise<void> {
+    const deadline = Date.now() + timeoutMs;
+    while (this.redis.status !== 'ready' && this.#redisFault === undefined && Date.now() < deadline)
+      await sleep(20);
+    if (this.redis.status !== 'ready' && this.#redisFault !== undefined)
+      throw new MeshError('config_invalid', this.#redisFault);
   }
 
   /** Kafka, Redis and the registry reachable, and every consumer joined and not stuck. */

@@ -1,8 +1,8 @@
 /**
- * A managed cluster's settings against the real broker's SASL_SSL listener (TLS verified against
- * the stack's CA; SASL PLAIN, SCRAM-SHA-256 and SCRAM-SHA-512): the whole runtime works through it,
- * and each setting that does not match the listener stops the start with `config_invalid` naming
- * the variable to fix, instead of retrying for ever.
+ * Managed services' settings against the real broker's SASL_SSL listener (TLS verified against the
+ * stack's CA; SASL PLAIN, SCRAM-SHA-256 and SCRAM-SHA-512) and Redis's TLS port: the whole runtime
+ * works through them, and each setting they refuse stops the start with `config_invalid` naming the
+ * variable to fix, instead of retrying for ever.
  */
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
@@ -11,6 +11,7 @@ import {
   foreignCaFile,
   meshEnv,
   secureKafkaVars,
+  secureRedisVars,
   testConfig,
   uniqueName,
   waitFor,
@@ -114,4 +115,62 @@ test('a TLS setting that does not match the listener is retried, with a hint nam
     assert.ok(isMeshError(error) && error.code === 'kafka_unavailable', String(error));
   assert.match(plainAtSecure.message, /see MESH_KAFKA_SSL and MESH_KAFKA_SASL_MECHANISM/);
   assert.match(tlsAtPlain.message, /unset MESH_KAFKA_SSL/);
+});
+
+test('Redis over TLS (rediss:// and the stack CA): leases and done markers, a redelivery skipped', async (t) => {
+  const { runtime, probe } = await startRuntime(t, await secureRedisVars());
+  let runs = 0;
+  await runtime.consume({
+    groupId: 'secure-redis',
+    topics: [runtime.topics.work('echo')],
+    handlers: {
+      'io.mesh.subtask.assigned': async (ctx: HandlerContext) => {
+        runs += 1;
+        return {
+          emit: [
+            {
+              topic: runtime.topics.results,
+              event: ctx.derive({
+                type: 'io.mesh.subtask.completed',
+                data: completedFor(ctx.event, { ok: true }),
+              }),
+            },
+          ],
+        };
+      },
+    },
+  });
+  const event = assigned('echo', { text: 'redis over TLS' }, uniqueName('task'));
+  await runtime.publish([{ topic: runtime.topics.work('echo'), event }]);
+  await waitFor(() => probe.on(runtime.topics.results).length === 1);
+  await runtime.publish([{ topic: runtime.topics.work('echo'), event }]);
+  await waitFor(async () => (await runtime.metrics.idempotentSkips.get()).values[0]?.value === 1, {
+    message: 'no idempotent skip',
+  });
+  assert.equal(runs, 1);
+  assert.equal((await runtime.readiness()).redis, true);
+});
+
+test('a Redis certificate the CA file did not sign stops the start, naming MESH_REDIS_TLS_CA_FILE', async (t) => {
+  const error = await startFailure({
+    ...(await secureRedisVars()),
+    MESH_REDIS_TLS_CA_FILE: await foreignCaFile(t),
+  });
+  assert.ok(isMeshError(error) && error.code === 'config_invalid', String(error));
+  assert.match(
+    error.message,
+    /^MESH_REDIS_TLS_CA_FILE must name the CA that signed Redis's certificate: /,
+  );
+});
+
+test('a Redis password Redis refuses stops the start, naming MESH_REDIS_PASSWORD', async () => {
+  const url = new URL((await meshEnv()).MESH_REDIS_URL);
+  url.password = 'not-the-password';
+  const error = await startFailure({ MESH_REDIS_URL: url.toString() });
+  assert.ok(isMeshError(error) && error.code === 'config_invalid', String(error));
+  assert.match(
+    error.message,
+    /^MESH_REDIS_PASSWORD \(or the password in MESH_REDIS_URL\) is wrong: WRONGPASS/,
+  );
+  assert.doesNotMatch(error.message, /not-the-password/);
 });

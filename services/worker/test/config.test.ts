@@ -64,3 +64,15 @@ test('a CA file that did not sign the broker stops the worker with 78, naming it
   assert.equal(lines.length, 1, lines.join('\n'));
   assert.match(lines[0] ?? '', /^worker: config: MESH_KAFKA_SSL_CA_FILE must name the CA /);
 });
+
+test('a Redis password Redis refuses stops the worker with 78, naming it', async () => {
+  const url = new URL((await meshEnv()).MESH_REDIS_URL);
+  url.password = 'wrong';
+  const { code, lines } = await run({ MESH_REDIS_URL: url.toString() });
+  assert.equal(code, 78);
+  assert.equal(lines.length, 1, lines.join('\n'));
+  assert.match(
+    lines[0] ?? '',
+    /^worker: config: MESH_REDIS_PASSWORD \(or the password in MESH_REDIS_URL\) is wrong: /,
+  );
+});
