@@ -134,3 +134,20 @@ test('Apicurio binds loopback, keeps Confluent-style content ids and keeps its s
   assert.equal(props['quarkus.http.port'], '18081');
   assert.equal(props['apicurio.ccompat.legacy-id-mode.enabled'], 'false');
 });
+
+test('Apicurio serves HTTPS beside HTTP with the certificate it is given', () => {
+  const props = registrySystemProperties('127.0.0.1', 18081, '/s/data', {
+    port: 18082,
+    certFile: '/s/c.pem',
+    keyFile: '/s/k.pem',
+  });
+  assert.equal(props['quarkus.http.port'], '18081');
+  assert.equal(props['quarkus.http.ssl-port'], '18082');
+  assert.equal(props['quarkus.http.ssl.certificate.files'], '/s/c.pem');
+  assert.equal(props['quarkus.http.ssl.certificate.key-files'], '/s/k.pem');
+  assert.equal(props['quarkus.http.insecure-requests'], 'enabled');
+  assert.equal(
+    registrySystemProperties('127.0.0.1', 18081, '/s/data')['quarkus.http.ssl-port'],
+    undefined,
+  );
+});

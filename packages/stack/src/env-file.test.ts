@@ -9,6 +9,7 @@ const settings = {
     kafkaController: 19093,
     kafkaSecure: 19094,
     registry: 18081,
+    registryTls: 18082,
     redis: 16379,
     redisTls: 16380,
   },
@@ -57,6 +58,7 @@ test('the TLS endpoints: written and read back only when all their keys are ther
   assert.equal(env.MESH_TEST_KAFKA_SASL_SSL_BROKERS, '127.0.0.1:19094');
   assert.equal(env.MESH_TEST_TLS_CA_FILE, '/s/ca.pem');
   assert.equal(env.MESH_TEST_REDIS_TLS_URL, 'rediss://:p%40w@127.0.0.1:16380');
+  assert.equal(env.MESH_TEST_REGISTRY_TLS_URL, 'https://127.0.0.1:18082/apis/ccompat/v7');
   const text = formatEnvFile(env);
   assert.match(text, /\nMESH_TEST_KAFKA_SASL_PASSWORD=x\n/);
   assert.deepEqual(parseEnvFile(text), env);

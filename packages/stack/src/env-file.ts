@@ -9,8 +9,8 @@ export interface StackEnv extends Partial<SecureStackEnv> {
 
 /**
  * What the tests of managed-service settings connect to: Kafka's SASL_SSL listener (SASL PLAIN,
- * SCRAM-SHA-256 and SCRAM-SHA-512 for one user) and Redis's TLS port, both with certificates of the
- * stack's own CA. `MESH_TEST_` because no service reads them: a service is pointed at them through
+ * SCRAM-SHA-256 and SCRAM-SHA-512 for one user), Redis's TLS port and the registry's HTTPS port, all
+ * with certificates of the stack's own CA. `MESH_TEST_` because no service reads them: a service is pointed at them through
  * its `MESH_KAFKA_*` and `MESH_REDIS_*` variables.
  */
 export interface SecureStackEnv {
@@ -19,6 +19,7 @@ export interface SecureStackEnv {
   MESH_TEST_KAFKA_SASL_USERNAME: string;
   MESH_TEST_KAFKA_SASL_PASSWORD: string;
   MESH_TEST_REDIS_TLS_URL: string;
+  MESH_TEST_REGISTRY_TLS_URL: string;
 }
 
 export const stackEnvKeys = [
@@ -33,6 +34,7 @@ export const secureStackEnvKeys = [
   'MESH_TEST_KAFKA_SASL_USERNAME',
   'MESH_TEST_KAFKA_SASL_PASSWORD',
   'MESH_TEST_REDIS_TLS_URL',
+  'MESH_TEST_REGISTRY_TLS_URL',
 ] as const;
 
 /** The Confluent-compatible API of Apicurio Registry 3. */
@@ -57,6 +59,7 @@ export function buildStackEnv(
           MESH_TEST_KAFKA_SASL_USERNAME: secure.kafkaUsername,
           MESH_TEST_KAFKA_SASL_PASSWORD: secure.kafkaPassword,
           MESH_TEST_REDIS_TLS_URL: `rediss://:${password}@${host}:${ports.redisTls}`,
+          MESH_TEST_REGISTRY_TLS_URL: `https://${host}:${ports.registryTls}${ccompatPath}`,
         }),
   };
 }

@@ -26,4 +26,5 @@ export {
   type StackPorts,
   type StackSettings,
 } from './settings.ts';
+export { startAuthRegistry, type AuthRegistry } from './registry.ts';
 export type { Reporter } from './tools.ts';

@@ -20,7 +20,8 @@ const usage = `usage: npm run stack -- <command> [component…]
 components: ${componentNames.join(', ')}
 ports: MESH_STACK_KAFKA_PORT (19092), MESH_STACK_KAFKA_CONTROLLER_PORT (19093),
        MESH_STACK_KAFKA_SECURE_PORT (19094, SASL_SSL), MESH_STACK_REGISTRY_PORT (18081),
-       MESH_STACK_REDIS_PORT (16379), MESH_STACK_REDIS_TLS_PORT (16380)`;
+       MESH_STACK_REGISTRY_TLS_PORT (18082), MESH_STACK_REDIS_PORT (16379),
+       MESH_STACK_REDIS_TLS_PORT (16380)`;
 
 async function main(argv: string[]): Promise<number> {
   const { positionals, values } = parseArgs({

@@ -11,6 +11,7 @@ test('defaults: loopback, the documented ports, state under <repo>/.mesh/stack',
     kafkaController: 19093,
     kafkaSecure: 19094,
     registry: 18081,
+    registryTls: 18082,
     redis: 16379,
     redisTls: 16380,
   });
@@ -27,6 +28,7 @@ test('ports, cache dir and timeout are overridable', () => {
       MESH_STACK_KAFKA_CONTROLLER_PORT: '29093',
       MESH_STACK_KAFKA_SECURE_PORT: '29094',
       MESH_STACK_REGISTRY_PORT: '28081',
+      MESH_STACK_REGISTRY_TLS_PORT: '28082',
       MESH_STACK_REDIS_PORT: '26379',
       MESH_STACK_REDIS_TLS_PORT: '26380',
       MESH_STACK_CACHE: '/tmp/cache',
@@ -39,6 +41,7 @@ test('ports, cache dir and timeout are overridable', () => {
     kafkaController: 29093,
     kafkaSecure: 29094,
     registry: 28081,
+    registryTls: 28082,
     redis: 26379,
     redisTls: 26380,
   });

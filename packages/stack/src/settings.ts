@@ -16,6 +16,8 @@ export interface StackPorts {
   /** Kafka's SASL_SSL listener: TLS and SASL (PLAIN, SCRAM), as managed clusters require. */
   kafkaSecure: number;
   registry: number;
+  /** The registry's HTTPS port, beside the HTTP one. */
+  registryTls: number;
   redis: number;
   /** Redis's TLS port (`rediss://`), beside the plaintext one. */
   redisTls: number;
@@ -42,6 +44,7 @@ const portVariables = {
   kafkaController: ['MESH_STACK_KAFKA_CONTROLLER_PORT', 19093],
   kafkaSecure: ['MESH_STACK_KAFKA_SECURE_PORT', 19094],
   registry: ['MESH_STACK_REGISTRY_PORT', 18081],
+  registryTls: ['MESH_STACK_REGISTRY_TLS_PORT', 18082],
   redis: ['MESH_STACK_REDIS_PORT', 16379],
   redisTls: ['MESH_STACK_REDIS_TLS_PORT', 16380],
 } as const satisfies Record<keyof StackPorts, readonly [string, number]>;
@@ -72,6 +75,7 @@ export function resolveStackSettings(
     kafkaController: readInt(...portVariables.kafkaController, 1, 65_535),
     kafkaSecure: readInt(...portVariables.kafkaSecure, 1, 65_535),
     registry: readInt(...portVariables.registry, 1, 65_535),
+    registryTls: readInt(...portVariables.registryTls, 1, 65_535),
     redis: readInt(...portVariables.redis, 1, 65_535),
     redisTls: readInt(...portVariables.redisTls, 1, 65_535),
   };

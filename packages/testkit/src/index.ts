@@ -4,15 +4,15 @@
  * Each test gets its own topic prefix and group ids (`randomUUID()`), registers cleanup as soon as it
  * creates a client, and polls with `waitFor` instead of sleeping.
  */
-import { randomUUID } from 'node:crypto';
-import { rm, writeFile } from 'node:fs/promises';
+import { randomBytes, randomUUID } from 'node:crypto';
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { rootCertificates } from 'node:tls';
 import { createServer } from 'node:net';
 import { loadConfig, type MeshConfig } from '@mesh/config';
 import { createRedis, waitForRedis, type Redis } from '@mesh/redis';
-import { secureStackEnvKeys, type SecureStackEnv } from '@mesh/stack';
+import { secureStackEnvKeys, startAuthRegistry, type SecureStackEnv } from '@mesh/stack';
 import { resolveEnvironment, verifyEnvironment, type StackEnv } from './environment.ts';
 
 export * from './environment.ts';
@@ -36,7 +36,8 @@ export function meshEnv(): Promise<StackEnv> {
 }
 
 /**
- * The stack's TLS endpoints (Kafka's SASL_SSL listener, Redis's TLS port) and their CA. The local
+ * The stack's TLS endpoints (Kafka's SASL_SSL listener, Redis's TLS port, the registry's HTTPS
+ * port) and their CA. The local
  * stack has them; elsewhere set the `MESH_TEST_*` variables of `secureStackEnvKeys`.
  * @throws Error naming what is unset: a test of TLS and SASL never passes without them.
  */
@@ -69,6 +70,15 @@ export async function secureKafkaVars(
   };
 }
 
+/** The `MESH_SCHEMA_REGISTRY_*` variables of the stack's registry over HTTPS (and its CA). @throws as `secureStack`. */
+export async function secureRegistryVars(): Promise<Record<string, string>> {
+  const env = await secureStack();
+  return {
+    MESH_SCHEMA_REGISTRY_URL: env.MESH_TEST_REGISTRY_TLS_URL,
+    MESH_SCHEMA_REGISTRY_CA_FILE: env.MESH_TEST_TLS_CA_FILE,
+  };
+}
+
 /** The `MESH_REDIS_*` variables of the stack's Redis over TLS (`rediss://`, its CA). @throws as `secureStack`. */
 export async function secureRedisVars(): Promise<Record<string, string>> {
   const env = await secureStack();
@@ -76,6 +86,23 @@ export async function secureRedisVars(): Promise<Record<string, string>> {
     MESH_REDIS_URL: env.MESH_TEST_REDIS_TLS_URL,
     MESH_REDIS_TLS_CA_FILE: env.MESH_TEST_TLS_CA_FILE,
   };
+}
+
+/**
+ * A schema registry of the test's own that asks for basic auth (`startAuthRegistry`: the stack's
+ * Apicurio, on a free port), with the one user it accepts. Stopped, and its data removed, after the
+ * test. @throws Error when Java or the stack's Apicurio is missing.
+ */
+export async function authRegistry(
+  t: CleanupContext,
+): Promise<{ url: string; username: string; password: string }> {
+  const dataDir = await mkdtemp(join(tmpdir(), 'mesh-auth-registry-'));
+  onCleanup(t, () => rm(dataDir, { recursive: true, force: true }));
+  const username = 'mesh-test';
+  const password = randomBytes(12).toString('hex');
+  const registry = await startAuthRegistry({ port: await freePort(), dataDir, username, password });
+  onCleanup(t, () => registry.stop());
+  return { url: registry.url, username, password };
 }
 
 /**
