@@ -1,20 +1,29 @@
 /**
  * The mesh on managed-style infrastructure: a Kafka that requires TLS and SASL (as MSK, Confluent
- * Cloud and Aiven do) and Redis over TLS. The four services, the CLI and an outside client (kcat)
- * all go through the broker's SASL_SSL listener with SCRAM-SHA-512, the services keep their state
- * in Redis through its TLS port, and a task completes end to end.
+ * Cloud and Aiven do), Redis over TLS and the registry over HTTPS. The four services, the CLI and an
+ * outside client (kcat) all go through the broker's SASL_SSL listener with SCRAM-SHA-512, the
+ * services keep their state in Redis through its TLS port and read their contracts over HTTPS,
+ * and a task completes end to end.
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
-import { secureKafkaVars, secureRedisVars, testRedis, waitFor } from '@mesh/testkit';
+import {
+  secureKafkaVars,
+  secureRedisVars,
+  secureRegistryVars,
+  testRedis,
+  waitFor,
+} from '@mesh/testkit';
 import { outcomesOf, root, startMesh } from '../support/mesh.ts';
 
-test('over SASL_SSL (SCRAM-SHA-512) and rediss://: kcat publishes a task, the services run it, kcat and the CLI read the outcome', async (t) => {
+test('over SASL_SSL (SCRAM-SHA-512), rediss:// and https: kcat publishes a task, the services run it, kcat and the CLI read the outcome', async (t) => {
   const secure = await secureKafkaVars('scram-sha-512');
   const redisTls = await secureRedisVars();
-  const mesh = await startMesh(t, { vars: { ...secure, ...redisTls } });
+  const mesh = await startMesh(t, {
+    vars: { ...secure, ...redisTls, ...(await secureRegistryVars()) },
+  });
   // librdkafka's names for the same settings: what any other client of the cluster would use.
   const kcatSecurity = [
     ['security.protocol', 'SASL_SSL'],

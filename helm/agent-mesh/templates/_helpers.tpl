@@ -87,6 +87,10 @@ each defaulting to the chart's image. Argument: dict "image" "default" "appVersi
 /etc/mesh/kafka-ca/{{ .Values.kafka.tls.caSecret.key }}
 {{- end -}}
 
+{{- define "agent-mesh.registryCaFile" -}}
+/etc/mesh/registry-ca/{{ .Values.schemaRegistry.tls.caSecret.key }}
+{{- end -}}
+
 {{- define "agent-mesh.redisCaFile" -}}
 /etc/mesh/redis-ca/{{ .Values.redis.tls.caSecret.key }}
 {{- end -}}
@@ -110,6 +114,9 @@ MESH_KAFKA_SASL_MECHANISM: {{ $v.kafka.sasl.mechanism | quote }}
 MESH_KAFKA_SASL_USERNAME: {{ $v.kafka.sasl.username | quote }}
 {{- end }}
 MESH_SCHEMA_REGISTRY_URL: {{ $v.schemaRegistry.url | quote }}
+{{- if $v.schemaRegistry.tls.caSecret.name }}
+MESH_SCHEMA_REGISTRY_CA_FILE: {{ include "agent-mesh.registryCaFile" . | quote }}
+{{- end }}
 {{- if $v.schemaRegistry.username }}
 MESH_SCHEMA_REGISTRY_USERNAME: {{ $v.schemaRegistry.username | quote }}
 {{- end }}
@@ -263,8 +270,8 @@ volumeMounts:
 {{- end -}}
 
 {{/*
-The CA certificates a container trusts, from existing Secrets: Kafka's (kafka.tls.caSecret) and
-Redis's (redis.tls.caSecret). Every container that reads the shared environment mounts them, since
+The CA certificates a container trusts, from existing Secrets: Kafka's (kafka.tls.caSecret), Redis's
+(redis.tls.caSecret) and the registry's (schemaRegistry.tls.caSecret). Every container that reads the shared environment mounts them, since
 the variables naming them must point at readable files.
 */}}
 {{- define "agent-mesh.caVolumeMounts" -}}
@@ -277,6 +284,11 @@ the variables naming them must point at readable files.
 {{- if $v.redis.tls.caSecret.name }}
 - name: redis-ca
   mountPath: /etc/mesh/redis-ca
+  readOnly: true
+{{- end }}
+{{- if $v.schemaRegistry.tls.caSecret.name }}
+- name: registry-ca
+  mountPath: /etc/mesh/registry-ca
   readOnly: true
 {{- end }}
 {{- end -}}
@@ -298,5 +310,13 @@ the variables naming them must point at readable files.
     items:
       - key: {{ $v.redis.tls.caSecret.key }}
         path: {{ $v.redis.tls.caSecret.key }}
+{{- end }}
+{{- if $v.schemaRegistry.tls.caSecret.name }}
+- name: registry-ca
+  secret:
+    secretName: {{ $v.schemaRegistry.tls.caSecret.name }}
+    items:
+      - key: {{ $v.schemaRegistry.tls.caSecret.key }}
+        path: {{ $v.schemaRegistry.tls.caSecret.key }}
 {{- end }}
 {{- end -}}

@@ -9,7 +9,7 @@
  */
 import { ContractRegistry, EventCodec } from '@mesh/contracts';
 import { isMeshError } from '@mesh/errors';
-import { MeshAdmin, MeshProducer, createKafka, type Kafka } from '@mesh/kafka';
+import { MeshAdmin, MeshProducer, connectHint, createKafka, type Kafka } from '@mesh/kafka';
 import { topicNames, type TopicNames } from '@mesh/runtime';
 import { loadCliConfig, type CliConfig } from './config.ts';
 import { CliError, oneLine, reasonOf } from './errors.ts';
@@ -134,7 +134,9 @@ export class CliContext {
       (seeds === '' ? undefined : seeds) ??
       this.#lastKafkaError ??
       (cause === undefined ? 'no answer in time' : reasonOf(cause));
-    return new CliError(`cannot reach Kafka at ${this.brokers} (${reason})`, { cause });
+    return new CliError(`cannot reach Kafka at ${this.brokers} (${reason})${connectHint(reason)}`, {
+      cause,
+    });
   }
 
   /** Runs a Kafka step within the deadline; any failure to answer is reported as Kafka unreachable. */
@@ -207,10 +209,7 @@ export class CliContext {
       if (error instanceof CliError) throw error;
       if (isMeshError(error) && error.code === 'registry_unavailable')
         throw this.registryUnreachable(error);
-      if (isMeshError(error) && error.code === 'unauthorized')
-        throw new CliError(
-          `the schema registry at ${this.config.mesh.registry.url} refused the credentials (MESH_SCHEMA_REGISTRY_USERNAME / _PASSWORD)`,
-        );
+      // Refused credentials or an untrusted certificate: config_invalid, a line naming the variable.
       throw error;
     }
   }

@@ -138,6 +138,21 @@ describe('loadConfig defaults', () => {
     assert.deepEqual(config.kafka.ssl, { rejectUnauthorized: false, ca: [pemOf('/etc/ca.pem')] });
   });
 
+  test('MESH_SCHEMA_REGISTRY_CA_FILE gives an https registry its CA', () => {
+    const config = loadConfig(
+      {
+        ...required,
+        MESH_SCHEMA_REGISTRY_URL: 'https://registry.example:8081',
+        MESH_SCHEMA_REGISTRY_CA_FILE: '/etc/registry-ca.pem',
+      },
+      { ...options, readFile: pemOf },
+    );
+    assert.deepEqual(config.registry, {
+      url: 'https://registry.example:8081',
+      ca: [pemOf('/etc/registry-ca.pem')],
+    });
+  });
+
   test('MESH_REDIS_TLS_CA_FILE gives a rediss:// connection its CA', () => {
     const config = loadConfig(
       {
@@ -247,6 +262,9 @@ describe('loadConfig refuses bad values with one line per bad variable', () => {
     ]);
     assert.deepEqual(lines(failure({ MESH_REDIS_TLS_CA_FILE: '/etc/ca.pem' }, pemOf)), [
       'MESH_REDIS_TLS_CA_FILE is set but MESH_REDIS_URL is not rediss:// (Redis over TLS)',
+    ]);
+    assert.deepEqual(lines(failure({ MESH_SCHEMA_REGISTRY_CA_FILE: '/etc/ca.pem' }, pemOf)), [
+      'MESH_SCHEMA_REGISTRY_CA_FILE is set but MESH_SCHEMA_REGISTRY_URL is not https://',
     ]);
     assert.deepEqual(
       lines(failure({ MESH_KAFKA_SSL: 'true', MESH_KAFKA_SSL_CA_FILE: '/etc/key.pem' }, () => 'x')),

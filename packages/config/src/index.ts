@@ -72,6 +72,10 @@ export const variables = {
     doc: 'Registry basic-auth user.',
   },
   MESH_SCHEMA_REGISTRY_PASSWORD: { kind: { type: 'secret' }, doc: 'Registry basic-auth password.' },
+  MESH_SCHEMA_REGISTRY_CA_FILE: {
+    kind: { type: 'string', pattern: '^.+$', allowed: 'a file path' },
+    doc: "PEM file of the CA that signed an https registry's certificate; unset: the public CAs Node trusts.",
+  },
   MESH_REDIS_URL: {
     kind: { type: 'url', schemes: ['redis', 'rediss'] },
     doc: 'Redis URL, e.g. redis://:password@host:6379/0.',
@@ -402,7 +406,7 @@ export interface MeshConfig {
       password: string;
     };
   };
-  registry: { url: string; username?: string; password?: string };
+  registry: { url: string; username?: string; password?: string; ca?: string[] };
   redis: { url: string; password?: string; ca?: string[] };
   topicPrefix: string;
   partitions: number;
@@ -597,6 +601,9 @@ export function loadConfig(env: NodeJS.ProcessEnv, options: LoadOptions): MeshCo
     };
   }
 
+  const registryCa = caCertificates('MESH_SCHEMA_REGISTRY_CA_FILE');
+  if (registryCa !== undefined && !(get('MESH_SCHEMA_REGISTRY_URL') ?? '').startsWith('https://'))
+    bad('MESH_SCHEMA_REGISTRY_CA_FILE', 'is set but MESH_SCHEMA_REGISTRY_URL is not https://');
   const redisCa = caCertificates('MESH_REDIS_TLS_CA_FILE');
   if (redisCa !== undefined && !(get('MESH_REDIS_URL') ?? '').startsWith('rediss://'))
     bad('MESH_REDIS_TLS_CA_FILE', 'is set but MESH_REDIS_URL is not rediss:// (Redis over TLS)');
@@ -628,6 +635,7 @@ export function loadConfig(env: NodeJS.ProcessEnv, options: LoadOptions): MeshCo
       url: (get('MESH_SCHEMA_REGISTRY_URL') ?? '').replace(/\/+$/, ''),
       ...optional('username', get('MESH_SCHEMA_REGISTRY_USERNAME')),
       ...optional('password', get('MESH_SCHEMA_REGISTRY_PASSWORD')),
+      ...(registryCa === undefined ? {} : { ca: registryCa }),
     },
     redis: {
       url: get('MESH_REDIS_URL') ?? '',

@@ -11,7 +11,9 @@
 import { SchemaRegistry, SchemaType } from '@kafkajs/confluent-schema-registry';
 import { Ajv, type ValidateFunction } from 'ajv';
 import addFormatsModule from 'ajv-formats';
-import { MeshError, retryable, terminal } from '@mesh/errors';
+import { Agent as HttpsAgent } from 'node:https';
+import { isUntrustedCertificate, MeshError, retryable, terminal } from '@mesh/errors';
+import { exchange } from './http.ts';
 import { loadContracts, type Contract } from './schemas.ts';
 import { Memo } from './memo.ts';
 
@@ -19,6 +21,8 @@ export interface RegistryConnection {
   url: string;
   username?: string;
   password?: string;
+  /** PEM certificates of the CA that signed an https registry's certificate (else the public CAs). */
+  ca?: string[];
 }
 
 const addFormats = addFormatsModule as unknown as (ajv: Ajv) => Ajv;
@@ -58,6 +62,8 @@ export class ContractRegistry {
   readonly url: string;
   readonly #contracts: Map<string, Contract>;
   readonly #authHeader: string | undefined;
+  /** Trusts `connection.ca`; undefined: Node's global agent and public CAs. */
+  readonly #agent: HttpsAgent | undefined;
   readonly #registry: SchemaRegistry;
   /** The latest schema id of each type, the subjects of each schema id, compiled schemas by id. */
   readonly #ids = new Memo<string, number>();
@@ -71,10 +77,12 @@ export class ContractRegistry {
       connection.username === undefined
         ? undefined
         : `Basic ${Buffer.from(`${connection.username}:${connection.password ?? ''}`).toString('base64')}`;
+    this.#agent = connection.ca === undefined ? undefined : new HttpsAgent({ ca: connection.ca });
     const ajv = addFormats(new Ajv({ strict: false, allErrors: false }));
     this.#registry = new SchemaRegistry(
       {
         host: this.url,
+        ...(this.#agent === undefined ? {} : { agent: this.#agent }),
         ...(connection.username === undefined
           ? {}
           : { auth: { username: connection.username, password: connection.password ?? '' } }),
@@ -93,9 +101,9 @@ export class ContractRegistry {
     path: string,
     body?: unknown,
   ): Promise<{ status: number; json: unknown }> {
-    let response: Response;
+    let response: { status: number; text: string };
     try {
-      response = await fetch(`${this.url}${path}`, {
+      response = await exchange(new URL(`${this.url}${path}`), {
         method,
         headers: {
           accept: 'application/vnd.schemaregistry.v1+json, application/json',
@@ -105,16 +113,24 @@ export class ContractRegistry {
           ...(this.#authHeader === undefined ? {} : { authorization: this.#authHeader }),
         },
         ...(body === undefined ? {} : { body: JSON.stringify(body) }),
-        signal: AbortSignal.timeout(10_000),
+        agent: this.#agent,
+        timeoutMs: 10_000,
       });
     } catch (error) {
+      const code = (error as { code?: unknown }).code;
+      if (isUntrustedCertificate(code) || code === 'ERR_TLS_CERT_ALTNAME_INVALID')
+        throw new MeshError(
+          'config_invalid',
+          `${code === 'ERR_TLS_CERT_ALTNAME_INVALID' ? 'MESH_SCHEMA_REGISTRY_URL must use a name in' : 'MESH_SCHEMA_REGISTRY_CA_FILE must name the CA that signed'} the schema registry's certificate at ${this.url}: ${(error as Error).message}`,
+          { cause: error },
+        );
       throw retryable(
         'registry_unavailable',
         `schema registry at ${this.url} is unreachable: ${(error as Error).message}`,
         { cause: error },
       );
     }
-    const text = await response.text();
+    const { text } = response;
     let json: unknown = undefined;
     try {
       json = text.length > 0 ? JSON.parse(text) : undefined;
@@ -122,9 +138,10 @@ export class ContractRegistry {
       json = { message: text.slice(0, 300) };
     }
     if (response.status === 401 || response.status === 403) {
-      throw terminal(
-        'unauthorized',
-        `schema registry refused the credentials (${response.status})`,
+      // Settings, not an outage: a service stops on it at start; a consumer retries in place.
+      throw new MeshError(
+        'config_invalid',
+        `MESH_SCHEMA_REGISTRY_USERNAME or MESH_SCHEMA_REGISTRY_PASSWORD is refused by the schema registry at ${this.url} (${response.status})`,
       );
     }
     if (response.status >= 500) {

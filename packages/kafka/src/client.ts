@@ -91,6 +91,22 @@ export function createKafka(connection: KafkaConnection): Kafka {
 
 export type { Kafka };
 
+/**
+ * What the reason a connection failed suggests about the TLS and SASL settings, as a parenthesis
+ * to append, or ''. The usual symptoms of a client whose settings do not match the listener, which
+ * look like an outage to the client: kept retryable, but named.
+ */
+export function connectHint(reason: string): string {
+  if (/before secure TLS connection was established/.test(reason))
+    return ' (a listener without TLS does this: unset MESH_KAFKA_SSL, or use the TLS listener)';
+  if (/Closed connection|Connection closed by the server/.test(reason))
+    return (
+      ' (a listener that needs TLS or SASL does this to a client without: see MESH_KAFKA_SSL ' +
+      'and MESH_KAFKA_SASL_MECHANISM)'
+    );
+  return '';
+}
+
 /** The error and its causes, outermost first (kafkajs wraps the last attempt's error on giving up). */
 function* causes(error: unknown): Generator<Error> {
   for (let e = error, depth = 0; e instanceof Error && depth < 8; e = e.cause, depth += 1) yield e;
@@ -133,14 +149,11 @@ export function connectFailure(what: string, error: unknown): MeshError {
           e.message.replace(/^Connection error: /, ''),
       );
   }
-  let hint = '';
-  if (/before secure TLS connection was established/.test(reason))
-    hint = ' (a listener without TLS does this: unset MESH_KAFKA_SSL, or use the TLS listener)';
-  else if ([...causes(error)].some((e) => e.name === 'KafkaJSConnectionClosedError'))
-    hint =
-      ' (a listener that needs TLS or SASL does this to a client without: see MESH_KAFKA_SSL ' +
-      'and MESH_KAFKA_SASL_MECHANISM)';
-  return retryable('kafka_unavailable', `${what} could not connect: ${reason}${hint}`, {
-    cause: error,
-  });
+  return retryable(
+    'kafka_unavailable',
+    `${what} could not connect: ${reason}${connectHint(reason)}`,
+    {
+      cause: error,
+    },
+  );
 }

@@ -118,7 +118,16 @@ interface Item {
   finishing: boolean;
 }
 
-const infraCodes = new Set(['kafka_unavailable', 'redis_unavailable', 'registry_unavailable']);
+/**
+ * Faults of the mesh's own dependencies, never of the event: it is tried again in place. A setting
+ * a dependency refuses mid-run (registry credentials revoked, Redis's CA rotated) is one of them.
+ */
+const infraCodes = new Set([
+  'kafka_unavailable',
+  'redis_unavailable',
+  'registry_unavailable',
+  'config_invalid',
+]);
 
 /** Thrown inside processing when the work must be abandoned without an outcome (shutdown, revocation). */
 class Abandoned extends Error {}

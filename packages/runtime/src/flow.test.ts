@@ -10,6 +10,7 @@ import assert from 'node:assert/strict';
 import { loadConfig } from '@mesh/config';
 import type { EventCodec } from '@mesh/contracts';
 import { newEvent, type MeshEvent } from '@mesh/envelope';
+import { MeshError } from '@mesh/errors';
 import type { IdempotencyStore } from '@mesh/idempotency';
 import type {
   ConsumedRecord,
@@ -253,5 +254,59 @@ test('while the outputs of a full partition are written, the next events run; ne
   assert.equal(handled, 100);
   assert.ok(mostInFlight < 2 * partitionConcurrency, `most in flight ${mostInFlight}`);
   assert.equal(consumer.pending, 0);
+  await consumer.stop(0);
+});
+
+test('a setting a dependency refuses mid-run (registry credentials revoked) holds the event, never dead-letters it', async () => {
+  const member = new ScriptedMember();
+  const sent: OutgoingRecord[] = [];
+  let refusals = 1;
+  let handled = 0;
+  const consumer = new MeshConsumer(
+    flowDeps(10, member, {
+      producer: {
+        send: (records: OutgoingRecord[]) => {
+          sent.push(...records);
+          return Promise.resolve();
+        },
+      } as unknown as MeshProducer,
+      codec: {
+        decode: (record: ConsumedRecord) => {
+          if (refusals > 0) {
+            refusals -= 1;
+            return Promise.reject(
+              new MeshError('config_invalid', 'MESH_SCHEMA_REGISTRY_PASSWORD is refused (401)'),
+            );
+          }
+          return Promise.resolve(
+            newEvent({ type: 'io.mesh.test', source: '/flow', id: `e${record.offset}`, data: {} }),
+          );
+        },
+      } as unknown as EventCodec,
+    }),
+    {
+      groupId: 'flow',
+      topics: [topic],
+      idempotency: false,
+      loopGuards: false,
+      handlers: {
+        'io.mesh.test': () => {
+          handled += 1;
+          return Promise.resolve(undefined);
+        },
+      },
+    },
+  );
+  await consumer.start();
+  member.fetch(1);
+  // Tried again after the runtime's first backoff (200 ms), as for an unreachable registry.
+  const deadline = Date.now() + 5_000;
+  while (handled === 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
+  assert.equal(handled, 1);
+  assert.deepEqual(
+    sent.map((record) => record.topic),
+    [],
+    'nothing was dead-lettered',
+  );
   await consumer.stop(0);
 });

@@ -1,17 +1,21 @@
 /**
  * Managed services' settings against the real broker's SASL_SSL listener (TLS verified against the
- * stack's CA; SASL PLAIN, SCRAM-SHA-256 and SCRAM-SHA-512) and Redis's TLS port: the whole runtime
- * works through them, and each setting they refuse stops the start with `config_invalid` naming the
+ * stack's CA; SASL PLAIN, SCRAM-SHA-256 and SCRAM-SHA-512), Redis's TLS port and the registry's
+ * HTTPS port: the whole runtime works through them, and each setting they refuse stops the start with `config_invalid` naming the
  * variable to fix, instead of retrying for ever.
  */
 import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
 import { test } from 'node:test';
+import { fileURLToPath } from 'node:url';
 import { isMeshError } from '@mesh/errors';
 import {
+  authRegistry,
   foreignCaFile,
   meshEnv,
   secureKafkaVars,
   secureRedisVars,
+  secureRegistryVars,
   testConfig,
   uniqueName,
   waitFor,
@@ -173,4 +177,84 @@ test('a Redis password Redis refuses stops the start, naming MESH_REDIS_PASSWORD
     /^MESH_REDIS_PASSWORD \(or the password in MESH_REDIS_URL\) is wrong: WRONGPASS/,
   );
   assert.doesNotMatch(error.message, /not-the-password/);
+});
+
+test('the registry over HTTPS with its CA: contracts registered, events encoded and decoded', async (t) => {
+  const { runtime } = await startRuntime(t, await secureRegistryVars());
+  assert.match(runtime.registry.url, /^https:/);
+  const received: unknown[] = [];
+  await runtime.consume({
+    groupId: 'secure-registry',
+    topics: [runtime.topics.work('echo')],
+    handlers: {
+      'io.mesh.subtask.assigned': async ({ event }: HandlerContext) => {
+        received.push(event.data);
+      },
+    },
+  });
+  const event = assigned('echo', { text: 'registry over TLS' }, uniqueName('task'));
+  await runtime.publish([{ topic: runtime.topics.work('echo'), event }]);
+  await waitFor(() => received.length === 1);
+  assert.deepEqual(received[0], event.data);
+});
+
+test('a registry certificate the CA file did not sign stops the start, naming MESH_SCHEMA_REGISTRY_CA_FILE', async (t) => {
+  const error = await startFailure({
+    ...(await secureRegistryVars()),
+    MESH_SCHEMA_REGISTRY_CA_FILE: await foreignCaFile(t),
+  });
+  assert.ok(isMeshError(error) && error.code === 'config_invalid', String(error));
+  assert.match(
+    error.message,
+    /^MESH_SCHEMA_REGISTRY_CA_FILE must name the CA that signed the schema registry's certificate at https:/,
+  );
+});
+
+test('a registry that asks for basic auth: the credentials work for every client, refused ones stop the start', async (t) => {
+  const registry = await authRegistry(t);
+  const vars = {
+    MESH_SCHEMA_REGISTRY_URL: registry.url,
+    MESH_SCHEMA_REGISTRY_USERNAME: registry.username,
+    MESH_SCHEMA_REGISTRY_PASSWORD: registry.password,
+  };
+  for (const refused of [
+    { ...vars, MESH_SCHEMA_REGISTRY_PASSWORD: 'not-the-password' },
+    { MESH_SCHEMA_REGISTRY_URL: registry.url },
+  ]) {
+    const error = await startFailure(refused);
+    assert.ok(isMeshError(error) && error.code === 'config_invalid', String(error));
+    assert.match(
+      error.message,
+      /^MESH_SCHEMA_REGISTRY_USERNAME or MESH_SCHEMA_REGISTRY_PASSWORD is refused by the schema registry at \S+ \(401\)$/,
+    );
+  }
+  // The CLI says the same in one line.
+  const cli = spawnSync(process.execPath, ['packages/cli/src/main.ts', 'schemas', 'check'], {
+    cwd: fileURLToPath(new URL('../../../', import.meta.url)),
+    env: { ...process.env, ...vars, MESH_SCHEMA_REGISTRY_PASSWORD: 'wrong' },
+    encoding: 'utf8',
+    timeout: 60_000,
+  });
+  assert.equal(cli.status, 1, cli.stderr);
+  assert.match(
+    cli.stderr,
+    /^mesh: config: MESH_SCHEMA_REGISTRY_USERNAME or MESH_SCHEMA_REGISTRY_PASSWORD is refused .*\(401\)\n$/,
+  );
+
+  // With them: contracts registered, and an event encoded and decoded (the library's requests too).
+  const { runtime } = await startRuntime(t, vars);
+  const received: unknown[] = [];
+  await runtime.consume({
+    groupId: 'auth-registry',
+    topics: [runtime.topics.work('echo')],
+    handlers: {
+      'io.mesh.subtask.assigned': async ({ event }: HandlerContext) => {
+        received.push(event.data);
+      },
+    },
+  });
+  const event = assigned('echo', { text: 'with credentials' }, uniqueName('task'));
+  await runtime.publish([{ topic: runtime.topics.work('echo'), event }]);
+  await waitFor(() => received.length === 1);
+  assert.deepEqual(received[0], event.data);
 });
