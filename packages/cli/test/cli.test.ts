@@ -548,7 +548,7 @@ test('a broker that refuses the login or whose CA is not trusted is named as a b
     await h.run(['publish', '--raw', 'examples/structured-event.json'], {
       env: { ...secure, MESH_KAFKA_SSL_CA_FILE: await foreignCaFile(t) },
     }),
-    /^mesh: config: MESH_KAFKA_SSL_CA_FILE must name the CA that signed the broker's certificate/,
+    /^mesh: config: MESH_KAFKA_SSL_CA_FILE must name the CA that signed the certificate of the broker/,
   );
   // And with the right settings the same commands go through the secure listener.
   const lag = await h.run(['lag', '--json'], { env: secure });

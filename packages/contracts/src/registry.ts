@@ -12,7 +12,7 @@ import { SchemaRegistry, SchemaType } from '@kafkajs/confluent-schema-registry';
 import { Ajv, type ValidateFunction } from 'ajv';
 import addFormatsModule from 'ajv-formats';
 import { Agent as HttpsAgent } from 'node:https';
-import { isUntrustedCertificate, MeshError, retryable, terminal } from '@mesh/errors';
+import { certificateFault, MeshError, retryable, terminal } from '@mesh/errors';
 import { exchange } from './http.ts';
 import { loadContracts, type Contract } from './schemas.ts';
 import { Memo } from './memo.ts';
@@ -117,13 +117,12 @@ export class ContractRegistry {
         timeoutMs: 10_000,
       });
     } catch (error) {
-      const code = (error as { code?: unknown }).code;
-      if (isUntrustedCertificate(code) || code === 'ERR_TLS_CERT_ALTNAME_INVALID')
-        throw new MeshError(
-          'config_invalid',
-          `${code === 'ERR_TLS_CERT_ALTNAME_INVALID' ? 'MESH_SCHEMA_REGISTRY_URL must use a name in' : 'MESH_SCHEMA_REGISTRY_CA_FILE must name the CA that signed'} the schema registry's certificate at ${this.url}: ${(error as Error).message}`,
-          { cause: error },
-        );
+      const certificate = certificateFault(error, `the schema registry at ${this.url}`, {
+        ca: 'MESH_SCHEMA_REGISTRY_CA_FILE',
+        address: 'MESH_SCHEMA_REGISTRY_URL',
+      });
+      if (certificate !== undefined)
+        throw new MeshError('config_invalid', certificate, { cause: error });
       throw retryable(
         'registry_unavailable',
         `schema registry at ${this.url} is unreachable: ${(error as Error).message}`,

@@ -2,6 +2,7 @@
 import { describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import {
+  certificateFault,
   MeshError,
   failureClassOf,
   failureClasses,
@@ -245,5 +246,45 @@ describe('safeDetail', () => {
     const short = safeDetail('b'.repeat(50), 20);
     assert.equal(short, `${'b'.repeat(19)}…`);
     assert.equal(safeDetail('c'.repeat(20), 20), 'c'.repeat(20));
+  });
+});
+
+describe('certificateFault', () => {
+  const variables = { ca: 'MESH_X_CA_FILE', address: 'MESH_X_URL' };
+  const tlsError = (code: string, message: string): Error =>
+    Object.assign(new Error(message), { code });
+
+  test('an untrusted or expired certificate names the CA variable', () => {
+    for (const code of [
+      'UNABLE_TO_VERIFY_LEAF_SIGNATURE',
+      'SELF_SIGNED_CERT_IN_CHAIN',
+      'DEPTH_ZERO_SELF_SIGNED_CERT',
+      'CERT_HAS_EXPIRED',
+    ])
+      assert.equal(
+        certificateFault(
+          tlsError(code, 'Connection error: bad cert'),
+          'the server at h:1',
+          variables,
+        ),
+        'MESH_X_CA_FILE must name the CA that signed the certificate of the server at h:1: bad cert',
+      );
+  });
+
+  test('a certificate for another name names the address variable', () => {
+    assert.match(
+      certificateFault(tlsError('ERR_TLS_CERT_ALTNAME_INVALID', 'altnames'), 'Redis', variables) ??
+        '',
+      /^MESH_X_URL must use a name in the certificate of Redis: altnames$/,
+    );
+  });
+
+  test('anything else is no certificate fault', () => {
+    assert.equal(
+      certificateFault(tlsError('ECONNREFUSED', 'refused'), 'Redis', variables),
+      undefined,
+    );
+    assert.equal(certificateFault(new Error('no code'), 'Redis', variables), undefined);
+    assert.equal(certificateFault('a string', 'Redis', variables), undefined);
   });
 });

@@ -214,12 +214,23 @@ export function safeDetail(value: unknown, maxLength = 512): string {
 }
 
 /**
- * Whether `code`, a Node TLS error code (OpenSSL's verify results), says the client does not trust
- * the server's certificate: an unknown CA, an expired certificate. A settings fault, never an outage.
+ * What a failed TLS connection says about the settings, as one line naming the variable to fix, or
+ * undefined when it is no certificate fault. Node's codes (OpenSSL's verify results): a certificate
+ * the client does not trust (unknown CA, expired) names `variables.ca`; one for another host name
+ * names `variables.address`. Neither passes by waiting: a settings fault, never an outage.
  */
-export function isUntrustedCertificate(code: unknown): boolean {
-  return (
-    typeof code === 'string' &&
-    /^(UNABLE_TO_|SELF_SIGNED_CERT|DEPTH_ZERO_SELF_SIGNED_CERT|CERT_)/.test(code)
-  );
+export function certificateFault(
+  error: unknown,
+  server: string,
+  variables: { ca: string; address: string },
+): string | undefined {
+  if (!(error instanceof Error)) return undefined;
+  const code = 'code' in error ? error.code : undefined;
+  const reason = error.message.replace(/^Connection error: /, '');
+  if (typeof code !== 'string') return undefined;
+  if (/^(UNABLE_TO_|SELF_SIGNED_CERT|DEPTH_ZERO_SELF_SIGNED_CERT|CERT_)/.test(code))
+    return `${variables.ca} must name the CA that signed the certificate of ${server}: ${reason}`;
+  if (code === 'ERR_TLS_CERT_ALTNAME_INVALID')
+    return `${variables.address} must use a name in the certificate of ${server}: ${reason}`;
+  return undefined;
 }

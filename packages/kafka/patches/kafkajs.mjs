@@ -30,8 +30,8 @@
  * 7. A broker certificate the client does not trust (an unknown CA, an expired certificate, another
  *    host name) failed the connection as retriable, so a wrong `MESH_KAFKA_SSL_CA_FILE` took the
  *    whole retry budget (about 20 s) to be reported. Nothing changes by trying again: it now fails
- *    at once (the codes of `isUntrustedCertificate` in `@mesh/errors`, and the host name check), and
- *    `connectFailure` names the variable.
+ *    at once (the codes of `certificateFault` in `@mesh/errors`), and `connectFailure` names the
+ *    variable.
  *
  * Idempotent: an already patched file is left alone. Any other content (a different kafkajs) stops
  * the install with a message, so the patch can never be silently half-applied.

@@ -1,6 +1,6 @@
 import { createRequire } from 'node:module';
 import { Kafka, logLevel, type KafkaConfig, type SASLOptions } from 'kafkajs';
-import { isUntrustedCertificate, MeshError, retryable } from '@mesh/errors';
+import { certificateFault, MeshError, retryable } from '@mesh/errors';
 
 /** How to reach the brokers. SASL and TLS are optional; both are needed for most managed clusters. */
 export interface KafkaConnection {
@@ -125,7 +125,6 @@ export function connectFailure(what: string, error: unknown): MeshError {
     new MeshError('config_invalid', message, { cause: error });
   for (const e of causes(error)) {
     const broker = 'broker' in e && typeof e.broker === 'string' ? ` at ${e.broker}` : '';
-    const code = 'code' in e ? e.code : undefined;
     const type = 'type' in e ? e.type : undefined;
     if (e.name === 'KafkaJSSASLAuthenticationError')
       return misconfigured(
@@ -138,16 +137,11 @@ export function connectFailure(what: string, error: unknown): MeshError {
         `MESH_KAFKA_SASL_MECHANISM does not suit the listener${broker} (${e.message}): unset it ` +
           'for a listener without SASL, or point MESH_KAFKA_BROKERS at the SASL listener',
       );
-    if (isUntrustedCertificate(code))
-      return misconfigured(
-        `MESH_KAFKA_SSL_CA_FILE must name the CA that signed the broker's certificate${broker}: ` +
-          e.message.replace(/^Connection error: /, ''),
-      );
-    if (code === 'ERR_TLS_CERT_ALTNAME_INVALID')
-      return misconfigured(
-        `MESH_KAFKA_BROKERS must use a name in the broker's certificate${broker}: ` +
-          e.message.replace(/^Connection error: /, ''),
-      );
+    const certificate = certificateFault(e, `the broker${broker}`, {
+      ca: 'MESH_KAFKA_SSL_CA_FILE',
+      address: 'MESH_KAFKA_BROKERS',
+    });
+    if (certificate !== undefined) return misconfigured(certificate);
   }
   return retryable(
     'kafka_unavailable',

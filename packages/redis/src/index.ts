@@ -3,7 +3,7 @@
  * `createRedis` and use the `Redis` type re-exported here.
  */
 import { Redis } from 'ioredis';
-import { isUntrustedCertificate, retryable } from '@mesh/errors';
+import { certificateFault, retryable } from '@mesh/errors';
 
 export interface RedisConnection {
   url: string;
@@ -56,11 +56,11 @@ export function createRedis(connection: RedisConnection, options: CreateRedisOpt
  */
 export function redisSettingsFault(error: unknown): string | undefined {
   if (!(error instanceof Error)) return undefined;
-  const code = 'code' in error ? error.code : undefined;
-  if (isUntrustedCertificate(code))
-    return `MESH_REDIS_TLS_CA_FILE must name the CA that signed Redis's certificate: ${error.message}`;
-  if (code === 'ERR_TLS_CERT_ALTNAME_INVALID')
-    return `MESH_REDIS_URL must use a name in Redis's certificate: ${error.message}`;
+  const certificate = certificateFault(error, 'Redis', {
+    ca: 'MESH_REDIS_TLS_CA_FILE',
+    address: 'MESH_REDIS_URL',
+  });
+  if (certificate !== undefined) return certificate;
   if (/^WRONGPASS/.test(error.message))
     return `MESH_REDIS_PASSWORD (or the password in MESH_REDIS_URL) is wrong: ${error.message}`;
   if (/^NOAUTH/.test(error.message))

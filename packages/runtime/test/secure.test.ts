@@ -57,6 +57,24 @@ for (const mechanism of ['plain', 'scram-sha-256', 'scram-sha-512'] as const) {
   });
 }
 
+/** Publishes an assignment and waits for a consumer of `runtime` to receive its data, decoded. */
+async function deliversOne(runtime: MeshRuntime, groupId: string, text: string): Promise<void> {
+  const received: unknown[] = [];
+  await runtime.consume({
+    groupId,
+    topics: [runtime.topics.work('echo')],
+    handlers: {
+      'io.mesh.subtask.assigned': async ({ event }: HandlerContext) => {
+        received.push(event.data);
+      },
+    },
+  });
+  const event = assigned('echo', { text }, uniqueName('task'));
+  await runtime.publish([{ topic: runtime.topics.work('echo'), event }]);
+  await waitFor(() => received.length === 1);
+  assert.deepEqual(received[0], event.data);
+}
+
 /** Starts a runtime with `vars` on top of the stack's and returns how its start failed. */
 async function startFailure(vars: Record<string, string>): Promise<Error> {
   const runtime = new MeshRuntime(testConfig(await meshEnv(), 'secure-test', vars), {});
@@ -89,7 +107,7 @@ test('a broker certificate the CA file did not sign stops the start, naming MESH
   assert.ok(isMeshError(error) && error.code === 'config_invalid', String(error));
   assert.match(
     error.message,
-    /^MESH_KAFKA_SSL_CA_FILE must name the CA that signed the broker's certificate at [^ ]+: /,
+    /^MESH_KAFKA_SSL_CA_FILE must name the CA that signed the certificate of the broker at [^ ]+: /,
   );
 });
 
@@ -163,7 +181,7 @@ test('a Redis certificate the CA file did not sign stops the start, naming MESH_
   assert.ok(isMeshError(error) && error.code === 'config_invalid', String(error));
   assert.match(
     error.message,
-    /^MESH_REDIS_TLS_CA_FILE must name the CA that signed Redis's certificate: /,
+    /^MESH_REDIS_TLS_CA_FILE must name the CA that signed the certificate of Redis: /,
   );
 });
 
@@ -182,20 +200,7 @@ test('a Redis password Redis refuses stops the start, naming MESH_REDIS_PASSWORD
 test('the registry over HTTPS with its CA: contracts registered, events encoded and decoded', async (t) => {
   const { runtime } = await startRuntime(t, await secureRegistryVars());
   assert.match(runtime.registry.url, /^https:/);
-  const received: unknown[] = [];
-  await runtime.consume({
-    groupId: 'secure-registry',
-    topics: [runtime.topics.work('echo')],
-    handlers: {
-      'io.mesh.subtask.assigned': async ({ event }: HandlerContext) => {
-        received.push(event.data);
-      },
-    },
-  });
-  const event = assigned('echo', { text: 'registry over TLS' }, uniqueName('task'));
-  await runtime.publish([{ topic: runtime.topics.work('echo'), event }]);
-  await waitFor(() => received.length === 1);
-  assert.deepEqual(received[0], event.data);
+  await deliversOne(runtime, 'secure-registry', 'registry over TLS');
 });
 
 test('a registry certificate the CA file did not sign stops the start, naming MESH_SCHEMA_REGISTRY_CA_FILE', async (t) => {
@@ -206,7 +211,7 @@ test('a registry certificate the CA file did not sign stops the start, naming ME
   assert.ok(isMeshError(error) && error.code === 'config_invalid', String(error));
   assert.match(
     error.message,
-    /^MESH_SCHEMA_REGISTRY_CA_FILE must name the CA that signed the schema registry's certificate at https:/,
+    /^MESH_SCHEMA_REGISTRY_CA_FILE must name the CA that signed the certificate of the schema registry at https:/,
   );
 });
 
@@ -243,18 +248,5 @@ test('a registry that asks for basic auth: the credentials work for every client
 
   // With them: contracts registered, and an event encoded and decoded (the library's requests too).
   const { runtime } = await startRuntime(t, vars);
-  const received: unknown[] = [];
-  await runtime.consume({
-    groupId: 'auth-registry',
-    topics: [runtime.topics.work('echo')],
-    handlers: {
-      'io.mesh.subtask.assigned': async ({ event }: HandlerContext) => {
-        received.push(event.data);
-      },
-    },
-  });
-  const event = assigned('echo', { text: 'with credentials' }, uniqueName('task'));
-  await runtime.publish([{ topic: runtime.topics.work('echo'), event }]);
-  await waitFor(() => received.length === 1);
-  assert.deepEqual(received[0], event.data);
+  await deliversOne(runtime, 'auth-registry', 'with credentials');
 });

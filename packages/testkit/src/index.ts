@@ -37,8 +37,8 @@ export function meshEnv(): Promise<StackEnv> {
 
 /**
  * The stack's TLS endpoints (Kafka's SASL_SSL listener, Redis's TLS port, the registry's HTTPS
- * port) and their CA. The local
- * stack has them; elsewhere set the `MESH_TEST_*` variables of `secureStackEnvKeys`.
+ * port) and their CA. The local stack has them; elsewhere set the `MESH_TEST_*` variables of
+ * `secureStackEnvKeys`.
  * @throws Error naming what is unset: a test of TLS and SASL never passes without them.
  */
 async function secureStack(): Promise<SecureStackEnv> {
