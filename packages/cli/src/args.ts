@@ -178,6 +178,18 @@ export const commands: readonly CommandSpec[] = [
     positionals: { min: 1, max: 1 },
   },
   {
+    name: 'doctor',
+    usage: 'mesh doctor',
+    summary: 'try Kafka, the registry and Redis with the current settings; exit 1 if one fails',
+    details: [
+      'Connects as a service does (TLS, SASL and credentials included) and reports, one line each:',
+      'the topics under the prefix, the contracts registered and compatible, and whether Redis',
+      'may evict mesh keys. A setting refused names the variable to fix.',
+    ],
+    options: {},
+    positionals: { min: 0, max: 0 },
+  },
+  {
     name: 'start',
     usage: 'mesh start [--ready-timeout 90s]',
     summary: 'the local stack, topics, schemas and the four services, until Ctrl-C (npm start)',

@@ -24,6 +24,7 @@ const runners: Record<string, () => Promise<Run>> = {
   'dlq replay': async () => (await import('./commands/dlq.ts')).dlqReplay,
   'dlq discard': async () => (await import('./commands/dlq.ts')).dlqDiscard,
   start: async () => (await import('./commands/start.ts')).start,
+  doctor: async () => (await import('./commands/doctor.ts')).doctor,
 };
 
 /** Runs one command line and returns the exit status. Never throws. */

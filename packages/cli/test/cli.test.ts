@@ -14,7 +14,15 @@ import { ContractRegistry, EventCodec, loadContracts } from '@mesh/contracts';
 import { newEvent } from '@mesh/envelope';
 import { GroupConsumer, MeshProducer } from '@mesh/kafka';
 import { topicSpecs } from '@mesh/runtime';
-import { disposable, foreignCaFile, probeTopics, secureKafkaVars, waitFor } from '@mesh/testkit';
+import {
+  disposable,
+  foreignCaFile,
+  probeTopics,
+  secureKafkaVars,
+  secureRedisVars,
+  secureRegistryVars,
+  waitFor,
+} from '@mesh/testkit';
 import { cliHarness, jsonLines, lines, root, show, type CliHarness } from './helpers.ts';
 
 const builtinAgents = variables.MESH_WORKER_AGENTS.default.split(',');
@@ -553,6 +561,53 @@ test('a broker that refuses the login or whose CA is not trusted is named as a b
   // And with the right settings the same commands go through the secure listener.
   const lag = await h.run(['lag', '--json'], { env: secure });
   assert.equal(lag.code, 0, show(lag));
+});
+
+test('mesh doctor: each connection tried with the settings; a refused one names its variable', async (t) => {
+  const h = await cliHarness(t);
+  const healthy = await h.run(['doctor', '--json']);
+  assert.equal(healthy.code, 0, show(healthy));
+  const report = JSON.parse(healthy.stdout) as {
+    ok: boolean;
+    checks: { name: string; ok: boolean; detail: string }[];
+  };
+  assert.equal(report.ok, true);
+  assert.deepEqual(
+    report.checks.map((c) => [c.name, c.ok]),
+    [
+      ['kafka', true],
+      ['registry', true],
+      ['redis', true],
+    ],
+  );
+  assert.match(report.checks[0]?.detail ?? '', /connected; \d+ of \d+ topics under/);
+  assert.match(report.checks[1]?.detail ?? '', /\d+ of 13 contracts registered/);
+
+  // Managed-style endpoints, one setting wrong on Kafka and one on Redis; the registry is fine.
+  const refused = await h.run(['doctor'], {
+    env: {
+      ...(await secureKafkaVars('scram-sha-512')),
+      MESH_KAFKA_SASL_PASSWORD: 'wrong',
+      ...(await secureRegistryVars()),
+      ...(await secureRedisVars()),
+      MESH_REDIS_TLS_CA_FILE: await foreignCaFile(t),
+    },
+  });
+  assert.equal(refused.code, 1, show(refused));
+  const rows = lines(refused.stdout);
+  assert.match(
+    rows.find((r) => r.startsWith('kafka')) ?? '',
+    /FAILED +MESH_KAFKA_SASL_USERNAME or MESH_KAFKA_SASL_PASSWORD is wrong/,
+  );
+  assert.match(
+    rows.find((r) => r.startsWith('registry')) ?? '',
+    /ok +https:\/\/.*contracts registered/,
+  );
+  assert.match(
+    rows.find((r) => r.startsWith('redis')) ?? '',
+    /FAILED +MESH_REDIS_TLS_CA_FILE must name the CA/,
+  );
+  assert.equal(refused.stderr, 'mesh: kafka, redis failed\n');
 });
 
 test('an unreachable broker or registry is named, quickly', async (t) => {
