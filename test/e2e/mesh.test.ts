@@ -3,13 +3,12 @@
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn, spawnSync } from 'node:child_process';
-import { randomUUID } from 'node:crypto';
+import { spawn } from 'node:child_process';
 import { readFile } from 'node:fs/promises';
 import { fileURLToPath } from 'node:url';
 import { newEvent } from '@mesh/envelope';
 import { freePort, onCleanup, pythonWith, waitFor } from '@mesh/testkit';
-import { getJson, outcomesOf, postJson, root, startMesh } from '../support/mesh.ts';
+import { getJson, kcat, outcomesOf, postJson, root, startMesh } from '../support/mesh.ts';
 
 const templates = fileURLToPath(new URL('./templates/', import.meta.url));
 
@@ -68,35 +67,8 @@ test('a DAG task completes with the structured output of its stages and a full c
 
 test('an outside client: kcat publishes a structured CloudEvent and the task completes', async (t) => {
   const mesh = await startMesh(t, { services: ['orchestrator', 'worker', 'aggregator'] });
-  const taskId = randomUUID();
-  const event = {
-    specversion: '1.0',
-    id: taskId,
-    source: 'kcat',
-    type: 'io.mesh.task.requested',
-    datacontenttype: 'application/json',
-    data: { input: { text: 'hello from kcat' } },
-  };
-  const kcat = spawnSync(
-    'kcat',
-    [
-      '-P',
-      '-b',
-      String(mesh.env.MESH_KAFKA_BROKERS),
-      '-t',
-      mesh.client.topics.requests,
-      '-k',
-      taskId,
-      '-H',
-      'content-type=application/cloudevents+json',
-    ],
-    {
-      input: `${JSON.stringify(event)}\n`,
-      encoding: 'utf8',
-      timeout: 30_000,
-    },
-  );
-  assert.equal(kcat.status, 0, `kcat failed: ${kcat.stderr}`);
+  const client = kcat(mesh, String(mesh.env.MESH_KAFKA_BROKERS));
+  const taskId = client.publishTask({ text: 'hello from kcat' });
   const outcome = await waitFor(() => outcomesOf(mesh, taskId)[0], {
     timeout: 60_000,
     message: `no outcome\n${mesh.tails()}`,
@@ -107,23 +79,10 @@ test('an outside client: kcat publishes a structured CloudEvent and the task com
     previous: {},
   });
   // And kcat reads the outcome back: an outside consumer sees binary-mode CloudEvents headers.
-  const read = spawnSync(
-    'kcat',
-    [
-      '-C',
-      '-b',
-      String(mesh.env.MESH_KAFKA_BROKERS),
-      '-t',
-      mesh.client.topics.outputs,
-      '-o',
-      'beginning',
-      '-e',
-      '-f',
-      '%k %h\n',
-    ],
-    { encoding: 'utf8', timeout: 30_000 },
+  assert.match(
+    client.readOutputs(),
+    new RegExp(`${taskId} .*ce_type=io\\.mesh\\.task\\.completed`),
   );
-  assert.match(read.stdout, new RegExp(`${taskId} .*ce_type=io\\.mesh\\.task\\.completed`));
 });
 
 test('cancel mid-flight: the task is cancelled and its pending subtasks do not run', async (t) => {

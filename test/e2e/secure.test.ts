@@ -8,7 +8,6 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
-import { randomUUID } from 'node:crypto';
 import {
   secureKafkaVars,
   secureRedisVars,
@@ -16,7 +15,7 @@ import {
   testRedis,
   waitFor,
 } from '@mesh/testkit';
-import { outcomesOf, root, startMesh } from '../support/mesh.ts';
+import { kcat, outcomesOf, root, startMesh } from '../support/mesh.ts';
 
 test('over SASL_SSL (SCRAM-SHA-512), rediss:// and https: kcat publishes a task, the services run it, kcat and the CLI read the outcome', async (t) => {
   const secure = await secureKafkaVars('scram-sha-512');
@@ -32,25 +31,8 @@ test('over SASL_SSL (SCRAM-SHA-512), rediss:// and https: kcat publishes a task,
     ['sasl.password', secure.MESH_KAFKA_SASL_PASSWORD],
     ['ssl.ca.location', secure.MESH_KAFKA_SSL_CA_FILE],
   ].flatMap(([key, value]) => ['-X', `${key}=${value}`]);
-  const brokers = secure.MESH_KAFKA_BROKERS as string;
-  const taskId = randomUUID();
-  const event = {
-    specversion: '1.0',
-    id: taskId,
-    source: 'kcat',
-    type: 'io.mesh.task.requested',
-    datacontenttype: 'application/json',
-    data: { input: { text: 'over TLS' } },
-  };
-  const published = spawnSync(
-    'kcat',
-    ['-P', '-b', brokers, ...kcatSecurity, '-t', mesh.client.topics.requests, '-k', taskId].concat([
-      '-H',
-      'content-type=application/cloudevents+json',
-    ]),
-    { input: `${JSON.stringify(event)}\n`, encoding: 'utf8', timeout: 30_000 },
-  );
-  assert.equal(published.status, 0, `kcat failed: ${published.stderr}`);
+  const client = kcat(mesh, secure.MESH_KAFKA_BROKERS as string, kcatSecurity);
+  const taskId = client.publishTask({ text: 'over TLS' });
   const outcome = await waitFor(() => outcomesOf(mesh, taskId)[0], {
     timeout: 60_000,
     message: `no outcome\n${mesh.tails()}`,
@@ -61,19 +43,10 @@ test('over SASL_SSL (SCRAM-SHA-512), rediss:// and https: kcat publishes a task,
     previous: {},
   });
 
-  const read = spawnSync(
-    'kcat',
-    ['-C', '-b', brokers, ...kcatSecurity, '-t', mesh.client.topics.outputs].concat([
-      '-o',
-      'beginning',
-      '-e',
-      '-f',
-      '%k %h\n',
-    ]),
-    { encoding: 'utf8', timeout: 30_000 },
+  assert.match(
+    client.readOutputs(),
+    new RegExp(`${taskId} .*ce_type=io\\.mesh\\.task\\.completed`),
   );
-  assert.equal(read.status, 0, `kcat failed: ${read.stderr}`);
-  assert.match(read.stdout, new RegExp(`${taskId} .*ce_type=io\\.mesh\\.task\\.completed`));
 
   // The CLI takes the same MESH_KAFKA_* variables: the worker's group has read its topic to the end.
   const lag = await waitFor(

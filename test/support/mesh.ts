@@ -3,7 +3,8 @@
  * a fresh topic prefix per mesh, each service on its own port, readiness awaited, output kept for
  * failure reports, and a client runtime to publish and a probe to read what the mesh produced.
  */
-import { spawn, type ChildProcess } from 'node:child_process';
+import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { randomUUID } from 'node:crypto';
 import { fileURLToPath } from 'node:url';
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { TestContext } from 'node:test';
@@ -267,4 +268,57 @@ export async function getJson(
 ): Promise<{ status: number; body: Record<string, unknown> }> {
   const response = await fetch(url);
   return { status: response.status, body: (await response.json()) as Record<string, unknown> };
+}
+
+/**
+ * kcat, a Kafka client no one here wrote, against the mesh's brokers (`brokers`, and `-X` settings
+ * such as TLS and SASL in `kcatArgs`). `publishTask` sends a structured-mode
+ * `io.mesh.task.requested` to the requests topic (the task id is the event id and the key) and
+ * returns the task id; `readOutputs` returns the outputs topic as `<key> <headers>` lines. Either
+ * throws with kcat's stderr when kcat fails.
+ */
+export function kcat(mesh: Mesh, brokers: string, kcatArgs: string[] = []) {
+  const run = (args: string[], input?: string): string => {
+    const result = spawnSync('kcat', ['-b', brokers, ...kcatArgs, ...args], {
+      encoding: 'utf8',
+      timeout: 30_000,
+      ...(input === undefined ? {} : { input }),
+    });
+    if (result.status !== 0)
+      throw new Error(`kcat ${args.join(' ')} failed (${result.status}): ${result.stderr}`);
+    return result.stdout;
+  };
+  return {
+    publishTask(input: Record<string, unknown>): string {
+      const taskId = randomUUID();
+      const event = {
+        specversion: '1.0',
+        id: taskId,
+        source: 'kcat',
+        type: 'io.mesh.task.requested',
+        datacontenttype: 'application/json',
+        data: { input },
+      };
+      run(
+        ['-P', '-t', mesh.client.topics.requests, '-k', taskId].concat([
+          '-H',
+          'content-type=application/cloudevents+json',
+        ]),
+        `${JSON.stringify(event)}\n`,
+      );
+      return taskId;
+    },
+    readOutputs(): string {
+      return run([
+        '-C',
+        '-t',
+        mesh.client.topics.outputs,
+        '-o',
+        'beginning',
+        '-e',
+        '-f',
+        '%k %h\n',
+      ]);
+    },
+  };
 }
