@@ -8,7 +8,7 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import { randomUUID } from 'node:crypto';
 import { waitFor } from '@mesh/testkit';
-import { assigned, committedToEnd, completedFor, startRuntime } from './helpers.ts';
+import { assigned, committedToEnd, completion, startRuntime } from './helpers.ts';
 
 const fixture = fileURLToPath(new URL('./fixtures/worker-process.ts', import.meta.url));
 
@@ -116,18 +116,7 @@ test('a 60-second handler with a 10-second session timeout causes no rebalance',
         } else {
           quick += 1;
         }
-        return {
-          emit: [
-            {
-              topic: runtime.topics.results,
-              event: ctx.derive({
-                type: 'io.mesh.subtask.completed',
-                visited: 'echo',
-                data: completedFor(ctx.event, {}),
-              }),
-            },
-          ],
-        };
+        return completion(runtime, ctx, {});
       },
     },
   });

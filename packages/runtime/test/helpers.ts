@@ -12,7 +12,7 @@ import {
   waitFor,
   type TopicProbe,
 } from '@mesh/testkit';
-import { MeshRuntime, topicSpecs } from '../src/index.ts';
+import { MeshRuntime, topicSpecs, type HandlerContext, type HandlerResult } from '../src/index.ts';
 
 export interface Harness {
   runtime: MeshRuntime;
@@ -144,5 +144,28 @@ export function completedFor(
     nodeId: data.nodeId,
     agent: data.agent,
     output,
+  };
+}
+
+/**
+ * What an echo worker's handler returns for `ctx`: the `subtask.completed` of its assignment with
+ * `output`, on the results topic, with `echo` added to the agent path as a worker records itself.
+ */
+export function completion(
+  runtime: MeshRuntime,
+  ctx: HandlerContext,
+  output: Record<string, unknown>,
+): HandlerResult {
+  return {
+    emit: [
+      {
+        topic: runtime.topics.results,
+        event: ctx.derive({
+          type: 'io.mesh.subtask.completed',
+          data: completedFor(ctx.event, output),
+          visited: 'echo',
+        }),
+      },
+    ],
   };
 }

@@ -8,7 +8,7 @@ import { newEvent, toKafka, type MeshEvent } from '@mesh/envelope';
 import { retryable, terminal } from '@mesh/errors';
 import { waitFor } from '@mesh/testkit';
 import type { HandlerContext } from '../src/index.ts';
-import { assigned, committedToEnd, completedFor, sampleData, startRuntime } from './helpers.ts';
+import { assigned, committedToEnd, completion, sampleData, startRuntime } from './helpers.ts';
 
 test('every event type round-trips through Kafka and the registry', async (t) => {
   const { runtime } = await startRuntime(t);
@@ -146,18 +146,7 @@ test('handler results are produced and a redelivered event is not run again', as
   const handlers = {
     'io.mesh.subtask.assigned': async (ctx: HandlerContext) => {
       runs += 1;
-      return {
-        emit: [
-          {
-            topic: runtime.topics.results,
-            event: ctx.derive({
-              type: 'io.mesh.subtask.completed',
-              data: completedFor(ctx.event, { ok: true }),
-              visited: 'echo',
-            }),
-          },
-        ],
-      };
+      return completion(runtime, ctx, { ok: true });
     },
   };
   await runtime.consume({ groupId: 'idem', topics: [runtime.topics.work('echo')], handlers });
@@ -289,18 +278,7 @@ test('large outputs: a turn of them goes out in several requests; one too large 
     handlers: {
       'io.mesh.subtask.assigned': async (ctx) => {
         const { size } = (ctx.event.data as { input: { size: number } }).input;
-        return {
-          emit: [
-            {
-              topic: runtime.topics.results,
-              event: ctx.derive({
-                type: 'io.mesh.subtask.completed',
-                data: completedFor(ctx.event, { text: 'x'.repeat(size) }),
-                visited: 'echo',
-              }),
-            },
-          ],
-        };
+        return completion(runtime, ctx, { text: 'x'.repeat(size) });
       },
     },
   });

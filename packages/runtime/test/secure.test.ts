@@ -21,7 +21,7 @@ import {
   waitFor,
 } from '@mesh/testkit';
 import { MeshRuntime, type HandlerContext } from '../src/index.ts';
-import { assigned, committedToEnd, completedFor, startRuntime } from './helpers.ts';
+import { assigned, committedToEnd, completion, startRuntime } from './helpers.ts';
 
 for (const mechanism of ['plain', 'scram-sha-256', 'scram-sha-512'] as const) {
   test(`SASL ${mechanism} over TLS: topics, contracts, a consumer group and its outputs`, async (t) => {
@@ -30,17 +30,8 @@ for (const mechanism of ['plain', 'scram-sha-256', 'scram-sha-512'] as const) {
       groupId: 'secure',
       topics: [runtime.topics.work('echo')],
       handlers: {
-        'io.mesh.subtask.assigned': async (ctx: HandlerContext) => ({
-          emit: [
-            {
-              topic: runtime.topics.results,
-              event: ctx.derive({
-                type: 'io.mesh.subtask.completed',
-                data: completedFor(ctx.event, { mechanism }),
-              }),
-            },
-          ],
-        }),
+        'io.mesh.subtask.assigned': async (ctx: HandlerContext) =>
+          completion(runtime, ctx, { mechanism }),
       },
     });
     const event = assigned('echo', { text: 'over TLS' }, uniqueName('task'));
@@ -148,17 +139,7 @@ test('Redis over TLS (rediss:// and the stack CA): leases and done markers, a re
     handlers: {
       'io.mesh.subtask.assigned': async (ctx: HandlerContext) => {
         runs += 1;
-        return {
-          emit: [
-            {
-              topic: runtime.topics.results,
-              event: ctx.derive({
-                type: 'io.mesh.subtask.completed',
-                data: completedFor(ctx.event, { ok: true }),
-              }),
-            },
-          ],
-        };
+        return completion(runtime, ctx, { ok: true });
       },
     },
   });
