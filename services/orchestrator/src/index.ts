@@ -2,6 +2,7 @@
  * The orchestrator service: intake (mesh.requests and POST /v1/tasks), planning from workflow
  * templates, stage dispatch, approvals, cancel, budgets, deadlines and the task-state projection.
  */
+import { setTimeout as sleep } from 'node:timers/promises';
 import type { ServiceDefinition } from '@mesh/service';
 import { Orchestrator } from './orchestrator.ts';
 import { registerDashboard } from './dashboard.ts';
@@ -73,6 +74,26 @@ export const orchestratorService: ServiceDefinition = {
     });
     registerTaskRoutes(context, store);
     const stopDashboard = registerDashboard(context);
+    // Tasks an older orchestrator wrote are filed by status in the background; until then a query
+    // by status scans the latest tasks as before. Retried while Redis is away.
+    const indexing = new AbortController();
+    void (async () => {
+      while (!indexing.signal.aborted) {
+        try {
+          const filed = await store.indexStatuses();
+          if (filed > 0) runtime.log.info({ filed }, 'earlier tasks filed by status');
+          return;
+        } catch (error) {
+          runtime.log.warn(
+            { err: String(error) },
+            'filing earlier tasks by status failed; will retry',
+          );
+          await sleep(5_000, undefined, { signal: indexing.signal, ref: false }).catch(
+            () => undefined,
+          );
+        }
+      }
+    })();
     let ticking = false;
     let forgotAt = 0;
     const timer = setInterval(() => {
@@ -93,6 +114,7 @@ export const orchestratorService: ServiceDefinition = {
     timer.unref();
     return async () => {
       clearInterval(timer);
+      indexing.abort();
       await stopDashboard();
     };
   },

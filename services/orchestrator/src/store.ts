@@ -69,6 +69,8 @@ export interface TaskFilter {
 
 /** Index entries one `list` reads at most. */
 const listScanBound = 10_000;
+/** Tasks one round of `indexStatuses` files. */
+const indexChunk = 500;
 
 export interface EventSummary {
   id: string;
@@ -114,6 +116,37 @@ if redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2], 'NX') then
 end
 return {0}
 `;
+// KEYS: the task, the index of every task, the index of its status, then the indexes of the statuses
+// it leaves. ARGV: task JSON, ttl ms, creation time (the indexes' score), task id. One script, so
+// the document and its filing change together.
+const putTask = `
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+redis.call('ZADD', KEYS[2], ARGV[3], ARGV[4])
+redis.call('ZADD', KEYS[3], ARGV[3], ARGV[4])
+for i = 4, #KEYS do redis.call('ZREM', KEYS[i], ARGV[4]) end
+return 1`;
+// Files tasks written before the status indexes existed. KEYS: the index of each of the ARGV[1]
+// statuses (in `taskStatuses` order), then the tasks. ARGV: their count, the statuses, then each
+// task's id and score. A task's status is read from its document in the same atomic step, so a state
+// written meanwhile is never filed under its old status. Returns how many tasks were filed.
+const indexTasks = `
+local n = tonumber(ARGV[1])
+local position = {}
+for i = 1, n do position[ARGV[i + 1]] = i end
+local filed = 0
+for t = n + 1, #KEYS do
+  local doc = redis.call('GET', KEYS[t])
+  if doc then
+    local id, score = ARGV[n + 2 * (t - n)], ARGV[n + 2 * (t - n) + 1]
+    local ok, task = pcall(cjson.decode, doc)
+    local mine = ok and type(task) == 'table' and position[task.status]
+    for i = 1, n do
+      if i == mine then redis.call('ZADD', KEYS[i], score, id) else redis.call('ZREM', KEYS[i], id) end
+    end
+    if mine then filed = filed + 1 end
+  end
+end
+return filed`;
 // The events recorded while one turn of the event loop runs, of any tasks, in one call: for the
 // i-th event KEYS[2i-1] is its task's seen-set and KEYS[2i] its chain, ARGV[2i] its id and
 // ARGV[2i+1] its summary; ARGV[1] is the TTL. An id already in the seen-set is not appended again.
@@ -136,6 +169,12 @@ export class TaskStore {
   readonly #claimFinal: Script;
   readonly #releaseLock: Script;
   readonly #lockAndRead: Script;
+  readonly #indexTasks: Script;
+  readonly #putTask: Script;
+  /** The status each state had when it was read from Redis (or last written): see `put`. */
+  readonly #storedStatus = new WeakMap<TaskState, TaskStatus>();
+  /** The status indexes hold every task (`indexStatuses` finished here or in another replica). */
+  #statusIndexed = false;
   /** Chain entries of one turn of the event loop, written by one script call. */
   readonly #records: Coalescer<{ taskId: string; summary: EventSummary }, void>;
   /** Per task, the tail of this process's queue for its lock. */
@@ -149,6 +188,8 @@ export class TaskStore {
     this.#claimFinal = defineScript(redis, 'meshTaskClaimFinal', claimFinalScript, 2);
     this.#releaseLock = defineScript(redis, 'meshTaskReleaseLock', releaseLock, 1);
     this.#lockAndRead = defineScript(redis, 'meshTaskLockAndRead', lockAndRead, 2);
+    this.#indexTasks = defineScript(redis, 'meshTaskIndexMany', indexTasks);
+    this.#putTask = defineScript(redis, 'meshTaskPut', putTask);
     const record = defineScript(redis, 'meshTaskRecordMany', recordEvents);
     this.#records = new Coalescer(async (items) => {
       const keys: string[] = [];
@@ -166,26 +207,51 @@ export class TaskStore {
     const text = await withRedis('could not read a task', () =>
       this.#redis.get(`${this.#prefix}task:${id}`),
     );
-    return text === null ? undefined : (JSON.parse(text) as TaskState);
+    return text === null ? undefined : this.#parse(text);
   }
 
+  /**
+   * Writes the task and files it under its status (`mesh:tasks:by-status:<status>`), in one script.
+   * Only the index of the status the state had when read is left, and only when that status changed
+   * (a state never read, such as a new task's, leaves every other one): most writes add one ZADD to
+   * the SET and ZADD of the document and the index of every task.
+   */
   async put(state: TaskState): Promise<void> {
     state.updatedAt = new Date().toISOString();
-    // Two commands issued together, not a MULTI: they join the connection's automatic pipeline
-    // (one socket write with whatever else this turn of the event loop sends) instead of costing a
-    // write of their own. The index entry needs no atomicity with the document: it only lists ids,
-    // and `latest` skips ids whose document is gone.
-    await withRedis('could not write a task', async () => {
-      await Promise.all([
-        this.#redis.set(
+    const was = this.#storedStatus.get(state);
+    const left =
+      was === state.status
+        ? []
+        : was === undefined
+          ? taskStatuses.filter((status) => status !== state.status)
+          : [was];
+    await withRedis('could not write a task', () =>
+      this.#putTask(
+        [
           `${this.#prefix}task:${state.id}`,
-          JSON.stringify(state),
-          'PX',
-          this.#ttlMs,
-        ),
-        this.#redis.zadd(`${this.#prefix}tasks`, Date.parse(state.createdAt), state.id),
-      ]);
-    });
+          `${this.#prefix}tasks`,
+          this.#statusKey(state.status),
+          ...left.map((status) => this.#statusKey(status)),
+        ],
+        [JSON.stringify(state), this.#ttlMs, Date.parse(state.createdAt), state.id],
+      ),
+    );
+    this.#storedStatus.set(state, state.status);
+  }
+
+  #parse(text: string): TaskState {
+    const state = JSON.parse(text) as TaskState;
+    this.#storedStatus.set(state, state.status);
+    return state;
+  }
+
+  /** The index of the tasks in `status`, by creation time: `mesh:tasks:by-status:<status>`. */
+  #statusKey(status: TaskStatus): string {
+    return `${this.#prefix}tasks:by-status:${status}`;
+  }
+
+  #statusKeys(): string[] {
+    return taskStatuses.map((status) => this.#statusKey(status));
   }
 
   /**
@@ -225,7 +291,7 @@ export class TaskStore {
         this.#lockAndRead([key, `${this.#prefix}task:${id}`], [token, 30_000]),
       )) as [number, string | null | undefined];
       if (reply[0] === 1) {
-        state = typeof reply[1] === 'string' ? (JSON.parse(reply[1]) as TaskState) : undefined;
+        state = typeof reply[1] === 'string' ? this.#parse(reply[1]) : undefined;
         break;
       }
       if (Date.now() > deadline)
@@ -282,31 +348,62 @@ export class TaskStore {
   }
 
   /**
-   * Drops from the task index (`latest`) the tasks created more than the TTL before `now`. A task's
-   * documents expire a TTL after its last change, but its index entry would stay for ever: one per
+   * Drops from the task indexes the tasks created more than the TTL before `now`. A task's
+   * documents expire a TTL after its last change, but its index entries would stay for ever: one per
    * task, a Redis that only grows. A task still changing a TTL after it was created (long past
    * any deadline) stays readable by id, but is no longer listed. Returns how many were dropped.
    */
   async forgetExpired(now = Date.now()): Promise<number> {
-    return withRedis('could not trim the task index', () =>
-      this.#redis.zremrangebyscore(`${this.#prefix}tasks`, '-inf', `(${now - this.#ttlMs}`),
+    const max = `(${now - this.#ttlMs}`;
+    const [dropped] = await withRedis('could not trim the task index', () =>
+      Promise.all(
+        [`${this.#prefix}tasks`, ...this.#statusKeys()].map((key) =>
+          this.#redis.zremrangebyscore(key, '-inf', max),
+        ),
+      ),
     );
+    return dropped ?? 0;
   }
 
   /**
-   * Tasks newest first, those the filter selects. Reads the index in chunks and stops after
-   * `listScanBound` entries, so that a query for rare tasks (still running an hour on) costs a
-   * bounded amount whatever the number of tasks kept.
+   * Tasks newest first, those the filter selects. A query by status reads the index of each status
+   * asked for, so a stuck task is found however many tasks finished since; each index is read in
+   * chunks and at most `listScanBound` entries, a bound that only entries of expired tasks (not yet
+   * trimmed) can reach.
    */
   async list(filter: TaskFilter): Promise<TaskState[]> {
+    const statuses = filter.status === undefined ? undefined : [...new Set(filter.status)];
+    if (statuses === undefined) return this.#scan(`${this.#prefix}tasks`, filter, true);
+    if (!(await this.#statusIndexReady())) {
+      // Tasks of an older orchestrator are being filed: the latest tasks are scanned as before.
+      return this.#scan(`${this.#prefix}tasks`, filter, false);
+    }
+    const found = await Promise.all(
+      statuses.map((status) => this.#scan(this.#statusKey(status), filter, true)),
+    );
+    return found
+      .flat()
+      .sort(
+        (a, b) =>
+          Date.parse(b.createdAt) - Date.parse(a.createdAt) ||
+          (a.id < b.id ? 1 : a.id > b.id ? -1 : 0),
+      )
+      .slice(0, filter.limit);
+  }
+
+  /**
+   * Reads the tasks of one index, newest first, keeping those of `filter`. `dense`: nearly every
+   * task read is kept (no status to match, or the index of that status), so no more are read than
+   * are wanted.
+   */
+  async #scan(index: string, filter: TaskFilter, dense: boolean): Promise<TaskState[]> {
     const max = filter.createdBefore === undefined ? '+inf' : `(${filter.createdBefore}`;
     const out: TaskState[] = [];
     let offset = 0;
     while (offset < listScanBound && out.length < filter.limit) {
-      // Without a status to match, nearly every task read is listed: read no more than are wanted.
-      const chunk = filter.status === undefined ? Math.min(200, filter.limit - out.length) : 200;
+      const chunk = dense ? Math.min(200, filter.limit - out.length) : 200;
       const ids = await withRedis('could not list tasks', () =>
-        this.#redis.zrevrangebyscore(`${this.#prefix}tasks`, max, '-inf', 'LIMIT', offset, chunk),
+        this.#redis.zrevrangebyscore(index, max, '-inf', 'LIMIT', offset, chunk),
       );
       offset += chunk;
       if (ids.length === 0) break;
@@ -322,6 +419,56 @@ export class TaskStore {
       }
     }
     return out;
+  }
+
+  async #statusIndexReady(): Promise<boolean> {
+    this.#statusIndexed ||=
+      (await withRedis('could not read the task index', () =>
+        this.#redis.exists(`${this.#prefix}tasks:by-status`),
+      )) === 1;
+    return this.#statusIndexed;
+  }
+
+  /**
+   * Files the tasks written before the status indexes existed (by an older orchestrator), once per
+   * Redis: in rounds of `indexChunk` tasks, oldest first, then it sets `mesh:tasks:by-status`. Tasks
+   * written meanwhile are filed by `put`; replicas doing it at once do the same work twice, no harm.
+   * Returns how many tasks it filed (0 when it was done before).
+   */
+  async indexStatuses(): Promise<number> {
+    if (await this.#statusIndexReady()) return 0;
+    const index = `${this.#prefix}tasks`;
+    const statusKeys = this.#statusKeys();
+    let filed = 0;
+    let min = '-inf';
+    // Entries at score `min` already filed: the next round starts after them.
+    let skip = 0;
+    for (;;) {
+      const page = await withRedis('could not read the task index', () =>
+        this.#redis.zrangebyscore(index, min, '+inf', 'WITHSCORES', 'LIMIT', skip, indexChunk),
+      );
+      if (page.length === 0) break;
+      const ids: string[] = [];
+      const args: (string | number)[] = [taskStatuses.length, ...taskStatuses];
+      for (let i = 0; i < page.length; i += 2) {
+        ids.push(page[i] as string);
+        args.push(page[i] as string, page[i + 1] as string);
+      }
+      filed += (await withRedis('could not index tasks', () =>
+        this.#indexTasks([...statusKeys, ...ids.map((id) => `${this.#prefix}task:${id}`)], args),
+      )) as number;
+      const last = page[page.length - 1] as string;
+      let atLast = 0;
+      for (let i = page.length - 1; i > 0 && page[i] === last; i -= 2) atLast += 1;
+      skip = last === min ? skip + atLast : atLast;
+      min = last;
+      if (ids.length < indexChunk) break;
+    }
+    await withRedis('could not mark the task index', () =>
+      this.#redis.set(`${this.#prefix}tasks:by-status`, '1'),
+    );
+    this.#statusIndexed = true;
+    return filed;
   }
 
   async addDeadline(id: string, at: number): Promise<void> {

@@ -11,9 +11,10 @@ import { TaskStore, type EventSummary, type TaskState } from '../src/index.ts';
 
 /**
  * Task stores sharing one key prefix, each on its own connection (a replica each); their keys are
- * deleted after the test. `redis` is the first store's connection.
+ * deleted after the test. `redis` is the first store's connection. Unless `indexed` is false, the
+ * first store has filed the (no) earlier tasks by status, as the orchestrator does at start.
  */
-async function taskStores(t: Parameters<typeof onCleanup>[0], count = 1) {
+async function taskStores(t: Parameters<typeof onCleanup>[0], count = 1, indexed = true) {
   const { redis, prefix } = await testRedis(t, 'tasks');
   const stores = [new TaskStore(redis, { prefix, ttlMs: 60_000 })];
   const env = await meshEnv();
@@ -26,6 +27,7 @@ async function taskStores(t: Parameters<typeof onCleanup>[0], count = 1) {
     await waitForRedis(client);
     stores.push(new TaskStore(client, { prefix, ttlMs: 60_000 }));
   }
+  if (indexed) assert.equal(await (stores[0] as TaskStore).indexStatuses(), 0);
   return { redis, prefix, stores: stores as [TaskStore, ...TaskStore[]] };
 }
 
@@ -212,6 +214,11 @@ test('the task index forgets tasks created more than the TTL ago; their document
   assert.equal(await store.forgetExpired(now), 2);
   assert.deepEqual(await redis.zrange(`${prefix}tasks`, 0, -1), ['recent', 'new']);
   assert.deepEqual(
+    await redis.zrange(`${prefix}tasks:by-status:completed`, 0, -1),
+    ['recent', 'new'],
+    'the status index is trimmed too',
+  );
+  assert.deepEqual(
     (await store.list({ limit: 10 })).map((s) => s.id),
     ['new', 'recent'],
   );
@@ -220,7 +227,7 @@ test('the task index forgets tasks created more than the TTL ago; their document
   assert.equal(await store.forgetExpired(now), 0, 'nothing left to forget');
 });
 
-test('listing tasks: newest first, by status and age, within a bounded scan', async (t) => {
+test('listing tasks: newest first, by status and age', async (t) => {
   const {
     prefix,
     redis,
@@ -251,7 +258,132 @@ test('listing tasks: newest first, by status and age, within a bounded scan', as
   );
   assert.deepEqual(await ids({ limit: 10, createdBefore: now - 60_000 }), []);
 
-  // Past 200 entries of other tasks the scan goes on, chunk by chunk.
-  for (let i = 0; i < 450; i += 1) await put(`other-${i}`, 'completed', 0);
-  assert.deepEqual(await ids({ limit: 5, status: ['running'] }), ['fresh', 'stuck']);
+  // A task is listed under the status it has now, and only under that one.
+  await put('fresh', 'completed', 1_000);
+  assert.deepEqual(await ids({ limit: 10, status: ['running'] }), ['stuck']);
+  assert.deepEqual(await ids({ limit: 10, status: ['completed'] }), ['fresh', 'done']);
+  assert.equal(await redis.zscore(`${prefix}tasks:by-status:running`, 'fresh'), null);
+  // A state read under the lock leaves the index of the status it was read with.
+  await store.withLock('gate', async (state) => {
+    assert.ok(state !== undefined);
+    state.status = 'running';
+    await store.put(state);
+  });
+  assert.deepEqual(await ids({ limit: 10, status: ['running'] }), ['gate', 'stuck']);
+  assert.equal(await redis.zcard(`${prefix}tasks:by-status:awaiting_approval`), 0);
+});
+
+test('a stuck task is found behind any number of newer tasks, reading only its status', async (t) => {
+  const {
+    redis,
+    prefix,
+    stores: [store],
+  } = await taskStores(t);
+  const now = Date.now();
+  await store.put(taskAged('stuck', 'running', 50_000, now));
+  await store.put(taskAged('waiting', 'awaiting_approval', 40_000, now));
+  // More finished tasks since than a scan of the latest tasks would ever read (it stopped at 10,000).
+  const finished = 12_000;
+  for (let i = 0; i < finished; i += 1_000)
+    await Promise.all(
+      Array.from({ length: 1_000 }, (_, j) =>
+        store.put(taskAged(`done-${i + j}`, 'completed', 30_000 - (i + j), now)),
+      ),
+    );
+  assert.equal(await redis.zcard(`${prefix}tasks`), finished + 2);
+
+  const reads: string[] = [];
+  const monitor = await redis.monitor();
+  // Other test files share this Redis: only this test's keys count.
+  monitor.on('monitor', (_time: string, args: string[]) => {
+    if (args.some((arg) => arg.startsWith(prefix))) reads.push(args.join(' '));
+  });
+  onCleanup(t, () => monitor.disconnect());
+  const stuck = await store.list({
+    limit: 50,
+    status: ['running', 'awaiting_approval'],
+    createdBefore: now - 10_000,
+  });
+  await waitFor(() => reads.some((r) => r.startsWith('mget')), { message: 'the MONITOR feed' });
+  monitor.disconnect();
+  assert.deepEqual(
+    stuck.map((s) => s.id),
+    ['waiting', 'stuck'],
+  );
+  const mgets = reads.filter((r) => r.startsWith('mget'));
+  assert.equal(
+    mgets.reduce((n, r) => n + r.split(' ').length - 1, 0),
+    2,
+    `only the two unfinished tasks' documents were read: ${mgets.join('; ').slice(0, 200)}`,
+  );
+  assert.deepEqual(
+    (await store.list({ limit: 3, status: ['completed'] })).map((s) => s.id),
+    [`done-${finished - 1}`, `done-${finished - 2}`, `done-${finished - 3}`],
+  );
+});
+
+test('tasks an older orchestrator wrote are filed by status once, from their documents', async (t) => {
+  const {
+    redis,
+    prefix,
+    stores: [store],
+  } = await taskStores(t, 1, false);
+  const now = Date.now();
+  // Written as before the status indexes: the document and the index of every task only. 700 tasks
+  // share one creation time, so a round of 500 ends among them and the next must go on after it.
+  const earlier: [string, TaskState['status'], number][] = [
+    ['stuck', 'running', 50_000],
+    ['gate', 'awaiting_approval', 45_000],
+    ...Array.from({ length: 700 }, (_, i): [string, TaskState['status'], number] => [
+      `same-${i}`,
+      'completed',
+      40_000,
+    ]),
+    ...Array.from({ length: 400 }, (_, i): [string, TaskState['status'], number] => [
+      `later-${i}`,
+      i % 2 === 0 ? 'failed' : 'completed',
+      30_000 - i,
+    ]),
+  ];
+  const pipeline = redis.pipeline();
+  for (const [id, status, age] of earlier) {
+    pipeline.set(
+      `${prefix}task:${id}`,
+      JSON.stringify(taskAged(id, status, age, now)),
+      'PX',
+      60_000,
+    );
+    pipeline.zadd(`${prefix}tasks`, now - age, id);
+  }
+  pipeline.zadd(`${prefix}tasks`, now - 20_000, 'expired'); // its document is gone
+  await pipeline.exec();
+
+  // Until they are filed, a query by status scans the latest tasks as before, and still answers.
+  assert.deepEqual(
+    (await store.list({ limit: 10, status: ['running'] })).map((s) => s.id),
+    ['stuck'],
+  );
+  // A document that is not a task is not filed under any status.
+  await redis.set(`${prefix}task:garbled`, 'not json', 'PX', 60_000);
+  await redis.zadd(`${prefix}tasks`, now - 20_000, 'garbled');
+  assert.equal(await store.indexStatuses(), earlier.length);
+  const members = async (status: TaskState['status']) =>
+    (await redis.zrange(`${prefix}tasks:by-status:${status}`, 0, -1)).sort();
+  assert.deepEqual(await members('running'), ['stuck']);
+  assert.deepEqual(await members('awaiting_approval'), ['gate']);
+  assert.equal((await members('completed')).length, 700 + 200);
+  assert.equal((await members('failed')).length, 200);
+  assert.equal(
+    await redis.zscore(`${prefix}tasks:by-status:running`, 'stuck'),
+    String(now - 50_000),
+    'filed at its creation time',
+  );
+  assert.equal(await redis.exists(`${prefix}tasks:by-status`), 1, 'done once for this Redis');
+  assert.equal(await store.indexStatuses(), 0, 'not again');
+  const another = new TaskStore(redis, { prefix, ttlMs: 60_000 });
+  assert.equal(await another.indexStatuses(), 0, 'not by another replica either');
+  assert.deepEqual(
+    (await another.list({ limit: 10, status: ['running', 'awaiting_approval'] })).map((s) => s.id),
+    ['gate', 'stuck'],
+  );
 });
