@@ -171,6 +171,18 @@ test('the dashboard shows lag rising while the worker is down and draining when 
     timeout: 10_000,
     message: 'the newest queued task never said it waits on echo',
   });
+  // Above the tasks: every task kept by status, the queued ones running for some seconds now.
+  await waitFor(
+    async () =>
+      new RegExp(`^running ${n} · oldest \\d+ s ago$`).test(
+        (await page.locator('#task-counts [data-status="running"]').textContent()) ?? '',
+      ),
+    { timeout: 10_000, message: `the task counts never showed the ${n} queued tasks running` },
+  );
+  assert.equal(
+    await page.locator('#task-counts [data-status="completed"]').textContent(),
+    'completed 3',
+  );
   mkdirSync(results, { recursive: true });
   await page.screenshot({ path: `${results}dashboard-lagging.png`, fullPage: true });
   // While nothing consumes, the age of the oldest waiting event grows with the clock.
@@ -235,6 +247,10 @@ test('the dashboard shows lag rising while the worker is down and draining when 
     assert.fail(
       `the latest tasks never all showed completed: ${shownStatuses}\n${await page.locator('#tasks').innerText()}\n${await page.locator('#status').innerText()}`,
     ),
+  );
+  await waitFor(
+    async () => (await page.locator('#task-counts').textContent()) === `completed ${3 + n}`,
+    { timeout: 10_000, message: 'the task counts never showed every task completed' },
   );
   const newest = queued[queued.length - 1] ?? '';
   const row = page.locator(`#tasks tr[data-task="${newest}"]`);

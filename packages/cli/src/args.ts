@@ -118,6 +118,7 @@ export const commands: readonly CommandSpec[] = [
       '              failed, cancelled (comma-separated)',
       '--older-than  only tasks created longer ago than this (10m, 2h, 1d)',
       '--limit       at most this many (50 by default, 500 at most)',
+      'The last line counts every task kept, by status, with the age of the oldest unfinished one.',
       'e.g. mesh tasks --status running,awaiting_approval --older-than 15m',
     ],
     options: {

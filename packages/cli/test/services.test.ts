@@ -128,13 +128,33 @@ test('mesh task: state, causal chain, cancel with the token, one-line errors', a
     tasksTable.stdout,
     new RegExp(`^${taskId}\\s+running\\s+reviewed\\s+\\d+s\\s+research \\[research\\] \\d+s$`, 'm'),
   );
-  assert.match(tasksTable.stdout, /^1 task$/m);
+  assert.match(tasksTable.stdout, /^1 task\nkept: running 1 \(oldest \d+s\)\n$/m);
   const none = await h.run(['tasks', '--status', 'running', '--older-than', '1h', '--json'], {
     env,
   });
-  assert.deepEqual(JSON.parse(none.stdout), { tasks: [] }, 'created less than an hour ago');
+  const noneListed = JSON.parse(none.stdout) as {
+    tasks: TaskSummary[];
+    byStatus: Record<string, { count: number; oldestCreatedAt?: string }>;
+  };
+  assert.deepEqual(noneListed.tasks, [], 'created less than an hour ago');
+  assert.deepEqual(
+    Object.fromEntries(Object.entries(noneListed.byStatus).map(([s, c]) => [s, c.count])),
+    { accepted: 0, running: 1, awaiting_approval: 0, completed: 0, failed: 0, cancelled: 0 },
+    'every task kept, by status',
+  );
+  const oldest = Date.parse(noneListed.byStatus.running?.oldestCreatedAt ?? '');
+  assert.ok(oldest <= Date.now() && oldest > Date.now() - 120_000, 'the oldest running task');
   const done = await h.run(['tasks', '--status', 'completed'], { env });
-  assert.equal(done.stdout, 'no tasks\n');
+  assert.match(done.stdout, /^no tasks\nkept: running 1 \(oldest \d+s\)\n$/);
+  // The same from the metrics, for an alert on work stuck for too long.
+  const metrics = await (await fetch(`${url}/metrics`)).text();
+  assert.match(metrics, /^mesh_tasks\{status="running"\} 1$/m);
+  assert.match(metrics, /^mesh_tasks\{status="completed"\} 0$/m);
+  const age = Number(
+    /^mesh_task_oldest_age_seconds\{status="running"\} (\S+)$/m.exec(metrics)?.[1],
+  );
+  assert.ok(age > 0 && age < 120, `the oldest running task's age: ${age}`);
+  assert.match(metrics, /^mesh_task_oldest_age_seconds\{status="awaiting_approval"\} 0$/m);
   const badStatus = await h.run(['tasks', '--status', 'runing'], { env });
   assert.equal(badStatus.code, 1);
   assert.match(badStatus.stderr, /status "runing" is not a task status \(accepted, running, /);

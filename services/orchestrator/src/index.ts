@@ -7,6 +7,7 @@ import type { ServiceDefinition } from '@mesh/service';
 import { Orchestrator } from './orchestrator.ts';
 import { registerDashboard } from './dashboard.ts';
 import { registerTaskRoutes } from './routes.ts';
+import { registerTaskMetrics } from './metrics.ts';
 import { TaskStore } from './store.ts';
 import { defaultTemplatesDir, loadTemplates } from './templates.ts';
 
@@ -73,6 +74,7 @@ export const orchestratorService: ServiceDefinition = {
       idempotency: false,
     });
     registerTaskRoutes(context, store);
+    registerTaskMetrics(runtime, store);
     const stopDashboard = registerDashboard(context);
     // Tasks an older orchestrator wrote are filed by status in the background; until then a query
     // by status scans the latest tasks as before. Retried while Redis is away.

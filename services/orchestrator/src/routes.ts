@@ -144,14 +144,30 @@ export function registerTaskRoutes(
           `status ${JSON.stringify(unknown)} is not a task status (${taskStatuses.join(', ')})`,
         );
       const now = Date.now();
-      const tasks = await store.list({
-        limit: query.limit,
-        ...(statuses === undefined ? {} : { status: statuses as TaskStatus[] }),
-        ...(query.olderThan === undefined
-          ? {}
-          : { createdBefore: now - parseDuration(query.olderThan) }),
-      });
+      const [tasks, counts] = await Promise.all([
+        store.list({
+          limit: query.limit,
+          ...(statuses === undefined ? {} : { status: statuses as TaskStatus[] }),
+          ...(query.olderThan === undefined
+            ? {}
+            : { createdBefore: now - parseDuration(query.olderThan) }),
+        }),
+        store.statusCounts(),
+      ]);
       return {
+        // Every task kept, by status, with when the oldest was created: what is stuck at a glance.
+        ...(counts === undefined
+          ? {}
+          : {
+              byStatus: Object.fromEntries(
+                Object.entries(counts).map(([status, { count, oldestCreatedAt }]) => [
+                  status,
+                  oldestCreatedAt === undefined
+                    ? { count }
+                    : { count, oldestCreatedAt: new Date(oldestCreatedAt).toISOString() },
+                ]),
+              ),
+            }),
         tasks: tasks.map((t) => {
           const waiting = waitingOn(t);
           return {

@@ -59,6 +59,12 @@ export interface TaskState {
   request?: Omit<MeshEventAttributes, 'extensions'>;
 }
 
+export interface StatusCount {
+  count: number;
+  /** When the oldest task in this status was created (ms since the epoch); absent when none is. */
+  oldestCreatedAt?: number;
+}
+
 export interface TaskFilter {
   /** Only tasks in one of these states. */
   status?: readonly TaskStatus[];
@@ -419,6 +425,31 @@ export class TaskStore {
       }
     }
     return out;
+  }
+
+  /**
+   * How many tasks each status holds and when its oldest was created: two reads of each status
+   * index, whatever the number of tasks. Undefined until the indexes hold every task.
+   */
+  async statusCounts(): Promise<Record<TaskStatus, StatusCount> | undefined> {
+    if (!(await this.#statusIndexReady())) return undefined;
+    const read = await withRedis('could not count tasks', () =>
+      Promise.all(
+        taskStatuses.map((status) =>
+          Promise.all([
+            this.#redis.zcard(this.#statusKey(status)),
+            this.#redis.zrange(this.#statusKey(status), 0, 0, 'WITHSCORES'),
+          ]),
+        ),
+      ),
+    );
+    return Object.fromEntries(
+      taskStatuses.map((status, i) => {
+        const [count, oldest] = read[i] as [number, string[]];
+        const created = oldest[1] === undefined ? undefined : Number(oldest[1]);
+        return [status, created === undefined ? { count } : { count, oldestCreatedAt: created }];
+      }),
+    ) as Record<TaskStatus, StatusCount>;
   }
 
   async #statusIndexReady(): Promise<boolean> {

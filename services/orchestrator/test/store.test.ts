@@ -320,6 +320,15 @@ test('a stuck task is found behind any number of newer tasks, reading only its s
     (await store.list({ limit: 3, status: ['completed'] })).map((s) => s.id),
     [`done-${finished - 1}`, `done-${finished - 2}`, `done-${finished - 3}`],
   );
+  // Counted from the same indexes, with when the oldest of each status was created.
+  assert.deepEqual(await store.statusCounts(), {
+    accepted: { count: 0 },
+    running: { count: 1, oldestCreatedAt: now - 50_000 },
+    awaiting_approval: { count: 1, oldestCreatedAt: now - 40_000 },
+    completed: { count: finished, oldestCreatedAt: now - 30_000 },
+    failed: { count: 0 },
+    cancelled: { count: 0 },
+  });
 });
 
 test('tasks an older orchestrator wrote are filed by status once, from their documents', async (t) => {
@@ -358,7 +367,9 @@ test('tasks an older orchestrator wrote are filed by status once, from their doc
   pipeline.zadd(`${prefix}tasks`, now - 20_000, 'expired'); // its document is gone
   await pipeline.exec();
 
-  // Until they are filed, a query by status scans the latest tasks as before, and still answers.
+  // Until they are filed, a query by status scans the latest tasks as before, and still answers;
+  // nothing is counted, rather than a count of only the tasks filed so far.
+  assert.equal(await store.statusCounts(), undefined);
   assert.deepEqual(
     (await store.list({ limit: 10, status: ['running'] })).map((s) => s.id),
     ['stuck'],

@@ -221,7 +221,7 @@ export async function tasks(ctx: CliContext, parsed: ParsedCommand): Promise<voi
   const limit = stringOption(parsed.values, 'limit');
   if (limit !== undefined) query.set('limit', String(parsePositiveInt(limit, '--limit', 500)));
   const search = query.size > 0 ? `?${query.toString()}` : '';
-  const answer = await callApi<{ tasks?: TaskSummary[] }>(
+  const answer = await callApi<{ tasks?: TaskSummary[]; byStatus?: StatusCounts }>(
     ctx,
     'orchestrator',
     'GET',
@@ -229,14 +229,19 @@ export async function tasks(ctx: CliContext, parsed: ParsedCommand): Promise<voi
   );
   const items = answer?.tasks ?? [];
   if (ctx.json) {
-    ctx.emit({ tasks: items });
-    return;
-  }
-  if (items.length === 0) {
-    ctx.print('no tasks');
+    ctx.emit({
+      tasks: items,
+      ...(answer?.byStatus === undefined ? {} : { byStatus: answer.byStatus }),
+    });
     return;
   }
   const now = Date.now();
+  const kept = answer?.byStatus === undefined ? undefined : statusLine(answer.byStatus, now);
+  if (items.length === 0) {
+    ctx.print('no tasks');
+    if (kept !== undefined) ctx.print(kept);
+    return;
+  }
   const rows = items.map((t) => [
     t.id,
     t.status,
@@ -249,4 +254,22 @@ export async function tasks(ctx: CliContext, parsed: ParsedCommand): Promise<voi
   for (const line of table(['ID', 'STATUS', 'TEMPLATE', 'AGE', 'WAITING ON / FAILURE'], rows))
     ctx.print(line);
   ctx.print(`${items.length} task${items.length === 1 ? '' : 's'}`);
+  if (kept !== undefined) ctx.print(kept);
 }
+
+/** Every task the orchestrator keeps, by status (`GET /v1/tasks`, `byStatus`). */
+export type StatusCounts = Record<string, { count: number; oldestCreatedAt?: string }>;
+
+/** `kept: running 3 (oldest 2h) · awaiting_approval 1 (oldest 5m) · completed 120`: statuses with tasks. */
+export function statusLine(counts: StatusCounts, now = Date.now()): string {
+  const parts = Object.entries(counts)
+    .filter(([, { count }]) => count > 0)
+    .map(([status, { count, oldestCreatedAt }]) =>
+      oldestCreatedAt === undefined || !unfinishedStatuses.has(status)
+        ? `${status} ${count}`
+        : `${status} ${count} (oldest ${age(now - Date.parse(oldestCreatedAt))})`,
+    );
+  return `kept: ${parts.length === 0 ? 'none' : parts.join(' · ')}`;
+}
+
+const unfinishedStatuses = new Set(['accepted', 'running', 'awaiting_approval']);
