@@ -626,6 +626,111 @@ test('a task past its deadline fails with deadline_exceeded, and its late result
   assert.equal((state.failure as { reason: string }).reason, 'deadline_exceeded');
 });
 
+test('an ended task is kept for MESH_TASK_RETENTION: then it reads as ended and a redelivered request runs nothing', async (t) => {
+  // An ended task's state for 3 s after its last change; an unfinished task's state, done and final
+  // markers for the default 7 days.
+  const mesh = await startMesh(t, {
+    services: ['orchestrator', 'worker', 'aggregator'],
+    vars: { MESH_TASK_RETENTION: '3s', MESH_TEMPLATES_DIR: templates },
+  });
+  const orchestrator = mesh.url('orchestrator');
+  const { client } = mesh;
+  // A task waiting at an approval gate for longer than the retention is still there to approve.
+  const gated = String(
+    (await postJson(`${orchestrator}/v1/tasks`, { template: 'reviewed', input: { topic: 'x' } }))
+      .body.taskId,
+  );
+  await waitFor(
+    async () =>
+      (await getJson(`${orchestrator}/v1/tasks/${gated}`)).body.status === 'awaiting_approval',
+    { timeout: 30_000, message: `the task never reached its gate\n${mesh.tails()}` },
+  );
+  await new Promise((resolve) => setTimeout(resolve, 4_000));
+  const waiting = await getJson(`${orchestrator}/v1/tasks?status=awaiting_approval`);
+  assert.deepEqual(
+    (waiting.body.tasks as { id: string }[]).map((task) => task.id),
+    [gated],
+    'still listed: only ended tasks go after the retention',
+  );
+  assert.ok((await client.redis.pttl(`${client.keyPrefix}task:${gated}:events`)) > 86_400_000);
+  assert.equal(
+    (await postJson(`${orchestrator}/v1/tasks/${gated}/approve`, { by: 'ada' })).status,
+    202,
+  );
+  const approved = await waitFor(() => outcomesOf(mesh, gated)[0], {
+    timeout: 30_000,
+    message: `the approved task did not end\n${mesh.tails()}`,
+  });
+  assert.equal(approved.type, 'io.mesh.task.completed');
+  const request = newEvent({
+    type: 'io.mesh.task.requested',
+    source: '/test/e2e',
+    data: { input: { text: 'kept briefly' } },
+  });
+  const taskId = request.id;
+  await client.publish([{ topic: client.topics.requests, event: request }]);
+  // And one through the API with an idempotency key, which a client may send again much later.
+  const asked = { input: { text: 'posted' }, idempotencyKey: 'kept-briefly' };
+  const posted = await postJson(`${orchestrator}/v1/tasks`, asked);
+  const postedId = String(posted.body.taskId);
+  for (const id of [taskId, postedId]) {
+    const outcome = await waitFor(() => outcomesOf(mesh, id)[0], {
+      timeout: 60_000,
+      message: `no outcome\n${mesh.tails()}`,
+    });
+    assert.equal(outcome.type, 'io.mesh.task.completed');
+  }
+
+  const forgotten = (id: string) =>
+    new RegExp(
+      `^task ${id} ended \\(io\\.mesh\\.task\\.completed\\) and its state is no longer kept`,
+    );
+  for (const id of [taskId, postedId, gated])
+    await waitFor(
+      async () => {
+        const { status, body } = await getJson(`${orchestrator}/v1/tasks/${id}`);
+        return status === 404 && forgotten(id).test(String(body.message));
+      },
+      { timeout: 15_000, message: 'the task state was not forgotten after its retention' },
+    );
+  const again = await postJson(`${orchestrator}/v1/tasks`, asked);
+  assert.equal(again.status, 200);
+  assert.deepEqual(
+    again.body,
+    { taskId: postedId, status: 'completed', repeated: true },
+    'the key still names the task, which says how it ended',
+  );
+  const key = (name: string) => `${client.keyPrefix}${name}`;
+  assert.equal(await client.redis.exists(key(`task:${taskId}`), key(`task:${taskId}:events`)), 0);
+  assert.ok(
+    (await client.redis.pttl(key(`final:${taskId}`))) > 6 * 86_400_000,
+    'the final marker is kept for MESH_IDEMPOTENCY_TTL',
+  );
+
+  // The request comes again (a producer retry, a topic replayed): the orchestrator must not plan it
+  // as a new task, which would wait for ever on subtasks the workers skip as done.
+  await client.publish([{ topic: client.topics.requests, event: request }]);
+  await waitFor(
+    async () => {
+      const partitions = await client.admin.lag(client.groupId('orchestrator'), [
+        client.topics.requests,
+      ]);
+      // The four requests, committed past.
+      return (
+        partitions.reduce((n, p) => n + p.high, 0) === 4 &&
+        partitions.every((p) => p.high === 0 || p.committed === p.high)
+      );
+    },
+    { timeout: 30_000, message: `the orchestrator did not consume the redelivered request` },
+  );
+  const { status, body } = await getJson(`${orchestrator}/v1/tasks/${taskId}`);
+  assert.equal(status, 404);
+  assert.match(String(body.message), forgotten(taskId));
+  const running = await getJson(`${orchestrator}/v1/tasks?status=running,accepted`);
+  assert.deepEqual(running.body.tasks, [], 'no task was planned again');
+  assert.equal(outcomesOf(mesh, taskId).length, 1, 'exactly one final state');
+});
+
 test('kill -9 of the worker mid-task: the task still completes, exactly once on mesh.outputs', async (t) => {
   const mesh = await startMesh(t, {
     vars: { MESH_TEMPLATES_DIR: templates, MESH_LEASE_TTL: '3s' },

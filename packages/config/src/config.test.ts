@@ -64,6 +64,7 @@ describe('loadConfig defaults', () => {
       { name: '5m', delayMs: 300_000 },
     ]);
     assert.equal(config.idempotencyTtlMs, 7 * 86_400_000);
+    assert.equal(config.taskRetentionMs, 7 * 86_400_000, 'task state: as long as done markers');
     assert.equal(config.leaseTtlMs, 30_000);
     assert.equal(config.concurrency, 1_000);
     assert.equal(config.partitionConcurrency, 200);
@@ -123,6 +124,22 @@ describe('loadConfig defaults', () => {
       username: 'u',
       password: 'p',
     });
+  });
+
+  test('MESH_TASK_RETENTION: its own duration, else MESH_IDEMPOTENCY_TTL; a bad one named', () => {
+    assert.equal(
+      loadConfig({ ...required, MESH_IDEMPOTENCY_TTL: '2d' }, options).taskRetentionMs,
+      2 * 86_400_000,
+    );
+    const config = loadConfig(
+      { ...required, MESH_IDEMPOTENCY_TTL: '2d', MESH_TASK_RETENTION: '6h' },
+      options,
+    );
+    assert.equal(config.taskRetentionMs, 6 * 3_600_000);
+    assert.equal(config.idempotencyTtlMs, 2 * 86_400_000);
+    assert.deepEqual(lines(failure({ MESH_TASK_RETENTION: '500ms' })), [
+      'MESH_TASK_RETENTION must be a duration such as 500ms, 30s, 5m, 1h, 7d, from 1s to 90d, got "500ms"',
+    ]);
   });
 
   test('MESH_KAFKA_SSL builds the TLS options, reading the CA file through readFile', () => {

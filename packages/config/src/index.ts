@@ -134,6 +134,10 @@ export const variables = {
     default: '7d',
     doc: 'How long done markers, task states, causal chains and dead letters are kept in Redis (Redis grows with the task rate times this; docs/services.md).',
   },
+  MESH_TASK_RETENTION: {
+    kind: { type: 'duration', minMs: 1_000, maxMs: 90 * 86_400_000 },
+    doc: "How long an ended task's state and causal chain stay readable after its last change (GET /v1/tasks/<id>); unset: MESH_IDEMPOTENCY_TTL, which also keeps unfinished tasks. Shorter keeps Redis small at high task rates: an ended task is still recognised by its final marker, kept for MESH_IDEMPOTENCY_TTL.",
+  },
   MESH_LEASE_TTL: {
     kind: { type: 'duration', minMs: 1_000, maxMs: 3_600_000 },
     default: '30s',
@@ -418,6 +422,8 @@ export interface MeshConfig {
   /** Retry tiers in order, e.g. `[{ name: '5s', delayMs: 5000 }, …]`. */
   retryTiers: { name: string; delayMs: number }[];
   idempotencyTtlMs: number;
+  /** MESH_TASK_RETENTION, else MESH_IDEMPOTENCY_TTL. */
+  taskRetentionMs: number;
   leaseTtlMs: number;
   concurrency: number;
   partitionConcurrency: number;
@@ -651,6 +657,10 @@ export function loadConfig(env: NodeJS.ProcessEnv, options: LoadOptions): MeshCo
     maxAttempts: int('MESH_MAX_ATTEMPTS'),
     retryTiers,
     idempotencyTtlMs: duration('MESH_IDEMPOTENCY_TTL'),
+    taskRetentionMs:
+      get('MESH_TASK_RETENTION') === undefined
+        ? duration('MESH_IDEMPOTENCY_TTL')
+        : duration('MESH_TASK_RETENTION'),
     leaseTtlMs: duration('MESH_LEASE_TTL'),
     concurrency: int('MESH_CONCURRENCY'),
     partitionConcurrency: int('MESH_PARTITION_CONCURRENCY'),

@@ -27,6 +27,7 @@ export const orchestratorService: ServiceDefinition = {
     );
     const store = new TaskStore(runtime.redis, {
       ttlMs: config.idempotencyTtlMs,
+      retentionMs: config.taskRetentionMs,
       prefix: runtime.keyPrefix,
     });
     const orchestrator = new Orchestrator(runtime, store, templates);

@@ -173,7 +173,16 @@ export class Orchestrator {
         return;
       }
     }
-    await this.#store.withLock(taskId, async (existing) => {
+    await this.#store.withLock(taskId, async (existing, ended) => {
+      if (existing === undefined && ended !== undefined) {
+        // A redelivery of a task that ended so long ago that its state is gone: planning it again
+        // would dispatch work its workers skip as done, and leave a task that never ends.
+        ctx.log.info(
+          { taskId, ended },
+          'request of a task that ended and is no longer kept (MESH_TASK_RETENTION); ignored',
+        );
+        return;
+      }
       if (existing !== undefined && existing.status !== 'accepted') {
         await this.#redrive(existing, request);
         return;

@@ -67,6 +67,17 @@ export function waitingOn(
   });
 }
 
+/** 404 for a task without state: never seen, or ended and no longer kept (its final marker says). */
+async function notKept(store: TaskStore, id: string): Promise<MeshError> {
+  const ended = await store.finalOf(id);
+  return new MeshError(
+    'not_found',
+    ended === undefined
+      ? `no task ${id}`
+      : `task ${id} ended (${ended}) and its state is no longer kept (MESH_TASK_RETENTION)`,
+  );
+}
+
 export function registerTaskRoutes(
   { app, runtime, requireToken }: ServiceContext,
   store: TaskStore,
@@ -88,7 +99,11 @@ export function registerTaskRoutes(
       if (bound !== taskId)
         return reply.code(200).send({
           taskId: bound,
-          status: (await store.get(bound))?.status ?? 'accepted',
+          status:
+            (await store.get(bound))?.status ??
+            // Ended and no longer kept: io.mesh.task.completed → completed.
+            (await store.finalOf(bound))?.replace('io.mesh.task.', '') ??
+            'accepted',
           repeated: true,
         });
     }
@@ -188,7 +203,7 @@ export function registerTaskRoutes(
   app.get('/v1/tasks/:id', { schema: { params: idParams } }, async (request) => {
     const { id } = request.params as { id: string };
     const state = await store.get(id);
-    if (state === undefined) throw new MeshError('not_found', `no task ${id}`);
+    if (state === undefined) throw await notKept(store, id);
     const { request: _request, ...visible } = state;
     return visible;
   });
@@ -196,8 +211,7 @@ export function registerTaskRoutes(
   app.get('/v1/tasks/:id/events', { schema: { params: idParams } }, async (request) => {
     const { id } = request.params as { id: string };
     const events = await store.events(id);
-    if (events.length === 0 && (await store.get(id)) === undefined)
-      throw new MeshError('not_found', `no task ${id}`);
+    if (events.length === 0 && (await store.get(id)) === undefined) throw await notKept(store, id);
     return { taskId: id, events };
   });
 

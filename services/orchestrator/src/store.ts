@@ -59,6 +59,9 @@ export interface TaskState {
   request?: Omit<MeshEventAttributes, 'extensions'>;
 }
 
+/** Work under a task's lock: its state, or without one, the final type of a task no longer kept. */
+export type LockedWork<T> = (state: TaskState | undefined, ended?: string) => Promise<T>;
+
 export interface StatusCount {
   count: number;
   /** When the oldest task in this status was created (ms since the epoch); absent when none is. */
@@ -114,22 +117,30 @@ if redis.call('GET', KEYS[2]) == ARGV[2] then return 1 end
 return 0
 `;
 const releaseLock = `if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end return 0`;
-// KEYS: the task's lock, the task. ARGV: token, ttl ms. Takes the lock and reads the task in one
-// round trip: {1, task JSON or nil} when taken, {0} when another holder has it.
+// KEYS: the task's lock, the task, its final marker. ARGV: token, ttl ms. Takes the lock and reads
+// the task in one round trip: {1, task JSON} when taken, {1, nil, final type or nil} when taken and
+// there is no task (the final type says it ended and was forgotten), {0} when another holds it.
 const lockAndRead = `
 if redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2], 'NX') then
-  return {1, redis.call('GET', KEYS[2])}
+  local task = redis.call('GET', KEYS[2])
+  if task then return {1, task} end
+  return {1, false, redis.call('GET', KEYS[3])}
 end
 return {0}
 `;
-// KEYS: the task, the index of every task, the index of its status, then the indexes of the statuses
-// it leaves. ARGV: task JSON, ttl ms, creation time (the indexes' score), task id. One script, so
-// the document and its filing change together.
+// KEYS: the task, its chain's seen-set and list, the index of every task, the index of its status,
+// then the indexes of the statuses it leaves. ARGV: task JSON, its ttl ms, creation time (the
+// indexes' score), task id, and for an ended task the ttl its chain now gets ('' otherwise). One
+// script, so the document and its filing change together.
 const putTask = `
 redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
-redis.call('ZADD', KEYS[2], ARGV[3], ARGV[4])
-redis.call('ZADD', KEYS[3], ARGV[3], ARGV[4])
-for i = 4, #KEYS do redis.call('ZREM', KEYS[i], ARGV[4]) end
+if ARGV[5] ~= '' then
+  redis.call('PEXPIRE', KEYS[2], ARGV[5])
+  redis.call('PEXPIRE', KEYS[3], ARGV[5])
+end
+redis.call('ZADD', KEYS[4], ARGV[3], ARGV[4])
+redis.call('ZADD', KEYS[5], ARGV[3], ARGV[4])
+for i = 6, #KEYS do redis.call('ZREM', KEYS[i], ARGV[4]) end
 return 1`;
 // Files tasks written before the status indexes existed. KEYS: the index of each of the ARGV[1]
 // statuses (in `taskStatuses` order), then the tasks. ARGV: their count, the statuses, then each
@@ -154,22 +165,32 @@ for t = n + 1, #KEYS do
 end
 return filed`;
 // The events recorded while one turn of the event loop runs, of any tasks, in one call: for the
-// i-th event KEYS[2i-1] is its task's seen-set and KEYS[2i] its chain, ARGV[2i] its id and
-// ARGV[2i+1] its summary; ARGV[1] is the TTL. An id already in the seen-set is not appended again.
+// i-th event KEYS[3i-2] is its task's seen-set, KEYS[3i-1] its chain and KEYS[3i] its final marker,
+// ARGV[2i+1] its id and ARGV[2i+2] its summary. The chain is kept ARGV[1] ms (the TTL) after its
+// last event, or ARGV[2] ms (the retention) once the task ended (its final marker is set). An id
+// already in the seen-set is not appended again.
 const recordEvents = `
-for i = 1, #KEYS / 2 do
-  local seen, chain = KEYS[2 * i - 1], KEYS[2 * i]
-  if redis.call('SADD', seen, ARGV[2 * i]) == 1 then
-    redis.call('RPUSH', chain, ARGV[2 * i + 1])
-    redis.call('PEXPIRE', seen, ARGV[1])
-    redis.call('PEXPIRE', chain, ARGV[1])
+for i = 1, #KEYS / 3 do
+  local seen, chain = KEYS[3 * i - 2], KEYS[3 * i - 1]
+  if redis.call('SADD', seen, ARGV[2 * i + 1]) == 1 then
+    redis.call('RPUSH', chain, ARGV[2 * i + 2])
+    local ttl = ARGV[1]
+    if redis.call('EXISTS', KEYS[3 * i]) == 1 then ttl = ARGV[2] end
+    redis.call('PEXPIRE', seen, ttl)
+    redis.call('PEXPIRE', chain, ttl)
   end
 end
 return 1`;
 
 export class TaskStore {
   readonly #redis: Redis;
+  /**
+   * How long the markers that recognise a task again are kept (final state, idempotency key), and
+   * an unfinished task's state and chain after their last change.
+   */
   readonly #ttlMs: number;
+  /** How long an ended task's state and chain are kept after their last change. */
+  readonly #retentionMs: number;
   readonly #prefix: string;
   // Run by hash (EVALSHA): the script bodies are sent once per connection, not with every call.
   readonly #claimFinal: Script;
@@ -187,21 +208,30 @@ export class TaskStore {
   readonly #localLocks = new Map<string, Promise<void>>();
 
   /** `prefix` is the mesh's Redis key prefix (`mesh:` by default). */
-  constructor(redis: Redis, options: { ttlMs: number; prefix: string }) {
+  /**
+   * `prefix` is the mesh's Redis key prefix (`mesh:` by default); `ttlMs` is MESH_IDEMPOTENCY_TTL,
+   * `retentionMs` MESH_TASK_RETENTION (`ttlMs` when not given).
+   */
+  constructor(redis: Redis, options: { ttlMs: number; retentionMs?: number; prefix: string }) {
     this.#redis = redis;
     this.#ttlMs = options.ttlMs;
+    this.#retentionMs = options.retentionMs ?? options.ttlMs;
     this.#prefix = options.prefix;
     this.#claimFinal = defineScript(redis, 'meshTaskClaimFinal', claimFinalScript, 2);
     this.#releaseLock = defineScript(redis, 'meshTaskReleaseLock', releaseLock, 1);
-    this.#lockAndRead = defineScript(redis, 'meshTaskLockAndRead', lockAndRead, 2);
+    this.#lockAndRead = defineScript(redis, 'meshTaskLockAndRead', lockAndRead, 3);
     this.#indexTasks = defineScript(redis, 'meshTaskIndexMany', indexTasks);
     this.#putTask = defineScript(redis, 'meshTaskPut', putTask);
     const record = defineScript(redis, 'meshTaskRecordMany', recordEvents);
     this.#records = new Coalescer(async (items) => {
       const keys: string[] = [];
-      const args: string[] = [String(this.#ttlMs)];
+      const args: string[] = [String(this.#ttlMs), String(this.#retentionMs)];
       for (const { taskId, summary } of items) {
-        keys.push(`${this.#prefix}task:${taskId}:seen`, `${this.#prefix}task:${taskId}:events`);
+        keys.push(
+          `${this.#prefix}task:${taskId}:seen`,
+          `${this.#prefix}task:${taskId}:events`,
+          `${this.#prefix}final:${taskId}`,
+        );
         args.push(summary.id, JSON.stringify(summary));
       }
       await record(keys, args);
@@ -231,15 +261,26 @@ export class TaskStore {
         : was === undefined
           ? taskStatuses.filter((status) => status !== state.status)
           : [was];
+    // An unfinished task is kept as long as an event of it may still come; an ended one, with its
+    // chain, for the retention.
+    const ended = terminalStatuses.includes(state.status);
     await withRedis('could not write a task', () =>
       this.#putTask(
         [
           `${this.#prefix}task:${state.id}`,
+          `${this.#prefix}task:${state.id}:seen`,
+          `${this.#prefix}task:${state.id}:events`,
           `${this.#prefix}tasks`,
           this.#statusKey(state.status),
           ...left.map((status) => this.#statusKey(status)),
         ],
-        [JSON.stringify(state), this.#ttlMs, Date.parse(state.createdAt), state.id],
+        [
+          JSON.stringify(state),
+          ended ? this.#retentionMs : this.#ttlMs,
+          Date.parse(state.createdAt),
+          state.id,
+          ended ? this.#retentionMs : '',
+        ],
       ),
     );
     this.#storedStatus.set(state, state.status);
@@ -264,9 +305,11 @@ export class TaskStore {
    * Runs `fn` holding the task's lock, with the task's state as read under the lock (undefined when
    * there is none), so the request, stage and control events of one task — which arrive on
    * different topics and may be handled at once, even by different replicas — apply one at a time.
-   * The lock expires by itself if its holder dies.
+   * The lock expires by itself if its holder dies. Without a state, `ended` is the task's final
+   * type if it ended and its state is no longer kept (MESH_TASK_RETENTION shorter than
+   * MESH_IDEMPOTENCY_TTL).
    */
-  async withLock<T>(id: string, fn: (state: TaskState | undefined) => Promise<T>): Promise<T> {
+  async withLock<T>(id: string, fn: LockedWork<T>): Promise<T> {
     // Events of one task handled by this process queue here first, in arrival order, instead of
     // polling Redis every 10 ms for a lock held by their neighbour; the Redis lock below still
     // keeps replicas apart.
@@ -284,20 +327,22 @@ export class TaskStore {
     }
   }
 
-  async #withRedisLock<T>(
-    id: string,
-    fn: (state: TaskState | undefined) => Promise<T>,
-  ): Promise<T> {
+  async #withRedisLock<T>(id: string, fn: LockedWork<T>): Promise<T> {
     const key = `${this.#prefix}lock:task:${id}`;
     const token = randomUUID();
     const deadline = Date.now() + 30_000;
     let state: TaskState | undefined;
+    let ended: string | undefined;
     for (;;) {
       const reply = (await withRedis('could not lock a task', () =>
-        this.#lockAndRead([key, `${this.#prefix}task:${id}`], [token, 30_000]),
-      )) as [number, string | null | undefined];
+        this.#lockAndRead(
+          [key, `${this.#prefix}task:${id}`, `${this.#prefix}final:${id}`],
+          [token, 30_000],
+        ),
+      )) as [number, string | null | undefined, string | null | undefined];
       if (reply[0] === 1) {
         state = typeof reply[1] === 'string' ? this.#parse(reply[1]) : undefined;
+        ended = typeof reply[2] === 'string' ? reply[2] : undefined;
         break;
       }
       if (Date.now() > deadline)
@@ -305,7 +350,7 @@ export class TaskStore {
       await sleep(10);
     }
     try {
-      return await fn(state);
+      return await fn(state, ended);
     } finally {
       // Not awaited: the next holder in this process asks on the same connection, after this
       // command, so Redis has released the lock by then; a replica polling for it sees it soon.
@@ -354,19 +399,26 @@ export class TaskStore {
   }
 
   /**
-   * Drops from the task indexes the tasks created more than the TTL before `now`. A task's
-   * documents expire a TTL after its last change, but its index entries would stay for ever: one per
-   * task, a Redis that only grows. A task still changing a TTL after it was created (long past
-   * any deadline) stays readable by id, but is no longer listed. Returns how many were dropped.
+   * Drops from the task indexes the tasks created long enough before `now` that their documents are
+   * gone: the retention for the indexes of ended tasks, the TTL for the others and for `mesh:tasks`.
+   * A task's documents expire after its last change, but its index entries would stay for ever: one
+   * per task, a Redis that only grows. A task still changing that long after it was created (long
+   * past any deadline) stays readable by id, but is no longer listed. Returns how many entries of
+   * `mesh:tasks` were dropped.
    */
   async forgetExpired(now = Date.now()): Promise<number> {
-    const max = `(${now - this.#ttlMs}`;
+    const before = (ms: number): string => `(${now - ms}`;
     const [dropped] = await withRedis('could not trim the task index', () =>
-      Promise.all(
-        [`${this.#prefix}tasks`, ...this.#statusKeys()].map((key) =>
-          this.#redis.zremrangebyscore(key, '-inf', max),
+      Promise.all([
+        this.#redis.zremrangebyscore(`${this.#prefix}tasks`, '-inf', before(this.#ttlMs)),
+        ...taskStatuses.map((status) =>
+          this.#redis.zremrangebyscore(
+            this.#statusKey(status),
+            '-inf',
+            before(terminalStatuses.includes(status) ? this.#retentionMs : this.#ttlMs),
+          ),
         ),
-      ),
+      ]),
     );
     return dropped ?? 0;
   }

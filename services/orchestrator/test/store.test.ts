@@ -227,6 +227,55 @@ test('the task index forgets tasks created more than the TTL ago; their document
   assert.equal(await store.forgetExpired(now), 0, 'nothing left to forget');
 });
 
+test('an ended task and its chain are kept for the retention, an unfinished one for the TTL', async (t) => {
+  const { redis, prefix } = await testRedis(t, 'retention');
+  const store = new TaskStore(redis, { prefix, ttlMs: 600_000, retentionMs: 5_000 });
+  assert.equal(await store.indexStatuses(), 0);
+  const now = Date.now();
+  const summary = (id: string): EventSummary => ({ id, type: 't', source: '/test', topic: 'x' });
+  const ttl = async (key: string) => redis.pttl(`${prefix}${key}`);
+
+  const task = taskAged('t1', 'running', 0, now);
+  await store.put(task);
+  await store.record('t1', summary('e1'));
+  for (const key of ['task:t1', 'task:t1:events', 'task:t1:seen'])
+    assert.ok((await ttl(key)) > 500_000, `${key} of a running task: the TTL`);
+
+  // It ends: its state and chain now go the retention after their last change, and an event
+  // recorded after its final marker was set does not bring the TTL back.
+  assert.equal(await store.claimFinal('t1', 'io.mesh.task.completed', 'final-1 cause-1'), true);
+  task.status = 'completed';
+  await store.put(task);
+  await store.record('t1', summary('e2'));
+  for (const key of ['task:t1', 'task:t1:events', 'task:t1:seen']) {
+    const left = await ttl(key);
+    assert.ok(left > 0 && left <= 5_000, `${key} of an ended task: the retention (${left} ms)`);
+  }
+  assert.ok((await ttl('final:t1')) > 500_000, 'the final marker keeps the TTL');
+  assert.equal((await store.events('t1')).length, 2);
+
+  // Once its state is gone, the lock says how it ended.
+  await redis.del(`${prefix}task:t1`);
+  const seen = await store.withLock('t1', async (state, ended) => ({ state, ended }));
+  assert.deepEqual(seen, { state: undefined, ended: 'io.mesh.task.completed' });
+  assert.deepEqual(await store.withLock('never', async (state, ended) => ({ state, ended })), {
+    state: undefined,
+    ended: undefined,
+  });
+
+  // The indexes forget ended tasks created more than the retention ago, others after the TTL.
+  await store.put(taskAged('old-running', 'running', 60_000, now));
+  await store.put(taskAged('old-done', 'completed', 60_000, now));
+  await store.forgetExpired(now);
+  assert.deepEqual(await redis.zrange(`${prefix}tasks:by-status:running`, 0, -1), ['old-running']);
+  assert.deepEqual(await redis.zrange(`${prefix}tasks:by-status:completed`, 0, -1), ['t1']);
+  assert.deepEqual((await redis.zrange(`${prefix}tasks`, 0, -1)).sort(), [
+    'old-done',
+    'old-running',
+    't1',
+  ]);
+});
+
 test('listing tasks: newest first, by status and age', async (t) => {
   const {
     prefix,
