@@ -127,9 +127,12 @@ export class Aggregator {
       (child ??= ctx.log.child({ stageId: ref.stageId, nodeId: data.nodeId }));
     for (let round = 0; round < maxRounds; round += 1) {
       const state = await this.store.load(ref);
+      if (state.published) {
+        log().debug('result of a stage already decided; ignored');
+        return;
+      }
       if (state.closed !== undefined) {
-        if (!state.published) await this.#publish(ref, state.closed, state.final, log);
-        else log().debug('result of a stage already decided; ignored');
+        await this.#publish(ref, state.closed, state.final, log);
         return;
       }
       const spec = state.spec ?? data.stage ?? singleNodeSpec(data.nodeId);
@@ -236,7 +239,7 @@ export class Aggregator {
       log().info({ taskId: ref.taskId }, 'task already ended by another path; stage result only');
     }
     await this.#runtime.publish(emits);
-    await this.store.markPublished(ref, closed);
+    await this.store.markPublished(ref);
   }
 
   /** Starts the deadline timer: every `tickMs`, decides the stages whose deadline passed. */
@@ -297,12 +300,13 @@ export class Aggregator {
     const log = (): Logger => child;
     for (let round = 0; round < maxRounds; round += 1) {
       const state = await this.store.load(ref);
+      if (state.published) {
+        await this.store.unschedule(member);
+        return;
+      }
       if (state.closed !== undefined) {
-        if (state.published) await this.store.unschedule(member);
-        else {
-          child.info('re-publishing a decided stage whose events were never acknowledged');
-          await this.#publish(ref, state.closed, state.final, log);
-        }
+        child.info('re-publishing a decided stage whose events were never acknowledged');
+        await this.#publish(ref, state.closed, state.final, log);
         return;
       }
       if (state.spec === undefined || state.first === undefined) {

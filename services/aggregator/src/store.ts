@@ -7,8 +7,8 @@
  * per node, the first one wins), `version` (bumped by every change), and once decided `closed` (the
  * events to publish and their cause), `final` (`claimed` when this stage won the task's final
  * marker, `taken` when another path had ended the task) and `published` (set once Kafka
- * acknowledged them, when the outcomes and the events' data are dropped). The hash expires `ttlMs`
- * after its last change.
+ * acknowledged them, when the outcomes, the spec, the first cause and the closed form are dropped).
+ * The hash expires `ttlMs` after its last change.
  *
  * Changes are compare-and-set on `version` in one Lua script, so recording an outcome, deciding
  * (in TypeScript, by the pure join rules) and closing are atomic against a concurrent result or the
@@ -54,7 +54,7 @@ export function causeOf(event: MeshEventAttributes): CauseAttributes {
 
 /**
  * A decided stage: exactly what is (re-)published, and the event it is derived from. Once published
- * it is kept without its data (results, failures, outcome): it is never published again.
+ * it is dropped (only `published` stays): it is never published again.
  */
 export interface ClosedStage {
   cause: CauseAttributes;
@@ -94,7 +94,8 @@ export type CommitResult =
 //       member, ttl ms, closed ('' to stay open), final type ('' when not final), republish score.
 const commitScript = `
 local version = redis.call('HGET', KEYS[1], 'version') or '0'
-if version ~= ARGV[1] or redis.call('HEXISTS', KEYS[1], 'closed') == 1 then return {'conflict', ''} end
+if version ~= ARGV[1] or redis.call('HEXISTS', KEYS[1], 'closed') == 1
+  or redis.call('HEXISTS', KEYS[1], 'published') == 1 then return {'conflict', ''} end
 if ARGV[2] ~= '' then redis.call('HSET', KEYS[1], 'node:' .. ARGV[2], ARGV[3]) end
 redis.call('HSETNX', KEYS[1], 'spec', ARGV[4])
 redis.call('HSETNX', KEYS[1], 'first', ARGV[5])
@@ -115,16 +116,16 @@ return {'closed', final}
 
 // Setting the flag on an expired hash would recreate it without a TTL, hence the EXISTS. A
 // published stage is read only to learn that it was decided and published (a late result is then
-// ignored): its outcomes, spec and first cause go, and its closed form is replaced by ARGV[2], the
-// same without its data.
+// ignored): its outcomes, spec, first cause and closed form go; `version`, `final` and `published`
+// stay, for the TTL.
 const publishedScript = `
 if redis.call('EXISTS', KEYS[1]) == 1 then
   for _, field in ipairs(redis.call('HKEYS', KEYS[1])) do
-    if string.sub(field, 1, 5) == 'node:' or field == 'spec' or field == 'first' then
+    if string.sub(field, 1, 5) == 'node:' or field == 'spec' or field == 'first' or field == 'closed' then
       redis.call('HDEL', KEYS[1], field)
     end
   end
-  redis.call('HSET', KEYS[1], 'published', '1', 'closed', ARGV[2])
+  redis.call('HSET', KEYS[1], 'published', '1')
 end
 redis.call('ZREM', KEYS[2], ARGV[1])
 return 1
@@ -245,22 +246,13 @@ export class JoinStore {
 
   /**
    * Records that the stage's events were acknowledged by Kafka, and drops what only deciding and
-   * publishing needed: the nodes' outcomes, the spec, the first cause, and the results, failures
-   * and task outcome of `closed`, which would otherwise stay in Redis two or three times over for
-   * the TTL.
+   * publishing needed: the nodes' outcomes, the spec, the first cause and the closed form, which
+   * would otherwise stay in Redis for the TTL: a stage then takes about 350 bytes, its key included.
    * @throws MeshError `redis_unavailable`.
    */
-  async markPublished(ref: StageRef, closed: ClosedStage): Promise<void> {
-    const kept: ClosedStage = {
-      cause: closed.cause,
-      reason: closed.reason,
-      stage: { ...closed.stage, results: {}, failures: {} },
-    };
+  async markPublished(ref: StageRef): Promise<void> {
     try {
-      await this.#published(
-        [this.stateKey(ref), this.deadlinesKey],
-        [this.member(ref), JSON.stringify(kept)],
-      );
+      await this.#published([this.stateKey(ref), this.deadlinesKey], [this.member(ref)]);
     } catch (error) {
       throw redisFailure(error, 'could not mark a stage published');
     }

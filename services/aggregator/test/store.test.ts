@@ -76,20 +76,24 @@ test('commit is a compare-and-set: a stale writer gets conflict, a closed stage 
   assert.equal(after.published, false);
   assert.deepEqual(await s.claimDue(Date.now(), 60_000, 10), [s.member(ref)]);
 
-  await s.markPublished(ref, closed(ref));
+  await s.markPublished(ref);
   const published = await s.load(ref);
   assert.equal(published.published, true);
   assert.deepEqual(await s.claimDue(Date.now() + 120_000, 60_000, 10), []);
-  // What only publishing needed is gone; that it was decided and published stays, for the TTL.
+  // What only deciding and publishing needed is gone; that it was decided and published stays,
+  // with its final claim, for the TTL.
   assert.deepEqual(published.outcomes, {});
   assert.equal(published.spec, undefined);
   assert.equal(published.first, undefined);
-  assert.deepEqual(published.closed, {
-    cause,
-    reason: 'all_succeeded',
-    stage: { ...closed(ref).stage, results: {}, failures: {} },
-  });
+  assert.equal(published.closed, undefined);
   assert.equal(published.final, 'claimed');
+  assert.deepEqual((await s.redis.hkeys(s.stateKey(ref))).sort(), [
+    'final',
+    'published',
+    'version',
+  ]);
+  const bytes = Number(await s.redis.memory('USAGE', s.stateKey(ref)));
+  assert.ok(bytes > 0 && bytes < 400, `a published stage takes ${bytes} bytes`);
   assert.deepEqual(await s.commit(ref, '2', record('c')), { state: 'conflict' }, 'still closed');
   assert.ok((await s.redis.pttl(s.stateKey(ref))) > 0, 'kept for the TTL, not forever');
 });
