@@ -4,10 +4,10 @@
  */
 import type { MeshRuntime } from '@mesh/runtime';
 import { Gauge } from 'prom-client';
-import { taskStatuses, type TaskStatus, type TaskStore } from './store.ts';
+import { taskStatuses, terminalStatuses, type TaskStore } from './store.ts';
 
 /** Statuses a task should leave: the age of the oldest task in one is how long work has waited. */
-const unfinished: readonly TaskStatus[] = ['accepted', 'running', 'awaiting_approval'];
+const unfinished = taskStatuses.filter((status) => !terminalStatuses.includes(status));
 
 /**
  * `mesh_tasks{status}` and `mesh_task_oldest_age_seconds{status}`, read from the status indexes at
@@ -16,9 +16,13 @@ const unfinished: readonly TaskStatus[] = ['accepted', 'running', 'awaiting_appr
  */
 export function registerTaskMetrics(runtime: MeshRuntime, store: TaskStore): void {
   const registers = [runtime.metrics.registry];
+  // One read of the indexes serves both gauges of a scrape.
+  let last: { at: number; read: ReturnType<TaskStore['statusCounts']> } | undefined;
   const counts = async () => {
+    const now = Date.now();
+    if (last === undefined || now - last.at > 1_000) last = { at: now, read: store.statusCounts() };
     try {
-      return await store.statusCounts();
+      return await last.read;
     } catch (error) {
       runtime.log.debug({ err: String(error) }, 'task counts unavailable for this scrape');
       return undefined;
@@ -26,7 +30,7 @@ export function registerTaskMetrics(runtime: MeshRuntime, store: TaskStore): voi
   };
   new Gauge({
     name: 'mesh_tasks',
-    help: 'Tasks kept in Redis (for MESH_IDEMPOTENCY_TTL after their last change), by status.',
+    help: 'Tasks kept in Redis, by status (ended ones for MESH_TASK_RETENTION).',
     labelNames: ['status'],
     registers,
     async collect() {
