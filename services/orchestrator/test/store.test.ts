@@ -10,13 +10,20 @@ import { meshEnv, onCleanup, testRedis, waitFor } from '@mesh/testkit';
 import { TaskStore, type EventSummary, type TaskState } from '../src/index.ts';
 
 /**
- * Task stores sharing one key prefix, each on its own connection (a replica each); their keys are
- * deleted after the test. `redis` is the first store's connection. Unless `indexed` is false, the
- * first store has filed the (no) earlier tasks by status, as the orchestrator does at start.
+ * `count` task stores sharing one key prefix, each on its own connection (a replica each); their
+ * keys are deleted after the test. `redis` is the first store's connection. They keep tasks for
+ * `ttlMs` (60 s unless given) and ended ones for `retentionMs` (the TTL unless given). Unless
+ * `indexed` is false, the first store has filed the (no) earlier tasks by status, as the
+ * orchestrator does at start.
  */
-async function taskStores(t: Parameters<typeof onCleanup>[0], count = 1, indexed = true) {
+async function taskStores(
+  t: Parameters<typeof onCleanup>[0],
+  options: { count?: number; indexed?: boolean; ttlMs?: number; retentionMs?: number } = {},
+) {
+  const { count = 1, indexed = true, ttlMs = 60_000, retentionMs } = options;
   const { redis, prefix } = await testRedis(t, 'tasks');
-  const stores = [new TaskStore(redis, { prefix, ttlMs: 60_000 })];
+  const settings = { prefix, ttlMs, ...(retentionMs === undefined ? {} : { retentionMs }) };
+  const stores = [new TaskStore(redis, settings)];
   const env = await meshEnv();
   for (let i = 1; i < count; i += 1) {
     const client = createRedis(
@@ -25,7 +32,7 @@ async function taskStores(t: Parameters<typeof onCleanup>[0], count = 1, indexed
     );
     onCleanup(t, () => client.disconnect());
     await waitForRedis(client);
-    stores.push(new TaskStore(client, { prefix, ttlMs: 60_000 }));
+    stores.push(new TaskStore(client, settings));
   }
   if (indexed) assert.equal(await (stores[0] as TaskStore).indexStatuses(), 0);
   return { redis, prefix, stores: stores as [TaskStore, ...TaskStore[]] };
@@ -65,7 +72,7 @@ test('the final claim: the claimant may claim again (a retry publishes), another
 
 test('the task lock: one holder at a time per task, in arrival order; other tasks and replicas wait or run freely', async (t) => {
   // The second store, on its own connection, stands for another replica.
-  const { redis, prefix, stores } = await taskStores(t, 2);
+  const { redis, prefix, stores } = await taskStores(t, { count: 2 });
   const [store, replica] = stores as [TaskStore, TaskStore];
 
   const log: string[] = [];
@@ -228,9 +235,11 @@ test('the task index forgets tasks created more than the TTL ago; their document
 });
 
 test('an ended task and its chain are kept for the retention, an unfinished one for the TTL', async (t) => {
-  const { redis, prefix } = await testRedis(t, 'retention');
-  const store = new TaskStore(redis, { prefix, ttlMs: 600_000, retentionMs: 5_000 });
-  assert.equal(await store.indexStatuses(), 0);
+  const {
+    redis,
+    prefix,
+    stores: [store],
+  } = await taskStores(t, { ttlMs: 600_000, retentionMs: 5_000 });
   const now = Date.now();
   const summary = (id: string): EventSummary => ({ id, type: 't', source: '/test', topic: 'x' });
   const ttl = async (key: string) => redis.pttl(`${prefix}${key}`);
@@ -385,7 +394,7 @@ test('tasks an older orchestrator wrote are filed by status once, from their doc
     redis,
     prefix,
     stores: [store],
-  } = await taskStores(t, 1, false);
+  } = await taskStores(t, { indexed: false });
   const now = Date.now();
   // Written as before the status indexes: the document and the index of every task only. 700 tasks
   // share one creation time, so a round of 500 ends among them and the next must go on after it.
