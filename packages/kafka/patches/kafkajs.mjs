@@ -33,6 +33,12 @@
  *    at once (the codes of `certificateFault` in `@mesh/errors`), and `connectFailure` names the
  *    variable.
  *
+ * 8. Every connection's request queue re-armed a timer to look for pending requests each time the
+ *    last one ran, pending requests or not: from its first answer on, each connection woke every
+ *    millisecond for as long as it lived (kafkajs issues #1556, #1604, #1704). An idle service spent
+ *    50-90 ms of CPU a second on it, and every service paid it under load too. The queue now looks
+ *    again only while requests wait; a new request or an answer still triggers the look at once.
+ *
  * Idempotent: an already patched file is left alone. Any other content (a different kafkajs) stops
  * the install with a message, so the patch can never be silently half-applied.
  */
@@ -330,6 +336,23 @@ const meshAddToDecimal = (base, delta) => {
           error.retriable = false
         }
 `,
+  },
+  {
+    file: 'src/network/requestQueue/index.js',
+    from: `    let scheduleAt = this.throttledUntil - Date.now()
+    if (!this.throttleCheckTimeoutId) {
+      if (this.pending.length > 0) {
+        scheduleAt = scheduleAt > 0 ? scheduleAt : CHECK_PENDING_REQUESTS_INTERVAL
+      }
+      this.throttleCheckTimeoutId = setTimeout(() => {`,
+    to: `    /* mesh-patch: nothing pending, nothing to look for; without this the timer below, armed with
+       a negative delay, re-armed itself every millisecond for the life of the connection. push()
+       schedules again when a request has to wait. */
+    if (this.pending.length === 0) return
+    let scheduleAt = this.throttledUntil - Date.now()
+    if (!this.throttleCheckTimeoutId) {
+      scheduleAt = scheduleAt > 0 ? scheduleAt : CHECK_PENDING_REQUESTS_INTERVAL
+      this.throttleCheckTimeoutId = setTimeout(() => {`,
   },
 ];
 

@@ -1,11 +1,13 @@
 /**
  * The kafkajs patch (`packages/kafka/patches/kafkajs.mjs`, run on install) is in effect and changes
  * no bytes: records with headers encode to the bytes the Kafka protocol prescribes and decode back
- * to the same headers, repeated and oddly named ones included.
+ * to the same headers, repeated and oddly named ones included; a connection's request queue keeps no
+ * timer armed while nothing waits, and still sends what waits.
  */
 import assert from 'node:assert/strict';
 import { createRequire } from 'node:module';
 import { test } from 'node:test';
+import { setTimeout as sleep } from 'node:timers/promises';
 
 const require = createRequire(import.meta.url);
 
@@ -254,4 +256,82 @@ test('messages are grouped per partition in their order', () => {
     group({ topic: 't', partitionMetadata: [], messages, partitioner: () => 0 }),
     {},
   );
+});
+
+interface QueuedRequest {
+  entry: {
+    correlationId: number;
+    apiName: string;
+    apiKey: number;
+    apiVersion: number;
+    resolve: () => void;
+    reject: (error: Error) => void;
+  };
+  expectResponse: boolean;
+  sendRequest: () => void;
+}
+interface RequestQueue {
+  throttleCheckTimeoutId: NodeJS.Timeout | null;
+  push(request: QueuedRequest): void;
+  fulfillRequest(response: { correlationId: number; payload: Buffer | null; size: number }): void;
+  maybeThrottle(ms: number): void;
+  destroy(): void;
+}
+
+test('a request queue arms no timer while nothing waits, and still sends what waits', async () => {
+  const Queue = require('kafkajs/src/network/requestQueue') as new (options: {
+    maxInFlightRequests: number;
+    requestTimeout: number;
+    enforceRequestTimeout: boolean;
+    clientId: string;
+    broker: string;
+    logger: Record<'debug' | 'info' | 'warn' | 'error', () => void>;
+  }) => RequestQueue;
+  const quiet = (): void => undefined;
+  const queue = new Queue({
+    maxInFlightRequests: 1,
+    requestTimeout: 30_000,
+    enforceRequestTimeout: false,
+    clientId: 'patch-test',
+    broker: 'localhost:9092',
+    logger: { debug: quiet, info: quiet, warn: quiet, error: quiet },
+  });
+  const sent: number[] = [];
+  const request = (correlationId: number): QueuedRequest => ({
+    entry: {
+      correlationId,
+      apiName: 'Fetch',
+      apiKey: 1,
+      apiVersion: 11,
+      resolve: quiet,
+      reject: quiet,
+    },
+    expectResponse: true,
+    sendRequest: () => void sent.push(correlationId),
+  });
+  const answer = (correlationId: number): void =>
+    queue.fulfillRequest({ correlationId, payload: null, size: 0 });
+  try {
+    queue.push(request(1));
+    queue.push(request(2)); // one request in flight at most: this one waits
+    assert.deepEqual(sent, [1]);
+    answer(1);
+    assert.deepEqual(sent, [1, 2], 'the answer sends the request that waited');
+    answer(2);
+    await sleep(30);
+    // Before the patch a timer re-armed itself every millisecond from here on, for ever.
+    assert.equal(queue.throttleCheckTimeoutId, null, 'nothing waits, so no timer is armed');
+
+    queue.maybeThrottle(60); // the broker asked for a pause
+    queue.push(request(3));
+    assert.deepEqual(sent, [1, 2], 'a throttled queue holds the request');
+    assert.notEqual(queue.throttleCheckTimeoutId, null, 'and looks again when the pause ends');
+    await sleep(150);
+    assert.deepEqual(sent, [1, 2, 3], 'the held request is sent after the pause');
+    answer(3);
+    await sleep(30);
+    assert.equal(queue.throttleCheckTimeoutId, null);
+  } finally {
+    queue.destroy();
+  }
 });
