@@ -37,6 +37,12 @@ export interface GroupConsumerOptions {
   heartbeatIntervalMs?: number;
   rebalanceTimeoutMs?: number;
   maxBytesPerPartition?: number;
+  /**
+   * How long the broker holds a fetch that finds nothing new (default 500 ms, the Java client's
+   * `fetch.max.wait.ms`). A record that arrives ends the wait at once, so this sets what an idle
+   * consumer costs (one fetch per wait, each a request the broker serves), not the latency; it is
+   * also how long `stop` may wait for the fetch in flight.
+   */
   maxWaitTimeMs?: number;
 }
 
@@ -77,7 +83,7 @@ export class GroupConsumer {
       heartbeatInterval: options.heartbeatIntervalMs ?? 3_000,
       rebalanceTimeout: options.rebalanceTimeoutMs ?? 60_000,
       maxBytesPerPartition: options.maxBytesPerPartition ?? 1_048_576,
-      maxWaitTimeInMs: options.maxWaitTimeMs ?? 100,
+      maxWaitTimeInMs: options.maxWaitTimeMs ?? 500,
       allowAutoTopicCreation: false,
       // Never give up: a retriable crash (broker gone) restarts the member, which rejoins.
       retry: {
