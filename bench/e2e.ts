@@ -54,6 +54,7 @@ export const usage = `usage: npm run bench -- e2e [options]
   --partitions N         partitions of every topic, both pipelines (default 3)
   --rounds N             rounds, alternating which side goes first (default 3)
   --unloaded-rate N      latency of both sides at N tasks/s for 10 s after the rounds, for context (default 10; 0 skips it)
+  --idle-seconds S       CPU of every process with nothing offered, after those, for context (default 10; 0 skips it)
   --each-message-seconds S  saturation of a raw eachMessage pipeline, for context (default 10; 0 skips it)
   --warmup S             seconds each side runs at saturation before the first round, not measured (default 5)
   --profile-dir DIR      run every process under --cpu-prof into DIR (the results file is not written)`;
@@ -90,6 +91,7 @@ function options(args: string[]) {
       warmup: { type: 'string', default: '5' },
       'each-message-seconds': { type: 'string', default: '10' },
       'unloaded-rate': { type: 'string', default: '10' },
+      'idle-seconds': { type: 'string', default: '10' },
       'profile-dir': { type: 'string' },
     },
     usage,
@@ -108,6 +110,7 @@ function options(args: string[]) {
     warmup: count('warmup', 0),
     eachMessageSeconds: count('each-message-seconds', 0),
     unloadedRate: count('unloaded-rate', 0),
+    idleSeconds: count('idle-seconds', 0),
     profileDir: values['profile-dir'],
   };
 }
@@ -219,6 +222,11 @@ export async function run(args: string[]): Promise<Record<string, unknown> & { p
         await sleep(1_000);
       }
       const rate = sat.mesh.tasks_per_s * opts.load;
+      // An open loop at 0 tasks/s never ends: say so instead of hanging.
+      if (!(rate > 0))
+        throw new Error(
+          `round ${r}: the mesh completed no task in its saturation window, so there is no rate for the latency run (a cold start? raise --warmup or --saturation-seconds)`,
+        );
       const count = Math.max(10, Math.round(rate * opts.latencySeconds));
       const lat = {} as Record<Side, LatencyResult & CpuFigures>;
       const hopsOf = {} as Record<Side, ReturnType<typeof hopBreakdown>>;
@@ -278,6 +286,37 @@ export async function run(args: string[]): Promise<Record<string, unknown> & { p
         log(`unloaded: ${side} p50 ${result.p50_ms} ms`);
         await sleep(1_000);
       }
+    }
+
+    // Context: what each side costs with nothing to do (fetch loops, timers, lag collectors).
+    let idle: Record<string, Record<string, number>> | undefined;
+    if (opts.idleSeconds > 0) {
+      log(`idle: ${opts.idleSeconds} s with nothing offered`);
+      await sleep(2_000);
+      const groups = { mesh: mesh.procs, raw: rawProcs, stack: stackSide };
+      const { cpu, seconds } = await cpuDuring(Object.values(groups).flat(), () =>
+        sleep(opts.idleSeconds * 1_000),
+      );
+      const perSecond = (name: string): number => round(((cpu[name] ?? 0) * 1_000) / seconds, 1);
+      idle = Object.fromEntries(
+        Object.entries(groups).map(([side, procs]) => {
+          const names = [...new Set(procs.map((p) => p.name))];
+          const each = Object.fromEntries(names.map((name) => [name, perSecond(name)]));
+          return [
+            side,
+            {
+              ...each,
+              total: round(
+                names.reduce((sum, n) => sum + perSecond(n), 0),
+                1,
+              ),
+            },
+          ];
+        }),
+      );
+      log(
+        `idle: mesh ${idle.mesh?.total} ms/s, raw ${idle.raw?.total} ms/s, stack ${idle.stack?.total} ms/s`,
+      );
     }
 
     // Context: the same pipeline with kafkajs eachMessage consumers (one awaited send per message).
@@ -366,6 +405,7 @@ export async function run(args: string[]): Promise<Record<string, unknown> & { p
       mesh: summary('mesh'),
       raw: summary('raw'),
       unloaded: unloaded ?? null,
+      idle_cpu_ms_per_s: idle ?? null,
       raw_each_message: eachMessage ?? null,
       counts: {
         saturation_window_tasks: opts.window,
@@ -395,6 +435,7 @@ export async function run(args: string[]): Promise<Record<string, unknown> & { p
           "each latency-run task split by hop from its records' CreateTime (read after the run): publish (send → request record), dispatch (→ the last subtask: orchestrator / planner), agents (→ the last result: worker / agents), join (→ the outcome: aggregator / joiner), delivery (→ arrival here); the median over rounds of each hop's p50 (ms resolution)",
         unloaded:
           'context: each side at a low open-loop rate after the rounds, with its hop split: the latency without queueing',
+        idle_cpu_ms_per_s: `context: CPU ms (user + system, /proc) each process spent per second over ${opts.idleSeconds} s with nothing offered to either side, after the rounds; what a deployed pipeline costs while it waits. Kafka's share is the broker's whole, both sides' idle fetches included`,
         raw_each_message:
           'context, not the baseline: the raw pipeline with kafkajs eachMessage consumers (one awaited send per message), saturation only, after the rounds',
         cpu_ms_per_task:
