@@ -300,18 +300,9 @@ export async function run(args: string[]): Promise<Record<string, unknown> & { p
       const perSecond = (name: string): number => round(((cpu[name] ?? 0) * 1_000) / seconds, 1);
       idle = Object.fromEntries(
         Object.entries(groups).map(([side, procs]) => {
-          const names = [...new Set(procs.map((p) => p.name))];
-          const each = Object.fromEntries(names.map((name) => [name, perSecond(name)]));
-          return [
-            side,
-            {
-              ...each,
-              total: round(
-                names.reduce((sum, n) => sum + perSecond(n), 0),
-                1,
-              ),
-            },
-          ];
+          const each = Object.fromEntries(procs.map((p) => [p.name, perSecond(p.name)]));
+          const total = Object.values(each).reduce((sum, ms) => sum + ms, 0);
+          return [side, { ...each, total: round(total, 1) }];
         }),
       );
       log(
