@@ -35,9 +35,10 @@
  *
  * 8. Every connection's request queue re-armed a timer to look for pending requests each time the
  *    last one ran, pending requests or not: from its first answer on, each connection woke every
- *    millisecond for as long as it lived (kafkajs issues #1556, #1604, #1704). An idle service spent
- *    50-90 ms of CPU a second on it, and every service paid it under load too. The queue now looks
- *    again only while requests wait; a new request or an answer still triggers the look at once.
+ *    millisecond for as long as it lived (kafkajs issues #1556, #1604, #1704). One idle consumer
+ *    spent 96 ms of CPU a second (15 ms without it), and every service paid it under load too. The
+ *    queue now looks again only while requests wait; a new request or an answer still triggers the
+ *    look at once.
  *
  * Idempotent: an already patched file is left alone. Any other content (a different kafkajs) stops
  * the install with a message, so the patch can never be silently half-applied.
