@@ -40,6 +40,14 @@
  *    queue now looks again only while requests wait; a new request or an answer still triggers the
  *    look at once.
  *
+ * 9. A topic the client had used and another client then deleted stayed in the topics kafkajs
+ *    tracks, and every metadata refresh that named it failed (kafkajs #1622): the producer's sends
+ *    to every topic failed from its next refresh on (5 minutes at most), and the admin's offset
+ *    reads of every topic at once, for as long as the process lived: a service that had written to
+ *    a work topic an operator then deleted retried its every output in place, for ever. A refresh that fails on an unknown topic now drops the
+ *    tracked topics the cluster no longer lists and is made again (the failure itself is still
+ *    thrown once, so whoever asked for the deleted topic sees it as before).
+ *
  * Idempotent: an already patched file is left alone. Any other content (a different kafkajs) stops
  * the install with a message, so the patch can never be silently half-applied.
  */
@@ -354,6 +362,80 @@ const meshAddToDecimal = (base, delta) => {
     if (!this.throttleCheckTimeoutId) {
       scheduleAt = scheduleAt > 0 ? scheduleAt : CHECK_PENDING_REQUESTS_INTERVAL
       this.throttleCheckTimeoutId = setTimeout(() => {`,
+  },
+  {
+    file: 'src/cluster/index.js',
+    from: `    this[PRIVATE.REFRESH_METADATA] = sharedPromiseTo(async () => {
+      return await this.brokerPool.refreshMetadata(Array.from(this.targetTopics))
+    })
+
+    this[PRIVATE.REFRESH_METADATA_IF_NECESSARY] = sharedPromiseTo(async () => {
+      return await this.brokerPool.refreshMetadataIfNecessary(Array.from(this.targetTopics))
+    })`,
+    to: `    /* mesh-patch: a tracked topic that another client deleted failed every later metadata refresh
+       (kafkajs #1622), so the producer's sends to every topic failed from the next refresh on, and
+       the admin's offset reads of every topic at once. When a refresh fails on an unknown topic,
+       the tracked topics the cluster no longer has are dropped and the refresh is made again.
+       The failure is still thrown: a caller that wanted a deleted topic gets it as before, and
+       the others' retry finds fresh metadata. */
+    const meshRefreshDroppingDeleted = async refresh => {
+      try {
+        return await refresh(Array.from(this.targetTopics))
+      } catch (e) {
+        if (e.type !== 'UNKNOWN_TOPIC_OR_PARTITION' || this.targetTopics.size === 0) throw e
+        let existing
+        try {
+          const broker = await this.brokerPool.findConnectedBroker()
+          const { topicMetadata } = await broker.metadata([])
+          existing = new Set(topicMetadata.map(({ topic }) => topic))
+        } catch (_) {
+          throw e
+        }
+        const gone = Array.from(this.targetTopics).filter(topic => !existing.has(topic))
+        if (gone.length === 0) throw e
+        for (const topic of gone) this.targetTopics.delete(topic)
+        this.logger.warn('Topics gone from the cluster are no longer tracked', { topics: gone })
+        await this.brokerPool.refreshMetadata(Array.from(this.targetTopics))
+        // Still unknown to whoever asked for one of them; everyone else's retry now succeeds.
+        throw e
+      }
+    }
+
+    this[PRIVATE.REFRESH_METADATA] = sharedPromiseTo(async () => {
+      return await meshRefreshDroppingDeleted(topics => this.brokerPool.refreshMetadata(topics))
+    })
+
+    this[PRIVATE.REFRESH_METADATA_IF_NECESSARY] = sharedPromiseTo(async () => {
+      return await meshRefreshDroppingDeleted(topics =>
+        this.brokerPool.refreshMetadataIfNecessary(topics)
+      )
+    })`,
+  },
+  {
+    file: 'src/cluster/index.js',
+    from: `        try {
+          await this.refreshMetadata()
+        } catch (e) {
+          if (
+            e.type === 'INVALID_TOPIC_EXCEPTION' ||
+            e.type === 'UNKNOWN_TOPIC_OR_PARTITION' ||
+            e.type === 'TOPIC_AUTHORIZATION_FAILED'
+          ) {
+            this.targetTopics = previousTopics
+          }`,
+    to: `        try {
+          await this.refreshMetadata()
+        } catch (e) {
+          if (
+            e.type === 'INVALID_TOPIC_EXCEPTION' ||
+            e.type === 'UNKNOWN_TOPIC_OR_PARTITION' ||
+            e.type === 'TOPIC_AUTHORIZATION_FAILED'
+          ) {
+            /* mesh-patch: what this call added is taken back, and only that: putting the whole
+               previous set back would track again a deleted topic the refresh had just dropped,
+               and every later addition would fail on it */
+            for (const topic of topics) if (!previousTopics.has(topic)) this.targetTopics.delete(topic)
+          }`,
   },
 ];
 

@@ -6,6 +6,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { randomUUID } from 'node:crypto';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { ContractRegistry } from '@mesh/contracts';
 import { isMeshError } from '@mesh/errors';
 import {
@@ -258,6 +259,52 @@ test('kafka: a topic deleted after the producer sent to it fails that send and h
   await producer.send([record(other, 'after')]);
   const [end] = await admin.endOffsets(other);
   assert.equal(end?.high, 3, 'before, first and after are on the other topic, each once');
+});
+
+test('kafka: a topic another client deletes stops neither offset reads nor sends to other topics', async (t) => {
+  // kafkajs #1622, fixed by the kafkajs patch: the deleted topic stayed in the topics a client
+  // tracks, and each metadata refresh failed on it from then on, so every send and offset read of
+  // that client failed. The producer refreshes after `metadataMaxAge` (5 minutes by default).
+  const env = await meshEnv();
+  const kafka = createKafka({ brokers: env.MESH_KAFKA_BROKERS.split(','), clientId: 'smoke' });
+  const reader = disposable(t, new MeshAdmin(kafka), (a) => a.disconnect());
+  const operator = disposable(t, new MeshAdmin(kafka), (a) => a.disconnect());
+  const producer = disposable(
+    t,
+    kafka.producer({ idempotent: true, allowAutoTopicCreation: false, metadataMaxAge: 500 }),
+    (p) => p.disconnect(),
+  );
+  await producer.connect();
+  const gone = uniqueName('smoke-gone');
+  const kept = uniqueName('smoke-kept');
+  await operator.ensureTopics(
+    [gone, kept].map((topic) => ({ topic, numPartitions: 1, replicationFactor: 1 })),
+  );
+  onCleanup(t, () => operator.deleteTopics([kept]));
+  const send = (topic: string) => producer.send({ topic, acks: -1, messages: [{ value: topic }] });
+  await send(gone);
+  await send(kept);
+  assert.equal((await reader.endOffsets(gone))[0]?.high, 1);
+  assert.equal((await reader.endOffsets(kept))[0]?.high, 1);
+
+  await operator.deleteTopics([gone]);
+  await waitFor(async () => !(await operator.listTopics()).includes(gone), {
+    message: 'topic not deleted',
+  });
+  await sleep(1_000); // past the producer's metadataMaxAge: its next send refreshes first
+
+  await send(kept);
+  assert.deepEqual(
+    (await reader.endOffsets(kept)).map((p) => p.high),
+    [2],
+    'the reader that had read the deleted topic still reads the others',
+  );
+  await assert.rejects(reader.endOffsets(gone), /does not host this topic-partition/);
+  await send(kept);
+  assert.deepEqual(
+    (await reader.endOffsets(kept)).map((p) => p.high),
+    [3],
+  );
 });
 
 test('kafka: a consumer crash that kafkajs does not restart is restarted by the member', async (t) => {
