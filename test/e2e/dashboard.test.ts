@@ -304,8 +304,9 @@ test('the dashboard shows lag rising while the worker is down and draining when 
     { topic: ghostTopic, key: 'g', value: Buffer.from('waiting'), headers: {} },
   ]);
   const ghostRow = page.locator(`#lag-table tr[data-group="${prefix}worker.ghost"]`);
+  // The orchestrator lists the cluster's topics at most every 10 s, so a new one takes that long.
   await waitFor(async () => (await ghostRow.count()) > 0, {
-    timeout: 15_000,
+    timeout: 30_000,
     message: 'the partition table never listed the work topic nothing reads',
   });
   assert.equal(

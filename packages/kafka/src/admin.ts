@@ -27,6 +27,8 @@ export interface PartitionLag {
 export class MeshAdmin {
   readonly #admin: Admin;
   #connected: Promise<void> | undefined;
+  /** The last topic listing and when it was asked for (see `listTopics`). */
+  #listing: { at: number; topics: Promise<string[]> } | undefined;
 
   constructor(kafka: Kafka) {
     this.#admin = kafka.admin({
@@ -43,8 +45,26 @@ export class MeshAdmin {
     return this.#admin;
   }
 
-  /** @throws MeshError `kafka_unavailable` (retryable) when the cluster's metadata cannot be read. */
-  async listTopics(): Promise<string[]> {
+  /**
+   * The cluster's topics. A listing is the metadata of every topic in the cluster, heavy on a large
+   * shared one, so a caller that polls may accept one up to `maxAgeMs` old: the last listing (or
+   * one under way) is then shared instead of read again. Topics created or deleted through this
+   * admin invalidate it. @throws MeshError `kafka_unavailable` (retryable) when the cluster's
+   * metadata cannot be read.
+   */
+  async listTopics(options: { maxAgeMs?: number } = {}): Promise<string[]> {
+    const last = this.#listing;
+    if (last !== undefined && Date.now() - last.at <= (options.maxAgeMs ?? -1))
+      return [...(await last.topics)];
+    const listing = { at: Date.now(), topics: this.#readTopics() };
+    this.#listing = listing;
+    listing.topics.catch(() => {
+      if (this.#listing === listing) this.#listing = undefined;
+    });
+    return [...(await listing.topics)];
+  }
+
+  async #readTopics(): Promise<string[]> {
     const admin = await this.#ready();
     try {
       return await admin.listTopics();
@@ -102,12 +122,17 @@ export class MeshAdmin {
         await new Promise((resolve) => setTimeout(resolve, 100));
       }
     }
+    this.#listing = undefined;
     return missing.map((spec) => spec.topic);
   }
 
   async deleteTopics(topics: string[]): Promise<void> {
     if (topics.length === 0) return;
-    await (await this.#ready()).deleteTopics({ topics, timeout: 10_000 });
+    try {
+      await (await this.#ready()).deleteTopics({ topics, timeout: 10_000 });
+    } finally {
+      this.#listing = undefined;
+    }
   }
 
   /** Committed vs end offsets of `groupId` on `topics`. */

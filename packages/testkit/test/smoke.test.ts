@@ -261,6 +261,28 @@ test('kafka: a topic deleted after the producer sent to it fails that send and h
   assert.equal(end?.high, 3, 'before, first and after are on the other topic, each once');
 });
 
+test("kafka: a listing of topics up to maxAgeMs old is shared; this admin's own changes show at once", async (t) => {
+  const env = await meshEnv();
+  const kafka = createKafka({ brokers: env.MESH_KAFKA_BROKERS.split(','), clientId: 'smoke' });
+  const admin = disposable(t, new MeshAdmin(kafka), (a) => a.disconnect());
+  const other = disposable(t, new MeshAdmin(kafka), (a) => a.disconnect());
+  const [byOther, own] = [uniqueName('smoke-list-other'), uniqueName('smoke-list-own')];
+  onCleanup(t, () => other.deleteTopics([byOther]));
+  const hour = { maxAgeMs: 3_600_000 };
+  const before = await admin.listTopics(hour);
+
+  await other.ensureTopics([{ topic: byOther, numPartitions: 1, replicationFactor: 1 }]);
+  assert.deepEqual(await admin.listTopics(hour), before, 'the last listing is shared');
+  assert.ok((await admin.listTopics()).includes(byOther), 'without maxAgeMs the cluster is read');
+
+  await admin.ensureTopics([{ topic: own, numPartitions: 1, replicationFactor: 1 }]);
+  assert.ok((await admin.listTopics(hour)).includes(own), 'a topic it created shows at once');
+  await admin.deleteTopics([own]);
+  await waitFor(async () => !(await admin.listTopics(hour)).includes(own), {
+    message: 'a topic it deleted is still listed',
+  });
+});
+
 test('kafka: a topic another client deletes stops neither offset reads nor sends to other topics', async (t) => {
   // kafkajs #1622, fixed by the kafkajs patch: the deleted topic stayed in the topics a client
   // tracks, and each metadata refresh failed on it from then on, so every send and offset read of

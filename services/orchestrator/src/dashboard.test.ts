@@ -239,6 +239,42 @@ test('LagMonitor keeps 10 minutes of history and the last figures when a collect
   assert.equal((await monitor.view(false)).error, undefined);
 });
 
+test('LagMonitor accepts a listing of topics up to 10 s old, and lists afresh after a failure', async () => {
+  const { state, admin, lag } = fakeMesh();
+  // An admin that shares its last listing, as MeshAdmin does, unless asked for a fresh one.
+  const asked: (number | undefined)[] = [];
+  let listed = await admin.listTopics();
+  const monitor = new LagMonitor({
+    admin: {
+      ...admin,
+      listTopics: async (options?: { maxAgeMs?: number }) => {
+        asked.push(options?.maxAgeMs);
+        if (options?.maxAgeMs === 0) listed = await admin.listTopics();
+        return listed;
+      },
+      endOffsets: async (topic) => {
+        if (!state.ends.has(topic)) throw new Error(`${topic} does not exist`);
+        return admin.endOffsets(topic);
+      },
+    },
+    lag,
+    prefix: 'm.',
+    ownGroups: () => [],
+  });
+  await monitor.collect(1_000);
+  // A topic deleted after the listing: that collection fails, and the next one lists again.
+  state.ends.delete('m.results');
+  await assert.rejects(monitor.collect(3_000), /m\.results does not exist/);
+  const view = await monitor.collect(5_000);
+  assert.deepEqual(
+    view.topics.map((t) => t.topic),
+    ['m.requests', 'm.work.echo'],
+  );
+  assert.equal((await monitor.view(false)).error, undefined);
+  await monitor.collect(7_000);
+  assert.deepEqual(asked, [10_000, 10_000, 0, 10_000]);
+});
+
 test('LagMonitor shares one collection between concurrent callers and stops cleanly', async () => {
   const { admin, lag } = fakeMesh();
   let listings = 0;
