@@ -25,13 +25,19 @@ export interface PartitionLag {
 }
 
 export class MeshAdmin {
-  readonly #admin: Admin;
+  readonly #kafka: Kafka;
+  #admin: Admin;
   #connected: Promise<void> | undefined;
   /** The last topic listing and when it was asked for (see `listTopics`). */
   #listing: { at: number; topics: Promise<string[]> } | undefined;
 
   constructor(kafka: Kafka) {
-    this.#admin = kafka.admin({
+    this.#kafka = kafka;
+    this.#admin = this.#create();
+  }
+
+  #create(): Admin {
+    return this.#kafka.admin({
       retry: { retries: 5, initialRetryTime: 200, maxRetryTime: 3_000 },
     });
   }
@@ -199,9 +205,17 @@ export class MeshAdmin {
     return groups.map((g) => g.groupId);
   }
 
-  /** Closes the connection, also one still being retried. */
+  /**
+   * Closes the connection, also one still being retried. A later call connects again, through a
+   * new kafkajs admin: one connected again after its disconnect wrote its first requests to the
+   * closed sockets ("write after end", "Closed connection"), which is how the tests' clean-up,
+   * deleting topics after closing the runtime, silently failed.
+   */
   async disconnect(): Promise<void> {
     this.#connected = undefined;
-    await this.#admin.disconnect();
+    this.#listing = undefined;
+    const admin = this.#admin;
+    this.#admin = this.#create();
+    await admin.disconnect();
   }
 }

@@ -283,6 +283,23 @@ test("kafka: a listing of topics up to maxAgeMs old is shared; this admin's own 
   });
 });
 
+test('kafka: an admin used again after its disconnect connects again', async (t) => {
+  // What every test's clean-up does: close the runtime (its admin with it), then delete the topics.
+  const env = await meshEnv();
+  const kafka = createKafka({ brokers: env.MESH_KAFKA_BROKERS.split(','), clientId: 'smoke' });
+  const admin = disposable(t, new MeshAdmin(kafka), (a) => a.disconnect());
+  const topic = uniqueName('smoke-reconnect');
+  await admin.ensureTopics([{ topic, numPartitions: 1, replicationFactor: 1 }]);
+  await admin.disconnect();
+  assert.ok((await admin.listTopics()).includes(topic));
+  await admin.disconnect();
+  await admin.deleteTopics([topic]);
+  await admin.disconnect();
+  await waitFor(async () => !(await admin.listTopics()).includes(topic), {
+    message: 'the topic was not deleted',
+  });
+});
+
 test('kafka: a topic another client deletes stops neither offset reads nor sends to other topics', async (t) => {
   // kafkajs #1622, fixed by the kafkajs patch: the deleted topic stayed in the topics a client
   // tracks, and each metadata refresh failed on it from then on, so every send and offset read of
