@@ -49,6 +49,8 @@
  *    over 8 minutes all stayed RUNNING; with the patch all 8 completed. A refresh that fails on an
  *    unknown topic now drops the tracked topics the cluster no longer lists and is made again (the
  *    failure itself is still thrown once, so whoever asked for the deleted topic sees it as before).
+ *    A consumer's subscribed topics are never dropped: kafkajs tracks them only when subscribing,
+ *    and a dropped one would not be fetched again once created anew.
  *
  * Idempotent: an already patched file is left alone. Any other content (a different kafkajs) stops
  * the install with a message, so the patch can never be silently half-applied.
@@ -379,7 +381,9 @@ const meshAddToDecimal = (base, delta) => {
        the admin's offset reads of every topic at once. When a refresh fails on an unknown topic,
        the tracked topics the cluster no longer has are dropped and the refresh is made again.
        The failure is still thrown: a caller that wanted a deleted topic gets it as before, and
-       the others' retry finds fresh metadata. */
+       the others' retry finds fresh metadata. A consumer's subscribed topics are kept as before:
+       kafkajs adds them only when subscribing, so one dropped would never be fetched again, even
+       once created anew. */
     const meshRefreshDroppingDeleted = async refresh => {
       try {
         return await refresh(Array.from(this.targetTopics))
@@ -393,7 +397,10 @@ const meshAddToDecimal = (base, delta) => {
         } catch (_) {
           throw e
         }
-        const gone = Array.from(this.targetTopics).filter(topic => !existing.has(topic))
+        const kept = this.meshSubscribedTopics || new Set()
+        const gone = Array.from(this.targetTopics).filter(
+          topic => !existing.has(topic) && !kept.has(topic)
+        )
         if (gone.length === 0) throw e
         for (const topic of gone) this.targetTopics.delete(topic)
         this.logger.warn('Topics gone from the cluster are no longer tracked', { topics: gone })
@@ -438,6 +445,18 @@ const meshAddToDecimal = (base, delta) => {
                and every later addition would fail on it */
             for (const topic of topics) if (!previousTopics.has(topic)) this.targetTopics.delete(topic)
           }`,
+  },
+  {
+    file: 'src/consumer/index.js',
+    from: `    await cluster.addMultipleTargetTopics(topicsToSubscribe)
+  }`,
+    to: `    /* mesh-patch: subscribed topics stay tracked when deleted (see the cluster's refresh) */
+    cluster.meshSubscribedTopics = new Set([
+      ...(cluster.meshSubscribedTopics || []),
+      ...topicsToSubscribe,
+    ])
+    await cluster.addMultipleTargetTopics(topicsToSubscribe)
+  }`,
   },
 ];
 

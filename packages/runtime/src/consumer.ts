@@ -300,11 +300,12 @@ export class MeshConsumer {
   #take(topic: string, partition: number, records: ConsumedRecord[]): number {
     if (this.#stopping) return 0;
     const key = this.#trackerKey(topic, partition);
-    let tracker = this.#trackers.get(key);
-    if (tracker === undefined)
-      this.#trackers.set(key, (tracker = new PartitionTracker(topic, partition)));
+    const known = this.#trackers.get(key);
+    let tracker = known ?? new PartitionTracker(topic, partition);
+    if (known === undefined) this.#trackers.set(key, tracker);
     for (let i = 0; i < records.length; i += 1) {
       const record = records[i] as ConsumedRecord;
+      if (Number(record.offset) < tracker.committed) tracker = this.#restartPartition(tracker);
       if (tracker.seen(Number(record.offset))) continue;
       if (tracker.backlog.length > 0 || !this.#hasRoom(tracker)) {
         const last = Number(tracker.backlog[tracker.backlog.length - 1]?.offset ?? -1);
@@ -322,6 +323,32 @@ export class MeshConsumer {
       this.#admit(tracker, record);
     }
     return records.length;
+  }
+
+  /**
+   * An offset below what this member committed arrived: the partition's log started again (its
+   * topic was deleted and created anew), and kafkajs, its position out of range, fetches from the
+   * start. The old log's books are dropped — its running events finish but are never committed, as
+   * after a revocation — or every offset the old log had reached would pass for a redelivery of
+   * something already taken, and the new events would wait unhandled for ever.
+   */
+  #restartPartition(old: PartitionTracker): PartitionTracker {
+    old.revoked = true;
+    old.backlog = [];
+    this.#backlogged.delete(old);
+    const fresh = new PartitionTracker(old.topic, old.partition);
+    this.#trackers.set(this.#trackerKey(old.topic, old.partition), fresh);
+    if (old.paused) this.#consumer.resume([{ topic: old.topic, partition: old.partition }]);
+    this.#deps.log.warn(
+      {
+        group: this.groupId,
+        topic: old.topic,
+        partition: old.partition,
+        committed: old.committed,
+      },
+      'offsets of a partition went back below the committed one (its topic was deleted and created again?); consuming it from its new start',
+    );
+    return fresh;
   }
 
   #admit(tracker: PartitionTracker, record: ConsumedRecord): void {

@@ -140,6 +140,39 @@ test('same key runs in order, different keys overlap', async (t) => {
   assert.ok(overlap > 1, `different keys of one partition ran concurrently (max ${overlap})`);
 });
 
+test('a work topic deleted and created again is consumed from its new start', async (t) => {
+  const { runtime } = await startRuntime(t, { MESH_PARTITIONS: '1' });
+  const topic = runtime.topics.work('echo');
+  const handled: number[] = [];
+  await runtime.consume({
+    groupId: 'recreated',
+    topics: [topic],
+    handlers: {
+      'io.mesh.subtask.assigned': async ({ event }) => {
+        handled.push((event.data as { input: { seq: number } }).input.seq);
+      },
+    },
+  });
+  const publish = (seqs: number[]) =>
+    runtime.publish(seqs.map((seq) => ({ topic, event: assigned('echo', { seq }, `k${seq}`) })));
+  await publish([0, 1, 2, 3, 4]);
+  await committedToEnd(runtime, runtime.groupId('recreated'), topic);
+
+  // An operator purges the topic by deleting it and creating it again: its offsets start at 0.
+  await runtime.admin.deleteTopics([topic]);
+  await waitFor(async () => !(await runtime.admin.listTopics()).includes(topic), {
+    message: 'the topic was not deleted',
+  });
+  await runtime.admin.ensureTopics([{ topic, numPartitions: 1, replicationFactor: 1 }]);
+  await publish([5, 6]);
+  await waitFor(() => handled.includes(5) && handled.includes(6), {
+    timeout: 60_000,
+    message: `the events of the new topic were not handled (handled ${handled.join(',')})`,
+  });
+  assert.deepEqual(handled.slice().sort(), [0, 1, 2, 3, 4, 5, 6]);
+  await committedToEnd(runtime, runtime.groupId('recreated'), topic);
+});
+
 test('handler results are produced and a redelivered event is not run again', async (t) => {
   const { runtime, probe } = await startRuntime(t);
   let runs = 0;
