@@ -422,29 +422,11 @@ const meshAddToDecimal = (base, delta) => {
   },
   {
     file: 'src/cluster/index.js',
-    from: `        try {
-          await this.refreshMetadata()
-        } catch (e) {
-          if (
-            e.type === 'INVALID_TOPIC_EXCEPTION' ||
-            e.type === 'UNKNOWN_TOPIC_OR_PARTITION' ||
-            e.type === 'TOPIC_AUTHORIZATION_FAILED'
-          ) {
-            this.targetTopics = previousTopics
-          }`,
-    to: `        try {
-          await this.refreshMetadata()
-        } catch (e) {
-          if (
-            e.type === 'INVALID_TOPIC_EXCEPTION' ||
-            e.type === 'UNKNOWN_TOPIC_OR_PARTITION' ||
-            e.type === 'TOPIC_AUTHORIZATION_FAILED'
-          ) {
-            /* mesh-patch: what this call added is taken back, and only that: putting the whole
+    from: `            this.targetTopics = previousTopics`,
+    to: `            /* mesh-patch: what this call added is taken back, and only that: putting the whole
                previous set back would track again a deleted topic the refresh had just dropped,
                and every later addition would fail on it */
-            for (const topic of topics) if (!previousTopics.has(topic)) this.targetTopics.delete(topic)
-          }`,
+            for (const topic of topics) if (!previousTopics.has(topic)) this.targetTopics.delete(topic)`,
   },
   {
     file: 'src/consumer/index.js',
