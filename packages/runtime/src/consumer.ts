@@ -305,8 +305,9 @@ export class MeshConsumer {
     if (known === undefined) this.#trackers.set(key, tracker);
     for (let i = 0; i < records.length; i += 1) {
       const record = records[i] as ConsumedRecord;
-      if (Number(record.offset) < tracker.committed) tracker = this.#restartPartition(tracker);
-      if (tracker.seen(Number(record.offset))) continue;
+      const offset = Number(record.offset);
+      if (offset < tracker.committed) tracker = this.#restartPartition(tracker);
+      if (tracker.seen(offset)) continue;
       if (tracker.backlog.length > 0 || !this.#hasRoom(tracker)) {
         const last = Number(tracker.backlog[tracker.backlog.length - 1]?.offset ?? -1);
         const kept = records

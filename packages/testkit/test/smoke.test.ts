@@ -26,6 +26,12 @@ import {
   waitFor,
 } from '../src/index.ts';
 
+/** A kafkajs client on the stack's broker. */
+async function smokeKafka() {
+  const env = await meshEnv();
+  return createKafka({ brokers: env.MESH_KAFKA_BROKERS.split(','), clientId: 'smoke' });
+}
+
 /**
  * A fresh one-partition topic (deleted after the test, unless the test deletes it itself) and a
  * connected producer.
@@ -35,8 +41,7 @@ async function topicWithProducer(
   name: string,
   options: { deletedByTest?: boolean } = {},
 ) {
-  const env = await meshEnv();
-  const kafka = createKafka({ brokers: env.MESH_KAFKA_BROKERS.split(','), clientId: 'smoke' });
+  const kafka = await smokeKafka();
   const admin = disposable(t, new MeshAdmin(kafka), (a) => a.disconnect());
   const topic = uniqueName(name);
   await admin.ensureTopics([{ topic, numPartitions: 1, replicationFactor: 1 }]);
@@ -262,8 +267,7 @@ test('kafka: a topic deleted after the producer sent to it fails that send and h
 });
 
 test("kafka: a listing of topics up to maxAgeMs old is shared; this admin's own changes show at once", async (t) => {
-  const env = await meshEnv();
-  const kafka = createKafka({ brokers: env.MESH_KAFKA_BROKERS.split(','), clientId: 'smoke' });
+  const kafka = await smokeKafka();
   const admin = disposable(t, new MeshAdmin(kafka), (a) => a.disconnect());
   const other = disposable(t, new MeshAdmin(kafka), (a) => a.disconnect());
   const [byOther, own] = [uniqueName('smoke-list-other'), uniqueName('smoke-list-own')];
@@ -285,8 +289,7 @@ test("kafka: a listing of topics up to maxAgeMs old is shared; this admin's own 
 
 test('kafka: an admin used again after its disconnect connects again', async (t) => {
   // What every test's clean-up does: close the runtime (its admin with it), then delete the topics.
-  const env = await meshEnv();
-  const kafka = createKafka({ brokers: env.MESH_KAFKA_BROKERS.split(','), clientId: 'smoke' });
+  const kafka = await smokeKafka();
   const admin = disposable(t, new MeshAdmin(kafka), (a) => a.disconnect());
   const topic = uniqueName('smoke-reconnect');
   await admin.ensureTopics([{ topic, numPartitions: 1, replicationFactor: 1 }]);
@@ -304,8 +307,7 @@ test('kafka: a topic another client deletes stops neither offset reads nor sends
   // kafkajs #1622, fixed by the kafkajs patch: the deleted topic stayed in the topics a client
   // tracks, and each metadata refresh failed on it from then on, so every send and offset read of
   // that client failed. The producer refreshes after `metadataMaxAge` (5 minutes by default).
-  const env = await meshEnv();
-  const kafka = createKafka({ brokers: env.MESH_KAFKA_BROKERS.split(','), clientId: 'smoke' });
+  const kafka = await smokeKafka();
   const reader = disposable(t, new MeshAdmin(kafka), (a) => a.disconnect());
   const operator = disposable(t, new MeshAdmin(kafka), (a) => a.disconnect());
   const producer = disposable(
