@@ -23,6 +23,7 @@ import { waitForRedis } from '@mesh/redis';
 import { MeshRuntime, topicSpecs, type Handler } from '@mesh/runtime';
 import { meshEnv } from '@mesh/testkit';
 import { PlainKafka, type Timing } from './plain-kafkajs.ts';
+import { cpuDuring, stackProcs } from './processes.ts';
 import {
   describeMachine,
   describeSource,
@@ -121,6 +122,47 @@ function pick(env: NodeJS.ProcessEnv, names: string[]): Record<string, string> {
 /** msg/s over a timing. */
 function rateOf(messages: number, timing: { first: number; last: number }): number {
   return messages / ((timing.last - timing.first) / 1_000);
+}
+
+interface NoopCost {
+  round: number;
+  side: 'runtime' | 'plain';
+  cpu_us_per_msg: Record<string, number>;
+  event_loop_busy_pct: number;
+  host_cpu_busy_pct: number;
+  /** The whole run's length, group join included (the rate's window is shorter). */
+  seconds: number;
+}
+
+/** The no-op sides' costs, each figure the median over rounds, and the CPU ratio of this process. */
+function summariseCosts(costs: NoopCost[]): Record<string, unknown> {
+  const sides: Record<string, Record<string, unknown>> = {};
+  for (const side of ['runtime', 'plain'] as const) {
+    const mine = costs.filter((c) => c.side === side);
+    if (mine.length === 0) continue;
+    const names = [...new Set(mine.flatMap((c) => Object.keys(c.cpu_us_per_msg)))];
+    sides[side] = {
+      cpu_us_per_msg: Object.fromEntries(
+        names.map((name) => [name, median(mine.map((c) => c.cpu_us_per_msg[name] ?? 0))]),
+      ),
+      event_loop_busy_pct: median(mine.map((c) => c.event_loop_busy_pct)),
+      host_cpu_busy_pct: median(mine.map((c) => c.host_cpu_busy_pct)),
+    };
+  }
+  const self = (side: string): number | undefined =>
+    (sides[side]?.cpu_us_per_msg as Record<string, number | null> | undefined)?.[
+      'bench (this process)'
+    ] ?? undefined;
+  const runtime = self('runtime');
+  const plain = self('plain');
+  return {
+    ...sides,
+    cpu_ratio:
+      runtime === undefined || plain === undefined || runtime === 0
+        ? null
+        : round(plain / runtime, 3),
+    rounds: costs,
+  };
 }
 
 export interface RuntimeBenchResult extends Record<string, unknown> {
@@ -326,31 +368,56 @@ export async function run(args: string[]): Promise<RuntimeBenchResult> {
       log(`noop: producing ${n} events on ${noopKeys} keys`);
       await fill(topics.noop, 'noop', n, noopKeys);
       const rounds: Record<string, unknown>[] = [];
+      // Where each side's time went: CPU per message of this process (the side measured is the
+      // only one running in it) and of the stack's processes, how busy this process's event loop
+      // and the whole machine were. The window is the side's whole run (group join included).
+      const stack = await stackProcs(env.MESH_KAFKA_BROKERS);
+      const costs: NoopCost[] = [];
+      const costOf = async <T>(work: () => Promise<T>) => {
+        const elu0 = performance.eventLoopUtilization();
+        const { result, cpu, hostBusyPct, seconds } = await cpuDuring(stack, work);
+        const elu = performance.eventLoopUtilization(elu0).utilization;
+        const cpu_us_per_msg = Object.fromEntries(
+          Object.entries(cpu).map(([name, seconds]) => [name, round((seconds * 1e6) / n, 1)]),
+        );
+        return {
+          result,
+          cpu_us_per_msg,
+          event_loop_busy_pct: round(100 * elu, 1),
+          host_cpu_busy_pct: round(hostBusyPct, 1),
+          seconds: round(seconds, 2),
+        };
+      };
       const results = runtime.topics.results;
       for (let r = 1; r <= options.rounds; r += 1) {
         const entry: Record<string, number> = { round: r };
         const runPlain = async (): Promise<void> => {
           if (!wanted('noop-plain')) return;
           const base = await endOffset(topics.plainOut);
-          const timing = await plain.relay(topics.noop, topics.plainOut, {
-            waitForEnd: (started) => waitForEnd(topics.plainOut, base + n, started),
-          });
+          const { result: timing, ...cost } = await costOf(() =>
+            plain.relay(topics.noop, topics.plainOut, {
+              waitForEnd: (started) => waitForEnd(topics.plainOut, base + n, started),
+            }),
+          );
           checks[`noop_plain_round${r}_committed_all`] = await committedAll(
             timing.groupId,
             topics.noop,
           );
           entry.plain_msgs_per_s = round(rateOf(n, timing), 1);
+          costs.push({ round: r, side: 'plain', ...cost });
         };
         const runMesh = async (): Promise<void> => {
           if (!wanted('noop-runtime')) return;
           const base = await endOffset(results);
-          const timing = await profiled(`noop-runtime-round${r}`, () =>
-            runtimeRound(
-              `noop-${r}`,
-              topics.noop,
-              n,
-              async (ctx) => completeAssigned(ctx, results),
-              (started) => waitForEnd(results, base + n, started),
+          const { result: timing, ...cost } = await costOf(() =>
+            profiled(`noop-runtime-round${r}`, () =>
+              runtimeRound(
+                `noop-${r}`,
+                topics.noop,
+                n,
+                async (ctx) => completeAssigned(ctx, results),
+                (started) => waitForEnd(results, base + n, started),
+              ),
             ),
           );
           checks[`noop_runtime_round${r}_committed_all`] = await committedAll(
@@ -358,6 +425,7 @@ export async function run(args: string[]): Promise<RuntimeBenchResult> {
             topics.noop,
           );
           entry.runtime_msgs_per_s = round(rateOf(n, timing), 1);
+          costs.push({ round: r, side: 'runtime', ...cost });
         };
         const order = r % 2 === 1 ? [runPlain, runMesh] : [runMesh, runPlain];
         log(`noop: round ${r} of ${options.rounds} (${r % 2 === 1 ? 'plain' : 'runtime'} first)`);
@@ -375,8 +443,11 @@ export async function run(args: string[]): Promise<RuntimeBenchResult> {
         plain_msgs_per_s: median(column('plain_msgs_per_s')),
         noop_ratio: median(column('ratio')),
         rounds,
+        costs: summariseCosts(costs),
         measured:
           "from the first message reaching user code (the runtime's handler, kafkajs's eachBatch) to the moment the output topic's end offset reaches N, polled every 20 ms; rates and ratio are medians over the rounds (ratio: of each round's pair); every group's committed offset is then checked to reach the end of the input",
+        costs_measured:
+          "per side, the median over rounds: CPU µs per message of this process (user + system, where the side runs; the other side is not running) and of the stack's processes (/proc), over the side's whole run, group join included; event_loop_busy_pct: this process's event-loop utilisation over that run (100 = its one JavaScript thread never waited); host_cpu_busy_pct: every core of the machine (/proc/stat). cpu_ratio = plain ÷ runtime CPU µs per message of this process: what noop_ratio would be if each side were bound by this process's CPU alone",
         runtime_path:
           'MeshRuntime.consume, default concurrency: decode (CloudEvents binding + registry wire format + ajv), loop guards, Redis claim, handler derives one io.mesh.subtask.completed, encode (ajv) and produce (idempotent, acks=all), Redis done marker, commit every 200 ms',
         plain_path:

@@ -43,13 +43,13 @@ const git = (args: string[]): Promise<string> =>
   );
 
 /**
- * The commit measured, and the files of the mesh's packages that differ from it: the working tree
- * is what runs, and others may be changing it.
+ * The commit measured, and the files of the mesh's packages, services and benchmarks (results
+ * aside) that differ from it: the working tree is what runs, and others may be changing it.
  */
 export async function describeSource(): Promise<{ commit: string; modified: string[] }> {
   const [commit, status] = await Promise.all([
     git(['rev-parse', '--short', 'HEAD']),
-    git(['status', '--porcelain', '--', '../packages']),
+    git(['status', '--porcelain', '--', '../packages', '../services', '.', ':(exclude)results']),
   ]);
   return {
     commit: commit.trim() || 'unknown',
