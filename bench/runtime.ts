@@ -136,9 +136,12 @@ interface NoopCost {
 
 /** The no-op sides' costs, each figure the median over rounds, and the CPU ratio of this process. */
 function summariseCosts(costs: NoopCost[]): Record<string, unknown> {
-  const sides: Record<string, Record<string, unknown>> = {};
+  const ofSide = (side: NoopCost['side']) => costs.filter((c) => c.side === side);
+  const selfCpu = (side: NoopCost['side']) =>
+    median(ofSide(side).map((c) => c.cpu_us_per_msg['bench (this process)'] ?? 0));
+  const sides: Record<string, unknown> = {};
   for (const side of ['runtime', 'plain'] as const) {
-    const mine = costs.filter((c) => c.side === side);
+    const mine = ofSide(side);
     if (mine.length === 0) continue;
     const names = [...new Set(mine.flatMap((c) => Object.keys(c.cpu_us_per_msg)))];
     sides[side] = {
@@ -149,18 +152,12 @@ function summariseCosts(costs: NoopCost[]): Record<string, unknown> {
       host_cpu_busy_pct: median(mine.map((c) => c.host_cpu_busy_pct)),
     };
   }
-  const self = (side: string): number | undefined =>
-    (sides[side]?.cpu_us_per_msg as Record<string, number | null> | undefined)?.[
-      'bench (this process)'
-    ] ?? undefined;
-  const runtime = self('runtime');
-  const plain = self('plain');
+  const runtime = selfCpu('runtime');
+  const plain = selfCpu('plain');
   return {
     ...sides,
     cpu_ratio:
-      runtime === undefined || plain === undefined || runtime === 0
-        ? null
-        : round(plain / runtime, 3),
+      runtime === null || plain === null || runtime === 0 ? null : round(plain / runtime, 3),
     rounds: costs,
   };
 }
