@@ -201,6 +201,9 @@ async function hostJiffies(): Promise<{ busy: number; total: number }> {
   return { busy: total - (fields[3] ?? 0) - (fields[4] ?? 0), total };
 }
 
+/** The name `cpuDuring` gives the CPU time of the process it runs in. */
+export const thisProcess = 'bench (this process)';
+
 /**
  * CPU seconds of each process over `work`, keyed by process name (summed over equal names), and
  * how busy the whole machine was meanwhile (percent of all its cores, every process counted).
@@ -222,7 +225,7 @@ export async function cpuDuring<T>(
   procs.forEach((p, i) => {
     cpu[p.name] = (cpu[p.name] ?? 0) + ((after[i] ?? 0) - (before[i] ?? 0));
   });
-  cpu['bench (this process)'] = (self.user + self.system) / 1e6;
+  cpu[thisProcess] = (self.user + self.system) / 1e6;
   const hostBusyPct = (100 * (host1.busy - host0.busy)) / Math.max(1, host1.total - host0.total);
   return { result, cpu, seconds, hostBusyPct };
 }

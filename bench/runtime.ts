@@ -23,7 +23,7 @@ import { waitForRedis } from '@mesh/redis';
 import { MeshRuntime, topicSpecs, type Handler } from '@mesh/runtime';
 import { meshEnv } from '@mesh/testkit';
 import { PlainKafka, type Timing } from './plain-kafkajs.ts';
-import { cpuDuring, stackProcs } from './processes.ts';
+import { cpuDuring, stackProcs, thisProcess } from './processes.ts';
 import {
   describeMachine,
   describeSource,
@@ -138,7 +138,7 @@ interface NoopCost {
 function summariseCosts(costs: NoopCost[]): Record<string, unknown> {
   const ofSide = (side: NoopCost['side']) => costs.filter((c) => c.side === side);
   const selfCpu = (side: NoopCost['side']) =>
-    median(ofSide(side).map((c) => c.cpu_us_per_msg['bench (this process)'] ?? 0));
+    median(ofSide(side).map((c) => c.cpu_us_per_msg[thisProcess] ?? 0));
   const sides: Record<string, unknown> = {};
   for (const side of ['runtime', 'plain'] as const) {
     const mine = ofSide(side);
@@ -375,7 +375,7 @@ export async function run(args: string[]): Promise<RuntimeBenchResult> {
         const { result, cpu, hostBusyPct, seconds } = await cpuDuring(stack, work);
         const elu = performance.eventLoopUtilization(elu0).utilization;
         const cpu_us_per_msg = Object.fromEntries(
-          Object.entries(cpu).map(([name, seconds]) => [name, round((seconds * 1e6) / n, 1)]),
+          Object.entries(cpu).map(([name, used]) => [name, round((used * 1e6) / n, 1)]),
         );
         return {
           result,
