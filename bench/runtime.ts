@@ -21,6 +21,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { loadConfig, type MeshConfig } from '@mesh/config';
 import { waitForRedis } from '@mesh/redis';
 import { MeshRuntime, topicSpecs, type Handler } from '@mesh/runtime';
+import { createLogger } from '@mesh/telemetry';
 import { meshEnv } from '@mesh/testkit';
 import { PlainKafka, type Timing } from './plain-kafkajs.ts';
 import { cpuDuring, stackProcs, thisProcess } from './processes.ts';
@@ -185,7 +186,11 @@ export async function run(args: string[]): Promise<RuntimeBenchResult> {
     },
     { service: 'bench', defaultHttpPort: 0 },
   );
-  const runtime = new MeshRuntime(config, { agents: ['slow', 'noop'] });
+  // Its warnings go to stderr: stdout is the result's JSON.
+  const runtime = new MeshRuntime(config, {
+    agents: ['slow', 'noop'],
+    logger: createLogger(config.service, config.logLevel, 2),
+  });
   const plain = new PlainKafka(config.kafka.brokers, prefix);
   const topics = {
     slow: runtime.topics.work('slow'),
