@@ -48,10 +48,11 @@ export interface GroupConsumerOptions {
 
 export interface GroupConsumerHandlers {
   /**
-   * Offers the records of one partition, in offset order. Returns how many of them were taken; the
-   * rest are fetched again after the partition is resumed (the runtime pauses it when it is full).
+   * Offers the records of one partition, in offset order, with the partition's end offset (high
+   * watermark) as the fetch saw it. Returns how many of them were taken; the rest are fetched again
+   * after the partition is resumed (the runtime pauses it when it is full).
    */
-  take(topic: string, partition: number, records: ConsumedRecord[]): number;
+  take(topic: string, partition: number, records: ConsumedRecord[], end: number): number;
   /** The partitions this member owns after a (re)join, replacing any earlier assignment. */
   assigned(partitions: TopicPartition[]): void;
   /** The consumer crashed; `restartInMs` later it is restarted (by kafkajs or by the member) and rejoins. */
@@ -159,7 +160,12 @@ export class GroupConsumer {
             headers: message.headers ?? {},
             timestamp: message.timestamp,
           }));
-          const taken = handlers.take(batch.topic, batch.partition, records);
+          const taken = handlers.take(
+            batch.topic,
+            batch.partition,
+            records,
+            Number(batch.highWatermark),
+          );
           const last = records[taken - 1];
           if (last !== undefined) payload.resolveOffset(last.offset);
           await payload.heartbeat();

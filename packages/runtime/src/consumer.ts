@@ -190,7 +190,7 @@ export class MeshConsumer {
 
   async start(): Promise<void> {
     await this.#consumer.start(this.#options.topics, {
-      take: (topic, partition, records) => this.#take(topic, partition, records),
+      take: (topic, partition, records, end) => this.#take(topic, partition, records, end),
       assigned: (partitions) => this.#assigned(partitions),
       crashed: (error, restartInMs) =>
         this.#deps.log.warn(
@@ -297,7 +297,7 @@ export class MeshConsumer {
    * work left: kafkajs polls a paused partition again only after `maxWaitTime`, and waiting for an
    * empty backlog left the runtime idle for that long on every fetch.
    */
-  #take(topic: string, partition: number, records: ConsumedRecord[]): number {
+  #take(topic: string, partition: number, records: ConsumedRecord[], end: number): number {
     if (this.#stopping) return 0;
     const key = this.#trackerKey(topic, partition);
     const known = this.#trackers.get(key);
@@ -306,7 +306,11 @@ export class MeshConsumer {
     for (let i = 0; i < records.length; i += 1) {
       const record = records[i] as ConsumedRecord;
       const offset = Number(record.offset);
-      if (offset < tracker.committed) tracker = this.#restartPartition(tracker);
+      // Below the committed offset with the log's end still past it is a redelivery (after a
+      // rejoin, or a commit a restarting broker lost), which `seen` drops; with the end below it,
+      // the log started again.
+      if (offset < tracker.committed && end < tracker.committed)
+        tracker = this.#restartPartition(tracker);
       if (tracker.seen(offset)) continue;
       if (tracker.backlog.length > 0 || !this.#hasRoom(tracker)) {
         const last = Number(tracker.backlog[tracker.backlog.length - 1]?.offset ?? -1);
@@ -327,9 +331,8 @@ export class MeshConsumer {
   }
 
   /**
-   * An offset below what this member committed arrived: the partition's log started again (its
-   * topic was deleted and created anew), and kafkajs, its position out of range, fetches from the
-   * start. The old log's books are dropped — its running events finish but are never committed, as
+   * The partition's end is below what this member committed: its log started again (its topic was
+   * deleted and created anew), and kafkajs, its position out of range, fetches from the start. The old log's books are dropped — its running events finish but are never committed, as
    * after a revocation — or every offset the old log had reached would pass for a redelivery of
    * something already taken, and the new events would wait unhandled for ever.
    */
@@ -347,7 +350,7 @@ export class MeshConsumer {
         partition: old.partition,
         committed: old.committed,
       },
-      'offsets of a partition went back below the committed one (its topic was deleted and created again?); consuming it from its new start',
+      'the end of a partition went back below the committed offset (its topic was deleted and created again?); consuming it from its new start',
     );
     return fresh;
   }

@@ -32,6 +32,8 @@ class ScriptedMember {
   paused = false;
   pauses = 0;
   resumes = 0;
+  /** The offsets committed, in order. */
+  commits: number[] = [];
   #next = 0;
 
   asGroupConsumer(): GroupConsumer {
@@ -53,7 +55,9 @@ class ScriptedMember {
         this.paused = false;
         this.resumes += 1;
       },
-      commit: async () => undefined,
+      commit: async (offsets: { offset: string }[]) => {
+        for (const { offset } of offsets) this.commits.push(Number(offset));
+      },
       stop: async () => undefined,
     };
     return member as unknown as GroupConsumer;
@@ -61,10 +65,15 @@ class ScriptedMember {
 
   /** One fetch of `count` new records (what kafkajs hands over after a resume). */
   fetch(count: number): number {
+    const taken = this.fetchFrom(this.#next, count, this.#next + count);
+    this.#next += count;
+    return taken;
+  }
+
+  /** One fetch of `count` records from `first` on, the partition's end at `end`. */
+  fetchFrom(first: number, count: number, end: number): number {
     const records: ConsumedRecord[] = [];
-    for (let i = 0; i < count; i += 1) {
-      const offset = this.#next;
-      this.#next += 1;
+    for (let offset = first; offset < first + count; offset += 1) {
       records.push({
         topic,
         partition: 0,
@@ -76,7 +85,7 @@ class ScriptedMember {
         timestamp: '0',
       });
     }
-    return this.handlers?.take(topic, 0, records) ?? 0;
+    return this.handlers?.take(topic, 0, records, end) ?? 0;
   }
 }
 
@@ -308,5 +317,44 @@ test('a setting a dependency refuses mid-run (registry credentials revoked) hold
     [],
     'nothing was dead-lettered',
   );
+  await consumer.stop(0);
+});
+
+test('offsets below the committed one are a redelivery while the end is past it, a new log once the end is below it', async () => {
+  const member = new ScriptedMember();
+  const handled: number[] = [];
+  const consumer = new MeshConsumer(flowDeps(100, member), {
+    groupId: 'flow',
+    topics: [topic],
+    handlers: {},
+    commitIntervalMs: 5,
+    raw: (record) => {
+      handled.push(Number(record.offset));
+      return Promise.resolve();
+    },
+  });
+  await consumer.start();
+  const committedTo = async (offset: number): Promise<void> => {
+    const deadline = Date.now() + 5_000;
+    while (!member.commits.includes(offset) && Date.now() < deadline)
+      await new Promise((resolve) => setTimeout(resolve, 5));
+    assert.ok(member.commits.includes(offset), `committed ${member.commits.join(',')}`);
+  };
+
+  member.fetchFrom(0, 20, 20);
+  await committedTo(20);
+  // A rejoin, or a broker that lost the last commits in a restart: kafkajs fetches again from an
+  // older committed offset. The log still reaches past 20, so 10–19 are not run again.
+  member.fetchFrom(10, 15, 25);
+  await committedTo(25);
+  assert.deepEqual(
+    handled,
+    Array.from({ length: 25 }, (_, i) => i),
+  );
+
+  // The topic deleted and created again: a new log, ending at 3, below the committed 25.
+  member.fetchFrom(0, 3, 3);
+  await committedTo(3);
+  assert.deepEqual(handled.slice(25), [0, 1, 2]);
   await consumer.stop(0);
 });
