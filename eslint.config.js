@@ -11,6 +11,8 @@ export default tseslint.config(
       'helm/**',
       'bench/results/**',
       'test/results/**',
+      // The local stack's state (npm run stack): logs, certificates, and a developer's own files.
+      '.mesh/**',
       'eslint.config.js',
     ],
   },
