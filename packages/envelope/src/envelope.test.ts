@@ -308,6 +308,39 @@ describe('fromKafka rejects malformed events with malformed_event', () => {
     );
   });
 
+  test('read in one pass, the faults are reported in the order the checks come, not the headers', () => {
+    // A bad extension before the headers that make it a CloudEvent: not a CloudEvent comes first,
+    // then the content type, then the required attributes, then the first bad attribute.
+    const badFirst = (rest: Record<string, string>): Record<string, string> => ({
+      ce_hopcount: 'x',
+      ce_Bad: 'y',
+      ...rest,
+    });
+    assertMalformed(() => fromKafka(binary(badFirst({}))), /not a CloudEvent/);
+    assertMalformed(
+      () => fromKafka(binary(badFirst({ ...binaryHeaders(), 'content-type': 'text/plain' }))),
+      /unsupported content-type text\/plain/,
+    );
+    assertMalformed(
+      () => fromKafka(binary(badFirst(withoutHeader('ce_source')))),
+      /missing required attribute source/,
+    );
+    assertMalformed(
+      () => fromKafka(binary(badFirst(binaryHeaders()))),
+      /hopcount must be a non-negative integer/,
+    );
+    // A structured-mode record is read from its value: stray ce_ headers are not looked at.
+    const decoded = fromKafka({
+      key: null,
+      value: Buffer.from(
+        JSON.stringify({ specversion: '1.0', id: 'a', source: 's', type: 't', data: 1 }),
+      ),
+      headers: { ce_hopcount: 'x', 'Content-Type': 'application/cloudevents+json' },
+    });
+    assert.equal(decoded.mode, 'structured');
+    assert.equal(decoded.attributes.hopcount, undefined);
+  });
+
   test('invalid UTF-8 in a structured value', () => {
     assertMalformed(
       () =>

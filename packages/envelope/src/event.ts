@@ -73,8 +73,10 @@ const knownAttributes = new Set<string>([
   ...timestampAttributes,
 ]);
 
-/** How `parseAttributes` reads each attribute the mesh knows (one lookup per header). */
-const attributeKinds = new Map<string, 'required' | 'data' | 'integer' | 'timestamp' | 'string'>([
+/** How each attribute the mesh knows is read from the wire. */
+export type AttributeKind = 'required' | 'data' | 'integer' | 'timestamp' | 'string';
+
+const attributeKinds = new Map<string, AttributeKind>([
   ['specversion', 'required'],
   ['id', 'required'],
   ['source', 'required'],
@@ -89,6 +91,11 @@ const attributeKinds = new Map<string, 'required' | 'data' | 'integer' | 'timest
   ...timestampAttributes.map((name) => [name, 'timestamp'] as const),
 ]);
 
+/** The kind of each attribute the mesh knows; undefined for an extension. */
+export function attributeKind(name: string): AttributeKind | undefined {
+  return attributeKinds.get(name);
+}
+
 export function isKnownAttribute(name: string): boolean {
   return knownAttributes.has(name);
 }
@@ -101,56 +108,89 @@ const attributeName = /^[a-z0-9]{1,100}$/;
 /** RFC 3339 date-time, as CloudEvents §3.1.1 "Timestamp" requires. */
 const rfc3339 = /^\d{4}-\d{2}-\d{2}[Tt]\d{2}:\d{2}:\d{2}(\.\d+)?([Zz]|[+-]\d{2}:\d{2})$/;
 
+const integerText = /^(0|[1-9][0-9]{0,8})$/;
+
+/**
+ * Reads one attribute (not a required one) from its wire text into `target`, an extension into
+ * `target.extensions`. Returns why it is invalid instead of throwing, so that a caller reading
+ * several can report the fault the spec puts first.
+ */
+export function readAttribute(
+  target: MeshEventAttributes,
+  name: string,
+  value: string,
+  kind: AttributeKind | undefined = attributeKinds.get(name),
+): string | undefined {
+  const attributes = target as unknown as Record<string, unknown>;
+  switch (kind) {
+    case 'string':
+      if (name === 'meshfailure' && !isFailureClass(value))
+        return `meshfailure ${JSON.stringify(value.slice(0, 40))} is not a failure class`;
+      attributes[name] = value;
+      return undefined;
+    case 'integer':
+      if (!integerText.test(value))
+        return `${name} must be a non-negative integer, got ${JSON.stringify(value.slice(0, 20))}`;
+      attributes[name] = Number(value);
+      return undefined;
+    case 'timestamp':
+      if (!rfc3339.test(value) || Number.isNaN(Date.parse(value)))
+        return `${name} must be an RFC 3339 timestamp`;
+      attributes[name] = value;
+      return undefined;
+    case 'data':
+      return `${name} is not an attribute: in binary mode the data is the Kafka value`;
+    case 'required':
+      attributes[name] = value;
+      return undefined;
+    case undefined:
+      // Known names are valid by construction; only the others are checked against the convention.
+      if (!attributeName.test(name))
+        return `invalid attribute name ${JSON.stringify(name.slice(0, 40))}`;
+      (target.extensions ??= {})[name] = value;
+      return undefined;
+  }
+}
+
+/**
+ * Why the REQUIRED attributes (CloudEvents 1.0 §3.1.1) are not those of a 1.0 event: specversion
+ * missing or not 1.0, or id, source or type missing or empty. Undefined when they are.
+ */
+export function requiredFault(attributes: {
+  specversion?: string;
+  id?: string;
+  source?: string;
+  type?: string;
+}): string | undefined {
+  if (attributes.specversion === undefined) return 'not a CloudEvent: no specversion';
+  if (attributes.specversion !== '1.0')
+    return `unsupported specversion ${JSON.stringify(attributes.specversion.slice(0, 20))}`;
+  for (const required of ['id', 'source', 'type'] as const) {
+    const value = attributes[required];
+    if (value === undefined || value.length === 0) return `missing required attribute ${required}`;
+  }
+  return undefined;
+}
+
 /**
  * Checks raw attribute values read from the wire and returns typed attributes.
  *
  * @throws MeshError `malformed_event` (terminal) naming the first attribute at fault.
  */
 export function parseAttributes(raw: Record<string, string>): MeshEventAttributes {
-  const bad = (why: string) => terminal('malformed_event', why);
-  if (raw.specversion === undefined) throw bad('not a CloudEvent: no specversion');
-  if (raw.specversion !== '1.0')
-    throw bad(`unsupported specversion ${JSON.stringify(raw.specversion.slice(0, 20))}`);
-  for (const required of ['id', 'source', 'type'] as const) {
-    const value = raw[required];
-    if (value === undefined || value.length === 0)
-      throw bad(`missing required attribute ${required}`);
-  }
+  const required = requiredFault(raw);
+  if (required !== undefined) throw terminal('malformed_event', required);
   const attributes: MeshEventAttributes = {
     specversion: '1.0',
     id: raw.id ?? '',
     source: raw.source ?? '',
     type: raw.type ?? '',
   };
-  const target = attributes as unknown as Record<string, unknown>;
-  let extensions: Record<string, string> | undefined;
   for (const name in raw) {
-    const value = raw[name] as string;
-    // Known names are valid by construction; only the others are checked against the convention.
     const kind = attributeKinds.get(name);
     if (kind === 'required') continue;
-    if (kind === undefined && !attributeName.test(name))
-      throw bad(`invalid attribute name ${JSON.stringify(name.slice(0, 40))}`);
-    if (kind === 'data')
-      throw bad(`${name} is not an attribute: in binary mode the data is the Kafka value`);
-    if (name === 'meshfailure' && !isFailureClass(value))
-      throw bad(`meshfailure ${JSON.stringify(value.slice(0, 40))} is not a failure class`);
-    if (kind === 'integer') {
-      if (!/^(0|[1-9][0-9]{0,8})$/.test(value))
-        throw bad(
-          `${name} must be a non-negative integer, got ${JSON.stringify(value.slice(0, 20))}`,
-        );
-      target[name] = Number(value);
-    } else if (kind === 'timestamp') {
-      if (!rfc3339.test(value) || Number.isNaN(Date.parse(value)))
-        throw bad(`${name} must be an RFC 3339 timestamp`);
-      target[name] = value;
-    } else if (kind === 'string') {
-      target[name] = value;
-    } else {
-      (extensions ??= {})[name] = value;
-    }
+    const fault = readAttribute(attributes, name, raw[name] as string, kind);
+    if (fault !== undefined) throw terminal('malformed_event', fault);
   }
-  if (extensions !== undefined) attributes.extensions = extensions;
   return attributes;
 }

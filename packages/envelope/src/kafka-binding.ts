@@ -10,10 +10,14 @@
  */
 import { isMeshError, terminal } from '@mesh/errors';
 import {
+  attributeKind,
   integerExtensions,
   parseAttributes,
+  readAttribute,
+  requiredFault,
   stringAttributes,
   timestampAttributes,
+  type AttributeKind,
   type MeshEventAttributes,
 } from './event.ts';
 
@@ -105,8 +109,33 @@ export function strictUtf8(bytes: Buffer, what: string): string {
   }
 }
 
+interface KnownHeader {
+  attribute: string;
+  kind: AttributeKind | undefined;
+}
+
+/** The `ce_` header of each attribute the mesh knows, and what it reads: one lookup per header. */
+const knownHeaders = new Map<string, KnownHeader>(
+  [
+    'specversion',
+    'datacontenttype',
+    'data',
+    'data_base64',
+    ...stringAttributes,
+    ...integerExtensions,
+    ...timestampAttributes,
+  ].map((attribute) => [
+    `${headerPrefix}${attribute}`,
+    { attribute, kind: attributeKind(attribute) },
+  ]),
+);
+
 /**
  * Reads a Kafka record as a CloudEvent, in binary or structured mode.
+ *
+ * The headers are read in one pass, straight into the attributes; a bad attribute is reported
+ * after what the spec checks first (a CloudEvent at all, its content type, the required
+ * attributes), and the first bad one in header order, as reading them one by one would.
  *
  * @throws MeshError `malformed_event` (terminal) when it is not a CloudEvent, an attribute is
  *   invalid, the content type is wrong, or the value is larger than `maxBytes`.
@@ -122,24 +151,36 @@ export function fromKafka(
       `value of ${value.length} bytes is over the limit of ${options.maxBytes}`,
     );
   }
-  // Kafka header names are case-sensitive, but a client may well send Content-Type.
   const { headers } = message;
-  const contentTypeHeader =
-    headers['content-type'] !== undefined
-      ? 'content-type'
-      : Object.keys(headers).find((name) => name.toLowerCase() === 'content-type');
+  // Read as they come; the required ones are checked once all are read.
+  const attributes = {} as MeshEventAttributes;
+  let fault: string | undefined;
+  let contentTypeHeader: string | undefined;
+  for (const name in headers) {
+    const known = knownHeaders.get(name);
+    if (known === undefined && !name.startsWith(headerPrefix)) {
+      // Kafka header names are case-sensitive, but a client may well send Content-Type.
+      if (
+        name === 'content-type' ||
+        (contentTypeHeader === undefined && name.toLowerCase() === 'content-type')
+      )
+        contentTypeHeader = name;
+      continue;
+    }
+    const text = headerText(headers[name]);
+    if (text === undefined) continue;
+    const problem =
+      known === undefined
+        ? readAttribute(attributes, name.slice(headerPrefix.length), text, undefined)
+        : readAttribute(attributes, known.attribute, text, known.kind);
+    fault ??= problem;
+  }
   const contentType =
     contentTypeHeader === undefined
       ? undefined
       : headerText(headers[contentTypeHeader])?.trim().toLowerCase();
   if (contentType?.startsWith(structuredContentType)) return fromStructured(value);
-  const raw: Record<string, string> = {};
-  for (const name in headers) {
-    if (!name.startsWith(headerPrefix)) continue;
-    const text = headerText(headers[name]);
-    if (text !== undefined) raw[name.slice(headerPrefix.length)] = text;
-  }
-  if (raw.specversion === undefined) {
+  if (attributes.specversion === undefined) {
     throw terminal(
       'malformed_event',
       contentType === undefined
@@ -153,7 +194,9 @@ export function fromKafka(
       `unsupported content-type ${contentType.slice(0, 60)}; the mesh carries application/json data`,
     );
   }
-  const attributes = parseAttributes(raw);
+  const required = requiredFault(attributes);
+  if (required !== undefined) throw terminal('malformed_event', required);
+  if (fault !== undefined) throw terminal('malformed_event', fault);
   attributes.datacontenttype = jsonContentType;
   if (value === null || value.length === 0)
     throw terminal('malformed_event', 'binary-mode event without a value');
