@@ -30,6 +30,21 @@ const addFormats = addFormatsModule as unknown as (ajv: Ajv) => Ajv;
 /** The magic byte and 4-byte big-endian schema id of the Confluent wire format. */
 export const wireHeaderBytes = 5;
 
+/** What `encodeCached` and `decodeCached` answer when the registry must be asked first. */
+export const notCached: unique symbol = Symbol('notCached');
+
+/** An event's data in the Confluent wire format, and the schema id it was validated against. */
+export interface WireValue {
+  value: Buffer;
+  schemaId: number;
+}
+
+/** The answer of a cached step right after its loads, which fill the caches before they resolve. */
+function settledOrBug<T>(answer: T | typeof notCached): T {
+  if (answer === notCached) throw new Error('the schema registry cache was not filled by its load');
+  return answer;
+}
+
 /** The library's compiled JSON schema exposes the ajv validator it compiled. */
 interface ValidatingSchema {
   validate: ValidateFunction;
@@ -267,30 +282,29 @@ export class ContractRegistry {
    * @throws MeshError `schema_violation` (terminal) when the data breaks the contract; that is a bug
    *   in the producing service and the event must not be published.
    */
-  async encode(type: string, data: unknown): Promise<{ value: Buffer; schemaId: number }> {
-    const schemaId = this.#ids.settled(type) ?? (await this.idOf(type));
-    const validating = this.#validate(type, schemaId, data);
-    if (validating !== undefined) await validating;
+  async encode(type: string, data: unknown): Promise<WireValue> {
+    const cached = this.encodeCached(type, data);
+    if (cached !== notCached) return cached;
+    await this.#schemaOf(await this.idOf(type));
+    return settledOrBug(this.encodeCached(type, data));
+  }
+
+  /**
+   * `encode` without an await, for the hot path: every event but the first of its type. Answers
+   * `notCached` when the type's latest schema id or its compiled schema is not known yet (`encode`
+   * fetches them). @throws MeshError `schema_violation`, as `encode`.
+   */
+  encodeCached(type: string, data: unknown): WireValue | typeof notCached {
+    const schemaId = this.#ids.settled(type);
+    const schema = schemaId === undefined ? undefined : this.#schemas.settled(schemaId);
+    if (schemaId === undefined || schema === undefined) return notCached;
+    this.#check(schema, type, schemaId, data);
     const json = JSON.stringify(data);
     const value = Buffer.allocUnsafe(wireHeaderBytes + Buffer.byteLength(json));
     value[0] = 0;
     value.writeUInt32BE(schemaId, 1);
     value.write(json, wireHeaderBytes);
     return { value, schemaId };
-  }
-
-  /**
-   * Validates `data` against schema `schemaId`: synchronously once the schema is compiled (every
-   * event but the first), so the hot path has no await; a promise only while it is being fetched.
-   * @throws MeshError `schema_violation` listing the first faults, with their paths.
-   */
-  #validate(type: string, schemaId: number, data: unknown): Promise<void> | undefined {
-    const settled = this.#schemas.settled(schemaId);
-    if (settled !== undefined) {
-      this.#check(settled, type, schemaId, data);
-      return undefined;
-    }
-    return this.#schemaOf(schemaId).then((schema) => this.#check(schema, type, schemaId, data));
   }
 
   #check({ validate }: ValidatingSchema, type: string, schemaId: number, data: unknown): void {
@@ -354,22 +368,43 @@ export class ContractRegistry {
    *   when the registry cannot be reached, which must not dead-letter the event.
    */
   async decode(type: string, value: Buffer, options: DecodeOptions = {}): Promise<unknown> {
-    let schemaId: number;
+    const cached = this.decodeCached(type, value, options);
+    if (cached !== notCached) return cached;
+    // What the value needs from the registry, in the order the checks use it; then the same checks.
+    if (value.length > wireHeaderBytes && value[0] === 0) {
+      const schemaId = value.readUInt32BE(1);
+      if ((await this.#subjectsOf(schemaId)).includes(type)) await this.#schemaOf(schemaId);
+    } else {
+      await this.#schemaOf(await this.idOf(type));
+    }
+    return settledOrBug(this.decodeCached(type, value, options));
+  }
+
+  /**
+   * `decode` without an await, for the hot path: every event but the first of its schema. Answers
+   * `notCached` when the subjects of its schema id, the type's latest schema id (plain JSON) or the
+   * compiled schema is not known yet (`decode` fetches them). @throws MeshError, as `decode`,
+   * except `registry_unavailable`.
+   */
+  decodeCached(type: string, value: Buffer, options: DecodeOptions = {}): unknown {
+    let schemaId: number | undefined;
     let json: Buffer;
     if (value.length > 0 && value[0] === 0) {
       if (value.length <= wireHeaderBytes)
         throw terminal('malformed_event', 'wire-format value is shorter than its header');
       schemaId = value.readUInt32BE(1);
-      json = value.subarray(wireHeaderBytes);
-      const subjects = this.#subjects.settled(schemaId) ?? (await this.#subjectsOf(schemaId));
+      const subjects = this.#subjects.settled(schemaId);
+      if (subjects === undefined) return notCached;
       if (!subjects.includes(type)) {
         throw terminal(
           'schema_violation',
           `schema id ${schemaId} is not a version of the contract of ${type}`,
         );
       }
+      json = value.subarray(wireHeaderBytes);
     } else if (options.acceptPlainJson === true && value.length > 0) {
-      schemaId = await this.idOf(type);
+      schemaId = this.#ids.settled(type);
+      if (schemaId === undefined) return notCached;
       json = value;
     } else if (value.length > 0 && (value[0] === 0x7b || value[0] === 0x5b)) {
       throw terminal(
@@ -382,6 +417,8 @@ export class ContractRegistry {
         `bad wire format: magic byte ${value[0] ?? 'missing'}, expected 0`,
       );
     }
+    const schema = this.#schemas.settled(schemaId);
+    if (schema === undefined) return notCached;
     let data: unknown;
     try {
       data = JSON.parse(strictUtf8.decode(json));
@@ -393,8 +430,7 @@ export class ContractRegistry {
           : 'event data is not valid JSON',
       );
     }
-    const validating = this.#validate(type, schemaId, data);
-    if (validating !== undefined) await validating;
+    this.#check(schema, type, schemaId, data);
     return data;
   }
 
