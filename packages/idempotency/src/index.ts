@@ -11,11 +11,13 @@ import { randomUUID } from 'node:crypto';
 import { Coalescer, defineScript, redisFailure, type Redis, type Script } from '@mesh/redis';
 
 // Claims and done markers are batched: every claim (or completion) made while one turn of the event
-// loop runs goes to Redis as one script call over all of their keys (KEYS[i] with ARGV[i + 1]).
+// loop runs goes to Redis as one script call over all of their keys. A claim's lease token is the
+// batch's token and the key's position (ARGV[2] .. '/' .. i), and the completions of a batch share
+// their outcome (ARGV[2]): one argument per event, the key, since each argument costs the client.
 const claimScript = `
 local out = {}
 for i, key in ipairs(KEYS) do
-  local token = ARGV[i + 1]
+  local token = ARGV[2] .. '/' .. i
   local v = redis.call('GET', key)
   if not v then
     redis.call('SET', key, 'lease:' .. token, 'PX', ARGV[1])
@@ -46,7 +48,7 @@ local done = 0
 for i, key in ipairs(KEYS) do
   local v = redis.call('GET', key)
   if not (v and string.sub(v, 1, 5) == 'done:') then
-    redis.call('SET', key, 'done:' .. ARGV[i + 1], 'PX', ARGV[1])
+    redis.call('SET', key, 'done:' .. ARGV[2], 'PX', ARGV[1])
     done = done + 1
   end
 end
@@ -76,35 +78,38 @@ export interface IdempotencyOptions {
   keyPrefix?: string;
 }
 
+interface Held {
+  renewedAt: number;
+  lost: boolean;
+  onLost: ((reason: string) => void) | undefined;
+}
+
 export class IdempotencyStore {
   readonly #options: Required<IdempotencyOptions>;
-  readonly #claims: Coalescer<{ key: string; token: string }, [string, string]>;
+  readonly #claims: Coalescer<string, [string, string]>;
   readonly #renew: Script;
-  readonly #completions: Coalescer<{ key: string; outcome: string }, void>;
+  /** Done markers waiting to be written, one batch per outcome. */
+  readonly #completions = new Map<string, Coalescer<string, void>>();
+  readonly #complete: Script;
   readonly #release: Script;
-  readonly #renewing = new Map<
-    Lease,
-    { renewedAt: number; lost: boolean; onLost: ((reason: string) => void) | undefined }
-  >();
+  readonly #held = new Map<Lease, Held>();
+  /** Unique to this store; with a counter, the token of each claim batch. */
+  readonly #tokenBase = `${randomUUID()}:`;
+  #batches = 0;
   #renewal: NodeJS.Timeout | undefined;
 
   constructor(redis: Redis, options: IdempotencyOptions) {
     this.#options = { keyPrefix: 'mesh:idem:', ...options };
     const claim = defineScript(redis, 'meshIdemClaimMany', claimScript);
-    const complete = defineScript(redis, 'meshIdemCompleteMany', completeScript);
-    this.#claims = new Coalescer(async (items) => {
-      const reply = (await claim(
-        items.map((item) => item.key),
-        [this.#options.leaseTtlMs, ...items.map((item) => item.token)],
-      )) as string[];
-      return items.map((_, i) => [reply[2 * i] ?? '', reply[2 * i + 1] ?? ''] as [string, string]);
-    });
-    this.#completions = new Coalescer(async (items) => {
-      await complete(
-        items.map((item) => item.key),
-        [this.#options.doneTtlMs, ...items.map((item) => item.outcome)],
-      );
-      return items.map(() => undefined);
+    this.#complete = defineScript(redis, 'meshIdemCompleteMany', completeScript);
+    this.#claims = new Coalescer(async (keys) => {
+      const token = `${this.#tokenBase}${(this.#batches += 1)}`;
+      const reply = (await claim(keys, [this.#options.leaseTtlMs, token])) as string[];
+      return keys.map((_, i) => {
+        const state = reply[2 * i] ?? '';
+        // A claimed key's token is the batch's and its position, as the script made it.
+        return [state, state === 'claimed' ? `${token}/${i + 1}` : (reply[2 * i + 1] ?? '')];
+      });
     });
     this.#renew = defineScript(redis, 'meshIdemRenew', renewScript, 1);
     this.#release = defineScript(redis, 'meshIdemRelease', releaseScript, 1);
@@ -126,24 +131,26 @@ export class IdempotencyStore {
    * Claims `eventId` for `group`.
    * @throws MeshError `redis_unavailable` (retryable): the event must be tried again later, not run.
    */
-  async claim(group: string, eventId: string): Promise<Claim> {
+  claim(group: string, eventId: string): Promise<Claim> {
     const key = this.key(group, eventId);
-    const token = randomUUID();
-    let reply: [string, string];
-    try {
-      reply = await this.#claims.add({ key, token });
-    } catch (error) {
-      throw redisFailure(error, 'could not claim an event');
-    }
-    const [state, detail] = reply;
-    if (state === 'claimed')
-      return { state, lease: { key, token, idempotencyKey: `${group}:${eventId}` } };
-    if (state === 'done') return { state, outcome: detail };
-    const ttl = Number(detail);
-    return {
-      state: 'leased',
-      retryInMs: Number.isFinite(ttl) && ttl > 0 ? ttl : this.#options.leaseTtlMs,
-    };
+    return this.#claims.add(key).then(
+      ([state, detail]): Claim => {
+        if (state === 'claimed')
+          return {
+            state,
+            lease: { key, token: detail, idempotencyKey: `${group}:${eventId}` },
+          };
+        if (state === 'done') return { state, outcome: detail };
+        const ttl = Number(detail);
+        return {
+          state: 'leased',
+          retryInMs: Number.isFinite(ttl) && ttl > 0 ? ttl : this.#options.leaseTtlMs,
+        };
+      },
+      (error: unknown) => {
+        throw redisFailure(error, 'could not claim an event');
+      },
+    );
   }
 
   /** Extends the lease; false when it was lost (expired and taken over). @throws MeshError `redis_unavailable`. */
@@ -159,12 +166,18 @@ export class IdempotencyStore {
    * Marks the event done with its outcome, kept for the idempotency TTL. Called only after the
    * outcome was acknowledged by Kafka. @throws MeshError `redis_unavailable`.
    */
-  async complete(lease: Lease, outcome: string): Promise<void> {
-    try {
-      await this.#completions.add({ key: lease.key, outcome });
-    } catch (error) {
-      throw redisFailure(error, 'could not mark an event done');
+  complete(lease: Lease, outcome: string): Promise<void> {
+    let completions = this.#completions.get(outcome);
+    if (completions === undefined) {
+      completions = new Coalescer(async (keys) => {
+        await this.#complete(keys, [this.#options.doneTtlMs, outcome]);
+        return keys.map(() => undefined);
+      });
+      this.#completions.set(outcome, completions);
     }
+    return completions.add(lease.key).catch((error: unknown) => {
+      throw redisFailure(error, 'could not mark an event done');
+    });
   }
 
   /** Gives the lease up so that a retry may claim the event at once. @throws MeshError `redis_unavailable`. */
@@ -177,33 +190,46 @@ export class IdempotencyStore {
   }
 
   /**
-   * Runs `work` while renewing the lease every third of its TTL. `onLost` is called once if the lease
-   * cannot be renewed (the caller should treat its result as possibly duplicated). One timer serves
-   * every lease of this store: most events finish long before their first renewal is due, and a
-   * timer per event was a measurable share of the runtime's CPU.
+   * Runs `work` while renewing the lease every third of its TTL (`hold`, then `unhold`). `onLost`
+   * is called once if the lease cannot be renewed (the caller should treat its result as possibly
+   * duplicated).
    */
   async withRenewal<T>(
     lease: Lease,
     work: () => Promise<T>,
     onLost?: (reason: string) => void,
   ): Promise<T> {
-    this.#renewing.set(lease, { renewedAt: Date.now(), lost: false, onLost });
-    this.#renewal ??= setInterval(() => this.#renewDue(), this.#renewEveryMs / 2).unref();
+    this.hold(lease, onLost);
     try {
       return await work();
     } finally {
-      this.#renewing.delete(lease);
-      if (this.#renewing.size === 0) {
-        clearInterval(this.#renewal);
-        this.#renewal = undefined;
-      }
+      this.unhold(lease);
+    }
+  }
+
+  /**
+   * Renews the lease every third of its TTL until `unhold`. `onLost` is called once if it cannot be
+   * renewed. One timer serves every lease of this store: most events finish long before their
+   * first renewal is due, and a timer per event was a measurable share of the runtime's CPU.
+   */
+  hold(lease: Lease, onLost?: (reason: string) => void): void {
+    this.#held.set(lease, { renewedAt: Date.now(), lost: false, onLost });
+    this.#renewal ??= setInterval(() => this.#renewDue(), this.#renewEveryMs / 2).unref();
+  }
+
+  /** Stops renewing the lease (its event has an outcome, or it was given up). */
+  unhold(lease: Lease): void {
+    this.#held.delete(lease);
+    if (this.#held.size === 0) {
+      clearInterval(this.#renewal);
+      this.#renewal = undefined;
     }
   }
 
   /** Renews each running lease whose last renewal is a third of the TTL old (within half that). */
   #renewDue(): void {
     const now = Date.now();
-    for (const [lease, entry] of this.#renewing) {
+    for (const [lease, entry] of this.#held) {
       if (now - entry.renewedAt < this.#renewEveryMs) continue;
       entry.renewedAt = now;
       this.renew(lease).then(

@@ -115,6 +115,25 @@ test('claims and done markers made together go to Redis as one script call, each
   assert.ok(again.every((c) => c.state === 'done' && c.outcome === 'ok'));
 });
 
+test('each lease of one batch is its own: releasing one leaves the others held; outcomes stay apart', async (t) => {
+  const { idempotency } = await store(t, 5_000);
+  const leases = (await Promise.all(['a', 'b', 'c'].map((id) => idempotency.claim('g', id)))).map(
+    claimed,
+  );
+  assert.equal(new Set(leases.map((lease) => lease.token)).size, 3, 'three tokens');
+  const [a, b, c] = leases as [Lease, Lease, Lease];
+  // A release names its own token: one of another lease of the same batch releases nothing.
+  await idempotency.release({ ...a, token: b.token });
+  assert.equal((await idempotency.claim('g', 'a')).state, 'leased');
+  await idempotency.release(b);
+  claimed(await idempotency.claim('g', 'b'));
+  assert.equal(await idempotency.renew(c), true, 'c is still held by its lease');
+  // Done markers with different outcomes, made in one turn, each keep their own.
+  await Promise.all([idempotency.complete(a, 'ok'), idempotency.complete(c, 'dlq')]);
+  assert.deepEqual(await idempotency.claim('g', 'a'), { state: 'done', outcome: 'ok' });
+  assert.deepEqual(await idempotency.claim('g', 'c'), { state: 'done', outcome: 'dlq' });
+});
+
 test('a Redis that may evict the keys when full is named; noeviction or no maxmemory is not', async (t) => {
   const { redis } = await store(t, 5_000);
   const [, policy] = (await redis.config('GET', 'maxmemory-policy')) as [string, string];
