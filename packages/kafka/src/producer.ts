@@ -233,15 +233,13 @@ export class MeshProducer {
         }
         const sending = await this.#withoutMissingTopics(batch);
         if (sending.length === 0) continue;
-        const byTopic = new Map<
-          string,
-          { key: string | null; value: Buffer; headers: Record<string, string | Buffer> }[]
-        >();
+        // The records are kafkajs messages as they are (it ignores their `topic`): no copy of each.
+        const byTopic = new Map<string, OutgoingRecord[]>();
         for (const pending of sending) {
           for (const record of pending.records) {
             let messages = byTopic.get(record.topic);
             if (messages === undefined) byTopic.set(record.topic, (messages = []));
-            messages.push({ key: record.key, value: record.value, headers: record.headers });
+            messages.push(record);
           }
         }
         try {

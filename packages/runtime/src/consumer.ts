@@ -18,9 +18,15 @@
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { MeshConfig } from '@mesh/config';
 import type { EventCodec } from '@mesh/contracts';
-import { checkLoopGuards, deriveEvent, type DeriveInit, type MeshEvent } from '@mesh/envelope';
+import {
+  checkLoopGuards,
+  deriveEvent,
+  type DeriveInit,
+  type LoopGuardLimits,
+  type MeshEvent,
+} from '@mesh/envelope';
 import { failureClassOf, safeDetail, terminal, toMeshError, type MeshError } from '@mesh/errors';
-import type { IdempotencyStore, Lease } from '@mesh/idempotency';
+import type { Claim, IdempotencyStore, Lease } from '@mesh/idempotency';
 import {
   isRecordTooLarge,
   type ConsumedRecord,
@@ -30,6 +36,7 @@ import {
   type TopicPartition,
 } from '@mesh/kafka';
 import type { Logger, MeshMetrics } from '@mesh/telemetry';
+import { publishEvents, type Emit, type PublishDeps } from './publish.ts';
 import { PartitionTracker } from './tracker.ts';
 import type { TopicNames } from './topics.ts';
 
@@ -47,11 +54,6 @@ export interface HandlerContext<D = unknown> {
   log: Logger;
   /** A child event of this one, with this service as source (see `deriveEvent`). */
   derive<T>(init: Omit<DeriveInit<T>, 'source'> & { source?: string }): MeshEvent<T>;
-}
-
-export interface Emit {
-  topic: string;
-  event: MeshEvent;
 }
 
 export interface HandlerResult {
@@ -132,6 +134,57 @@ const infraCodes = new Set([
 /** Thrown inside processing when the work must be abandoned without an outcome (shutdown, revocation). */
 class Abandoned extends Error {}
 
+const intakeDecoding = { intake: true };
+
+interface ContextShared {
+  log: Logger;
+  signal: AbortSignal;
+  /** The source of derived events: this service. */
+  source: string;
+}
+
+/**
+ * What a handler sees of its event: one object per event whose methods live on the prototype, not
+ * closures made for each event.
+ */
+class Context implements HandlerContext {
+  readonly event: MeshEvent;
+  readonly topic: string;
+  readonly partition: number;
+  readonly offset: string;
+  readonly attempt: number;
+  readonly idempotencyKey: string;
+  readonly #shared: ContextShared;
+  #log: Logger | undefined;
+
+  constructor(shared: ContextShared, item: Item, event: MeshEvent, idempotencyKey: string) {
+    this.#shared = shared;
+    this.event = event;
+    this.topic = item.record.topic;
+    this.partition = item.record.partition;
+    this.offset = item.record.offset;
+    this.attempt = event.meshattempt ?? 1;
+    this.idempotencyKey = idempotencyKey;
+  }
+
+  get signal(): AbortSignal {
+    return this.#shared.signal;
+  }
+
+  /** Made on first use: most handlers never log, and a child logger per event is not free. */
+  get log(): Logger {
+    return (this.#log ??= this.#shared.log.child({
+      id: this.event.id,
+      correlationid: this.event.correlationid,
+      type: this.event.type,
+    }));
+  }
+
+  derive<T>(init: Omit<DeriveInit<T>, 'source'> & { source?: string }): MeshEvent<T> {
+    return deriveEvent(this.event, { source: this.#shared.source, ...init });
+  }
+}
+
 export class MeshConsumer {
   readonly groupId: string;
   readonly #options: ConsumeOptions;
@@ -151,12 +204,31 @@ export class MeshConsumer {
   /** Partitions with records fetched but not yet admitted. */
   readonly #backlogged = new Set<PartitionTracker>();
   #assignments = 0;
+  /** Computed once, not per event. */
+  readonly #intakeTopics: ReadonlySet<string>;
+  readonly #guardLimits: LoopGuardLimits;
+  /** What every handler context of this consumer shares. */
+  readonly #contextShared: ContextShared;
+  readonly #publishing: PublishDeps;
 
   constructor(deps: ConsumerDeps, options: ConsumeOptions) {
     this.#deps = deps;
     this.#options = options;
     this.groupId = options.groupId;
     this.#service = deps.config.service;
+    this.#intakeTopics = new Set(options.intakeTopics ?? []);
+    this.#guardLimits = { maxHops: deps.config.maxHops, maxRevisits: deps.config.maxRevisits };
+    this.#publishing = {
+      codec: deps.codec,
+      producer: deps.producer,
+      metrics: deps.metrics,
+      service: deps.config.service,
+    };
+    this.#contextShared = {
+      log: deps.log,
+      signal: this.#abort.signal,
+      source: `/mesh/${deps.config.service}`,
+    };
     this.#consumer = deps.createGroupConsumer({
       groupId: options.groupId,
       ...(options.sessionTimeoutMs === undefined
@@ -458,7 +530,7 @@ export class MeshConsumer {
     const { record } = item;
     const { codec, metrics } = this.#deps;
     if (this.#options.raw !== undefined) {
-      metrics.consumed.inc({ service: this.#service, topic: record.topic, type: 'raw' });
+      metrics.countConsumed(this.#service, record.topic, 'raw');
       try {
         await this.#options.raw(record, { log: this.#deps.log, signal: this.#abort.signal });
       } catch (error) {
@@ -468,18 +540,22 @@ export class MeshConsumer {
       }
       return;
     }
-    const intake = this.#options.intakeTopics?.includes(record.topic) ?? false;
     let event: MeshEvent;
     try {
-      event = await codec.decode(record, { intake });
+      // Synchronous once the registry's answers are cached, as they are for all but the first events.
+      const decoding = codec.decodeNow(
+        record,
+        this.#intakeTopics.has(record.topic) ? intakeDecoding : undefined,
+      );
+      event = decoding instanceof Promise ? await decoding : decoding;
     } catch (error) {
       const mesh = toMeshError(error);
       if (infraCodes.has(mesh.code)) throw mesh;
-      metrics.consumed.inc({ service: this.#service, topic: record.topic, type: 'invalid' });
+      metrics.countConsumed(this.#service, record.topic, 'invalid');
       await this.#deadLetter(record, mesh);
       return;
     }
-    metrics.consumed.inc({ service: this.#service, topic: record.topic, type: event.type });
+    metrics.countConsumed(this.#service, record.topic, event.type);
     const handler = this.#options.handlers[event.type];
     if (handler === undefined) {
       await this.#deadLetter(
@@ -490,17 +566,14 @@ export class MeshConsumer {
     }
     if (this.#options.loopGuards ?? true) {
       try {
-        checkLoopGuards(event, {
-          maxHops: this.#deps.config.maxHops,
-          maxRevisits: this.#deps.config.maxRevisits,
-        });
+        checkLoopGuards(event, this.#guardLimits);
       } catch (error) {
         const mesh = toMeshError(error);
         metrics.loopGuards.inc({ service: this.#service, failure: mesh.code });
         // The handler never runs, but the service may still owe a failure event (e.g. subtask.failed).
         await this.#emit(
           this.#options.onTerminalFailure?.(
-            this.#context(item, event, `${this.groupId}:${event.id}`),
+            new Context(this.#contextShared, item, event, `${this.groupId}:${event.id}`),
             mesh,
           ) ?? [],
         );
@@ -516,33 +589,42 @@ export class MeshConsumer {
         throw new Abandoned();
       }
     }
-    if (this.#options.idempotency ?? true) {
-      const lease = await this.#claim(item, event);
-      if (lease === undefined) return;
-      await this.#deps.idempotency.withRenewal(
-        lease,
-        () => this.#handle(item, event, handler, lease),
-        (reason) =>
-          this.#deps.log.warn(
-            { group: this.groupId, id: event.id, reason },
-            'lease lost while the handler ran',
-          ),
-      );
-    } else {
+    if (!(this.#options.idempotency ?? true)) {
       await this.#handle(item, event, handler, undefined);
+      return;
+    }
+    const claim = await this.#deps.idempotency.claim(this.groupId, event.id);
+    const lease =
+      claim.state === 'claimed' ? claim.lease : await this.#claimAgain(item, event, claim);
+    if (lease === undefined) return;
+    // Renewed while the handler runs and its outcome is written.
+    this.#deps.idempotency.hold(lease, (reason) => this.#leaseLost(event, reason));
+    try {
+      await this.#handle(item, event, handler, lease);
+    } finally {
+      this.#deps.idempotency.unhold(lease);
     }
   }
 
-  /** Claims the event; undefined when it was already completed by this group (an idempotent skip). */
-  async #claim(item: Item, event: MeshEvent): Promise<Lease | undefined> {
-    for (;;) {
-      const claim = await this.#deps.idempotency.claim(this.groupId, event.id);
+  #leaseLost(event: MeshEvent, reason: string): void {
+    this.#deps.log.warn(
+      { group: this.groupId, id: event.id, reason },
+      'lease lost while the handler ran',
+    );
+  }
+
+  /**
+   * After a first claim that did not take the event: undefined when it was already completed by
+   * this group (an idempotent skip); when another member runs it (e.g. the owner before a
+   * rebalance), waits for its outcome or for its lease to lapse, and claims again.
+   */
+  async #claimAgain(item: Item, event: MeshEvent, first: Claim): Promise<Lease | undefined> {
+    for (let claim = first; ; claim = await this.#deps.idempotency.claim(this.groupId, event.id)) {
       if (claim.state === 'claimed') return claim.lease;
       if (claim.state === 'done') {
         this.#deps.metrics.idempotentSkips.inc({ service: this.#service });
         return undefined;
       }
-      // Another member runs it (e.g. the owner before a rebalance); wait for its outcome or its lease to lapse.
       if (item.tracker.revoked || this.#stopping) throw new Abandoned();
       try {
         await sleep(Math.min(claim.retryInMs, 1_000), undefined, { signal: this.#abort.signal });
@@ -561,9 +643,14 @@ export class MeshConsumer {
     const { record } = item;
     const { metrics, idempotency } = this.#deps;
     const agent = this.#options.agentLabel?.(event) ?? event.agent ?? '';
-    const ctx = this.#context(item, event, lease?.idempotencyKey ?? `${this.groupId}:${event.id}`);
-    metrics.inflight.inc({ service: this.#service, agent });
-    const timer = metrics.handlerDuration.startTimer({ service: this.#service, agent });
+    const ctx = new Context(
+      this.#contextShared,
+      item,
+      event,
+      lease?.idempotencyKey ?? `${this.groupId}:${event.id}`,
+    );
+    metrics.addInflight(this.#service, agent, 1);
+    const started = performance.now();
     let result: HandlerResult | undefined | void;
     let failure: MeshError | undefined;
     try {
@@ -571,13 +658,16 @@ export class MeshConsumer {
     } catch (error) {
       failure = toMeshError(error);
     } finally {
-      timer();
-      metrics.inflight.dec({ service: this.#service, agent });
+      metrics.handlerDuration.observe(
+        { service: this.#service, agent },
+        (performance.now() - started) / 1_000,
+      );
+      metrics.addInflight(this.#service, agent, -1);
     }
     this.#finishingStarted(item);
     if (failure === undefined) {
       try {
-        await this.#emit(result?.emit ?? []);
+        if (result?.emit !== undefined) await this.#emit(result.emit);
       } catch (error) {
         const mesh = toMeshError(error);
         if (infraCodes.has(mesh.code)) {
@@ -618,40 +708,9 @@ export class MeshConsumer {
     if (lease !== undefined) await idempotency.complete(lease, 'dlq');
   }
 
-  #context(item: Item, event: MeshEvent, idempotencyKey: string): HandlerContext {
-    const source = `/mesh/${this.#service}`;
-    const parent = this.#deps.log;
-    let log: Logger | undefined;
-    return {
-      event,
-      topic: item.record.topic,
-      partition: item.record.partition,
-      offset: item.record.offset,
-      attempt: event.meshattempt ?? 1,
-      idempotencyKey,
-      signal: this.#abort.signal,
-      // Made on first use: most handlers never log, and a child logger per event is not free.
-      get log() {
-        return (log ??= parent.child({
-          id: event.id,
-          correlationid: event.correlationid,
-          type: event.type,
-        }));
-      },
-      derive: (init) => deriveEvent(event, { source, ...init }),
-    };
-  }
-
-  async #emit(emits: Emit[]): Promise<void> {
-    if (emits.length === 0) return;
-    const records: OutgoingRecord[] = [];
-    for (const { topic, event } of emits) {
-      const message = await this.#deps.codec.encode(event);
-      records.push({ topic, key: message.key, value: message.value, headers: message.headers });
-    }
-    await this.#deps.producer.send(records);
-    for (const { topic, event } of emits)
-      this.#deps.metrics.produced.inc({ service: this.#service, topic, type: event.type });
+  /** Publishes the events (see `publishEvents`): a refused one is thrown, not rejected. */
+  #emit(emits: Emit[]): Promise<void> {
+    return publishEvents(this.#publishing, emits);
   }
 
   #failureHeaders(

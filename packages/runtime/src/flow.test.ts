@@ -207,7 +207,7 @@ test('while the outputs of a full partition are written, the next events run; ne
       } as unknown as MeshProducer,
       // Every record is the same event but for its offset: only the flow is tested.
       codec: {
-        decode: (record: ConsumedRecord) =>
+        decodeNow: (record: ConsumedRecord) =>
           Promise.resolve(
             newEvent({
               type: 'io.mesh.test',
@@ -216,7 +216,7 @@ test('while the outputs of a full partition are written, the next events run; ne
               data: {},
             }),
           ),
-        encode: (event: MeshEvent) =>
+        encodeNow: (event: MeshEvent) =>
           Promise.resolve({ key: null, value: Buffer.from(event.id), headers: {} }),
       } as unknown as EventCodec,
     }),
@@ -280,7 +280,7 @@ test('a setting a dependency refuses mid-run (registry credentials revoked) hold
         },
       } as unknown as MeshProducer,
       codec: {
-        decode: (record: ConsumedRecord) => {
+        decodeNow: (record: ConsumedRecord) => {
           if (refusals > 0) {
             refusals -= 1;
             return Promise.reject(

@@ -1,4 +1,5 @@
 export * from './consumer.ts';
+export type { Emit } from './publish.ts';
 export * from './runtime.ts';
 export * from './topics.ts';
 export * from './tracker.ts';

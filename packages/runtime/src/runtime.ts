@@ -19,6 +19,7 @@ import {
 } from '@mesh/telemetry';
 import { MeshError, safeDetail } from '@mesh/errors';
 import { MeshConsumer, type ConsumeOptions } from './consumer.ts';
+import { publishEvents, type PublishDeps } from './publish.ts';
 import { topicNames, topicSpecs, type TopicNames } from './topics.ts';
 
 export interface RuntimeOptions {
@@ -55,6 +56,7 @@ export class MeshRuntime {
   readonly keyPrefix: string;
   readonly #consumers: MeshConsumer[] = [];
   readonly #options: RuntimeOptions;
+  readonly #publishing: PublishDeps;
   #registryOk = false;
   #registryCheckedAt = 0;
   #lagTimer: NodeJS.Timeout | undefined;
@@ -76,6 +78,12 @@ export class MeshRuntime {
     this.producer = new MeshProducer(this.kafka, { admin: this.admin });
     this.registry = new ContractRegistry(config.registry);
     this.codec = new EventCodec(this.registry, { maxBytes: config.maxEventBytes });
+    this.#publishing = {
+      codec: this.codec,
+      producer: this.producer,
+      metrics: this.metrics,
+      service: config.service,
+    };
     this.redis = createRedis(config.redis, {
       connectionName: `mesh-${config.service}`,
       onSettingsFault: (message) => {
@@ -186,14 +194,7 @@ export class MeshRuntime {
 
   /** Encodes and publishes events, resolving once Kafka acknowledged all of them (acks=all). */
   async publish(emits: { topic: string; event: MeshEvent }[]): Promise<void> {
-    const records = [];
-    for (const { topic, event } of emits) {
-      const message = await this.codec.encode(event);
-      records.push({ topic, key: message.key, value: message.value, headers: message.headers });
-    }
-    await this.producer.send(records);
-    for (const { topic, event } of emits)
-      this.metrics.produced.inc({ service: this.config.service, topic, type: event.type });
+    await publishEvents(this.#publishing, emits);
   }
 
   /**
