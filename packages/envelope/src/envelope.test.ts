@@ -8,6 +8,7 @@ import {
   childTraceparent,
   deriveEvent,
   deterministicId,
+  extendAgentPath,
   fromKafka,
   newEvent,
   parseTraceparent,
@@ -569,6 +570,12 @@ describe('newEvent and deriveEvent', () => {
     assert.notEqual(deterministicId('cause', 'other'), id);
     // The separator keeps ("ab", "c") and ("a", "bc") apart.
     assert.notEqual(deterministicId('ab', 'c'), deterministicId('a', 'bc'));
+    // Pinned: a redelivery handled by a newer release must emit the ids an older one emitted.
+    assert.equal(id, 'f0de3b45-f7a9-52a5-85fd-af2199c8eb38');
+    assert.equal(
+      deterministicId('task-1', 'io.mesh.subtask.assigned\u0000assign:s1/n1'),
+      '0c770b14-058a-57be-b4d5-97ec9e99c1ef',
+    );
   });
 
   test('derived events survive the Kafka binding', () => {
@@ -600,6 +607,26 @@ describe('trace context', () => {
     const child = parseTraceparent(childTraceparent('nonsense'));
     assert.ok(child !== undefined);
     assert.notEqual(child.traceId, '4bf92f3577b34da6a3ce929d0e0e4736');
+    for (const invalid of [
+      '00-00000000000000000000000000000000-00f067aa0ba902b7-01',
+      '00-4bf92f3577b34da6a3ce929d0e0e4736-0000000000000000-01',
+      '01-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01',
+      `${traceparent}-`,
+    ]) {
+      const fresh = parseTraceparent(childTraceparent(invalid));
+      assert.ok(fresh !== undefined && fresh.flags === '01', invalid);
+      assert.notEqual(fresh.traceId, invalid.slice(3, 35), invalid);
+    }
+  });
+
+  test('childTraceparent keeps the trace id and flags and draws a new span id', () => {
+    const unsampled = '00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-00';
+    const child = parseTraceparent(childTraceparent(unsampled));
+    assert.deepEqual(
+      { traceId: child?.traceId, flags: child?.flags },
+      { traceId: '4bf92f3577b34da6a3ce929d0e0e4736', flags: '00' },
+    );
+    assert.notEqual(child?.spanId, '00f067aa0ba902b7');
   });
 });
 
@@ -663,5 +690,34 @@ describe('checkLoopGuards', () => {
     assert.deepEqual(splitAgentPath(undefined), []);
     assert.deepEqual(splitAgentPath(''), []);
     assert.deepEqual(splitAgentPath('a,,b,'), ['a', 'b']);
+  });
+
+  test('a derived agentpath drops empty segments; visits count whole names only', () => {
+    for (const [path, visited, expected] of [
+      [undefined, undefined, ''],
+      ['', 'w', 'w'],
+      ['a,b', 'w', 'a,b,w'],
+      ['a,b', undefined, 'a,b'],
+      [',a,,b,', 'w', 'a,b,w'],
+      [',a,,b,', undefined, 'a,b'],
+      [',', '', ''],
+    ] as const) {
+      assert.equal(extendAgentPath(path, visited), expected, `${path} + ${visited}`);
+    }
+    const limits = { maxHops: 10, maxRevisits: 1 };
+    const event = (agentpath: string): MeshEventAttributes => ({
+      specversion: '1.0',
+      id: 'e',
+      source: 's',
+      type: 't',
+      agentpath,
+      agent: 'a',
+    });
+    // 'aa' and 'ab' are other agents than 'a'; an empty segment is no visit.
+    checkLoopGuards(event('aa,a,ab,,'), limits);
+    assert.throws(
+      () => checkLoopGuards(event('a,aa,,a'), limits),
+      (error: unknown) => isMeshError(error) && /visited 2 times/.test(error.message),
+    );
   });
 });

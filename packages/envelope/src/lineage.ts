@@ -14,12 +14,27 @@ import { jsonContentType } from './kafka-binding.ts';
  * emits events with the same ids, and consumers that deduplicate by id see one event.
  */
 export function deterministicId(cause: string, discriminator: string): string {
-  // One-shot hashing: no Hash object per derived event.
-  const hash = digest('sha1', `${cause}\u0000${discriminator}`, 'buffer');
-  hash[6] = ((hash[6] ?? 0) & 0x0f) | 0x50;
-  hash[8] = ((hash[8] ?? 0) & 0x3f) | 0x80;
-  const hex = hash.subarray(0, 16).toString('hex');
-  return `${hex.slice(0, 8)}-${hex.slice(8, 12)}-${hex.slice(12, 16)}-${hex.slice(16, 20)}-${hex.slice(20, 32)}`;
+  // One-shot hashing straight to hex: no Hash object or Buffer per derived event.
+  const hex = digest('sha1', `${cause}\u0000${discriminator}`, 'hex');
+  // Version 5 in the high nibble of byte 6, the RFC 4122 variant (10xx) in the high bits of byte 8.
+  const variant = ((parseInt(hex.charAt(16), 16) & 0x3) | 0x8).toString(16);
+  return `${hex.slice(0, 8)}-${hex.slice(8, 12)}-5${hex.slice(13, 16)}-${variant}${hex.slice(17, 20)}-${hex.slice(20, 32)}`;
+}
+
+let isoMs = Number.NaN;
+let isoText = '';
+
+/**
+ * The current time as an RFC 3339 timestamp: the same text for every event of one millisecond,
+ * formatted once (thousands of events a second share their milliseconds).
+ */
+export function nowIso(): string {
+  const ms = Date.now();
+  if (ms !== isoMs) {
+    isoMs = ms;
+    isoText = new Date(ms).toISOString();
+  }
+  return isoText;
 }
 
 export interface NewEventInit<D> {
@@ -42,7 +57,7 @@ export function newEvent<D>(init: NewEventInit<D>): MeshEvent<D> {
     id,
     source: init.source,
     type: init.type,
-    time: new Date().toISOString(),
+    time: nowIso(),
     subject: correlationid,
     datacontenttype: jsonContentType,
     correlationid,
@@ -79,20 +94,18 @@ export interface DeriveInit<D> {
  */
 export function deriveEvent<D>(cause: MeshEventAttributes, init: DeriveInit<D>): MeshEvent<D> {
   const correlationid = cause.correlationid ?? cause.id;
-  const path = splitAgentPath(cause.agentpath);
-  if (init.visited !== undefined && init.visited !== '') path.push(init.visited);
   const event: MeshEvent<D> = {
     specversion: '1.0',
     id: init.id ?? deterministicId(cause.id, `${init.type}\u0000${init.discriminator ?? ''}`),
     source: init.source,
     type: init.type,
-    time: new Date().toISOString(),
+    time: nowIso(),
     subject: correlationid,
     datacontenttype: jsonContentType,
     correlationid,
     causationid: cause.id,
     hopcount: (cause.hopcount ?? 0) + 1,
-    agentpath: path.join(','),
+    agentpath: extendAgentPath(cause.agentpath, init.visited),
     traceparent: childTraceparent(cause.traceparent),
     partitionkey: correlationid,
     data: init.data,
@@ -105,6 +118,41 @@ export function deriveEvent<D>(cause: MeshEventAttributes, init: DeriveInit<D>):
 
 export function splitAgentPath(agentpath: string | undefined): string[] {
   return agentpath === undefined || agentpath === '' ? [] : agentpath.split(',').filter(Boolean);
+}
+
+/** A path without empty segments, as `splitAgentPath(...).join(',')` writes it. */
+function isCleanPath(agentpath: string): boolean {
+  return (
+    agentpath.charCodeAt(0) !== 44 &&
+    agentpath.charCodeAt(agentpath.length - 1) !== 44 &&
+    !agentpath.includes(',,')
+  );
+}
+
+/** `agentpath` with `visited` appended (when given), empty segments dropped. */
+export function extendAgentPath(agentpath: string | undefined, visited?: string): string {
+  const path = agentpath ?? '';
+  if (path === '' || isCleanPath(path)) {
+    if (visited === undefined || visited === '') return path;
+    return path === '' ? visited : `${path},${visited}`;
+  }
+  const segments = splitAgentPath(path);
+  if (visited !== undefined && visited !== '') segments.push(visited);
+  return segments.join(',');
+}
+
+/** How many segments of `agentpath` are exactly `agent`, without splitting it. */
+function visitsOf(agentpath: string | undefined, agent: string): number {
+  if (agentpath === undefined || agentpath === '' || agent === '') return 0;
+  let visits = 0;
+  for (let start = 0; start <= agentpath.length;) {
+    const comma = agentpath.indexOf(',', start);
+    const end = comma === -1 ? agentpath.length : comma;
+    if (end - start === agent.length && agentpath.startsWith(agent, start)) visits += 1;
+    if (comma === -1) break;
+    start = comma + 1;
+  }
+  return visits;
 }
 
 export interface LoopGuardLimits {
@@ -134,7 +182,7 @@ export function checkLoopGuards(
     );
   }
   if (targetAgent === undefined) return;
-  const visits = splitAgentPath(event.agentpath).filter((agent) => agent === targetAgent).length;
+  const visits = visitsOf(event.agentpath, targetAgent);
   if (visits > limits.maxRevisits) {
     throw terminal(
       'cycle_detected',

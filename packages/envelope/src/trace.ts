@@ -49,9 +49,18 @@ export function newTraceparent(): string {
   return formatTraceparent({ traceId: randomHex(16), spanId: randomHex(8), flags: '01' });
 }
 
+const zeroTraceId = '0'.repeat(32);
+const zeroSpanId = '0'.repeat(16);
+
 /** A child span of `parent`: same trace id and flags, new span id; a new root when parent is absent or invalid. */
 export function childTraceparent(parent: string | undefined): string {
-  const context = parseTraceparent(parent);
-  if (context === undefined) return newTraceparent();
-  return formatTraceparent({ ...context, spanId: randomHex(8) });
+  // Checked in place (no match array or id strings): the parent's trace id and flags are kept.
+  if (
+    parent === undefined ||
+    !traceparentPattern.test(parent) ||
+    parent.startsWith(zeroTraceId, 3) ||
+    parent.startsWith(zeroSpanId, 36)
+  )
+    return newTraceparent();
+  return `${parent.slice(0, 36)}${randomHex(8)}${parent.slice(52)}`;
 }
