@@ -63,7 +63,8 @@ export const stringAttributes = [
   'meshorigintopic',
 ] as const;
 
-const knownAttributes = new Set<string>([
+/** Every attribute name the mesh knows (the rest are extensions). */
+export const knownAttributeNames: readonly string[] = [
   'specversion',
   'datacontenttype',
   'data',
@@ -71,7 +72,9 @@ const knownAttributes = new Set<string>([
   ...stringAttributes,
   ...integerExtensions,
   ...timestampAttributes,
-]);
+];
+
+const knownAttributes = new Set<string>(knownAttributeNames);
 
 /** How each attribute the mesh knows is read from the wire. */
 export type AttributeKind = 'required' | 'data' | 'integer' | 'timestamp' | 'string';

@@ -12,6 +12,7 @@ import { isMeshError, terminal } from '@mesh/errors';
 import {
   attributeKind,
   integerExtensions,
+  knownAttributeNames,
   parseAttributes,
   readAttribute,
   requiredFault,
@@ -116,15 +117,7 @@ interface KnownHeader {
 
 /** The `ce_` header of each attribute the mesh knows, and what it reads: one lookup per header. */
 const knownHeaders = new Map<string, KnownHeader>(
-  [
-    'specversion',
-    'datacontenttype',
-    'data',
-    'data_base64',
-    ...stringAttributes,
-    ...integerExtensions,
-    ...timestampAttributes,
-  ].map((attribute) => [
+  knownAttributeNames.map((attribute) => [
     `${headerPrefix}${attribute}`,
     { attribute, kind: attributeKind(attribute) },
   ]),
