@@ -6,7 +6,6 @@
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { MeshConfig } from '@mesh/config';
 import { ContractRegistry, EventCodec } from '@mesh/contracts';
-import type { MeshEvent } from '@mesh/envelope';
 import { IdempotencyStore } from '@mesh/idempotency';
 import { GroupConsumer, MeshAdmin, MeshProducer, createKafka, type Kafka } from '@mesh/kafka';
 import { createRedis, evictionRisk, pingRedis, type Redis } from '@mesh/redis';
@@ -19,7 +18,7 @@ import {
 } from '@mesh/telemetry';
 import { MeshError, safeDetail } from '@mesh/errors';
 import { MeshConsumer, type ConsumeOptions } from './consumer.ts';
-import { publishEvents, type PublishDeps } from './publish.ts';
+import { publishEvents, type Emit, type PublishDeps } from './publish.ts';
 import { topicNames, topicSpecs, type TopicNames } from './topics.ts';
 
 export interface RuntimeOptions {
@@ -193,7 +192,7 @@ export class MeshRuntime {
   }
 
   /** Encodes and publishes events, resolving once Kafka acknowledged all of them (acks=all). */
-  async publish(emits: { topic: string; event: MeshEvent }[]): Promise<void> {
+  async publish(emits: readonly Emit[]): Promise<void> {
     await publishEvents(this.#publishing, emits);
   }
 
