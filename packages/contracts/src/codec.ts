@@ -11,7 +11,12 @@ import {
   type OutgoingMessage,
   type WireMessage,
 } from '@mesh/envelope';
-import { notCached, type ContractRegistry, type WireValue } from './registry.ts';
+import {
+  notCached,
+  type ContractRegistry,
+  type DecodeOptions,
+  type WireValue,
+} from './registry.ts';
 
 export interface CodecDecodeOptions {
   /**
@@ -95,9 +100,8 @@ export class EventCodec {
     }
     // Structured mode and the intake's binary mode with plain JSON: validated against the latest
     // schema of the type, so that clients without a registry can take part.
-    const decodeOptions = {
-      acceptPlainJson: decoded.mode === 'structured' || options.intake === true,
-    };
+    const decodeOptions =
+      decoded.mode === 'structured' || options.intake === true ? plainJsonToo : wireFormatOnly;
     const data = this.registry.decodeCached(attributes.type, value, decodeOptions);
     if (data === notCached)
       return this.registry
@@ -106,6 +110,9 @@ export class EventCodec {
     return withData(attributes, data);
   }
 }
+
+const plainJsonToo: DecodeOptions = { acceptPlainJson: true };
+const wireFormatOnly: DecodeOptions = {};
 
 /** The decoded attributes become the event: they were made for it, so no copy is needed. */
 function withData(attributes: MeshEventAttributes, data: unknown): MeshEvent {

@@ -4,7 +4,22 @@
  */
 import { randomFillSync } from 'node:crypto';
 
-const traceparentPattern = /^00-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})$/;
+const traceparentPattern = /^00-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}$/;
+const zeroTraceId = '0'.repeat(32);
+const zeroSpanId = '0'.repeat(16);
+
+/**
+ * A version-00 traceparent with ids that are not all zero (§3.2.2.3), checked in place: no match
+ * array or id strings. The trace id is at 3-35, the span id at 36-52, the flags at 53.
+ */
+function isValidTraceparent(value: string | undefined): value is string {
+  return (
+    value !== undefined &&
+    traceparentPattern.test(value) &&
+    !value.startsWith(zeroTraceId, 3) &&
+    !value.startsWith(zeroSpanId, 36)
+  );
+}
 
 export interface TraceContext {
   traceId: string;
@@ -14,11 +29,8 @@ export interface TraceContext {
 
 /** Parses a version-00 traceparent; an invalid one (or all-zero ids, §3.2.2.3) yields undefined. */
 export function parseTraceparent(value: string | undefined): TraceContext | undefined {
-  const match = value === undefined ? null : traceparentPattern.exec(value);
-  if (match === null) return undefined;
-  const [, traceId = '', spanId = '', flags = '00'] = match;
-  if (/^0+$/.test(traceId) || /^0+$/.test(spanId)) return undefined;
-  return { traceId, spanId, flags };
+  if (!isValidTraceparent(value)) return undefined;
+  return { traceId: value.slice(3, 35), spanId: value.slice(36, 52), flags: value.slice(53) };
 }
 
 export function formatTraceparent(context: TraceContext): string {
@@ -49,18 +61,8 @@ export function newTraceparent(): string {
   return formatTraceparent({ traceId: randomHex(16), spanId: randomHex(8), flags: '01' });
 }
 
-const zeroTraceId = '0'.repeat(32);
-const zeroSpanId = '0'.repeat(16);
-
 /** A child span of `parent`: same trace id and flags, new span id; a new root when parent is absent or invalid. */
 export function childTraceparent(parent: string | undefined): string {
-  // Checked in place (no match array or id strings): the parent's trace id and flags are kept.
-  if (
-    parent === undefined ||
-    !traceparentPattern.test(parent) ||
-    parent.startsWith(zeroTraceId, 3) ||
-    parent.startsWith(zeroSpanId, 36)
-  )
-    return newTraceparent();
+  if (!isValidTraceparent(parent)) return newTraceparent();
   return `${parent.slice(0, 36)}${randomHex(8)}${parent.slice(52)}`;
 }
