@@ -8,10 +8,11 @@
  *    varint. Its buffer is only ever read up to the bytes written, so it now comes from Node's buffer
  *    pool (`allocUnsafe`), and varints are written in place.
  * 2. A record was encoded as one `Encoder` per header (~15 per mesh event) copied into the record's;
- *    it is now written into one buffer of the record's size. A time delta that fits 30 bits is
+ *    it is now written into one buffer of the record's size, straight from the headers object (no
+ *    `{ key, value }` object per header) and each header's length measured once. A time delta that fits 30 bits is
  *    written as the varint it equals, without BigInt-backed `Long` arithmetic.
- * 3. The record decoder built the headers object with a spread per header (quadratic in headers);
- *    it is now one loop with the same result, repeated keys included (and a header named like an
+ * 3. The record decoder built the headers object with a spread per header (quadratic in headers),
+ *    from an array of `{ key, value }` objects; it is now one loop over the bytes with the same result, repeated keys included (and a header named like an
  *    Object.prototype member, e.g. `toString`, no longer picks up the inherited function). Each
  *    record's offset and timestamp were computed in `Long` (BigInt) from decimal strings; they are
  *    now number arithmetic while every figure is a safe integer, and a short varlong is read
@@ -51,6 +52,11 @@
  *    failure itself is still thrown once, so whoever asked for the deleted topic sees it as before).
  *    A consumer's subscribed topics are never dropped: kafkajs tracks them only when subscribing,
  *    and a dropped one would not be fetched again once created anew.
+ *
+ * 10. The CRC-32C of every produced record batch was computed a byte at a time (2.4 µs per KB,
+ *    3.5 µs of the runtime's ~75 µs of CPU per no-op event). It is now computed eight bytes at a
+ *    time with the usual slicing-by-8 tables (0.8 µs per KB): the same checksum, which the test
+ *    holds to a bitwise reference and the standard check value.
  *
  * Idempotent: an already patched file is left alone. Any other content (a different kafkajs) stops
  * the install with a message, so the patch can never be silently half-applied.
@@ -120,9 +126,12 @@ const patches = [
     }),
     {}
   )`,
-    to: `  /* mesh-patch: one object for all headers, not a copy per header */
+    to: `  /* mesh-patch: one object for all headers, not a copy per header, nor an object per header */
   const headers = {}
-  for (const { key, value } of decoder.readVarIntArray(HeaderDecoder)) {
+  const headerCount = decoder.readVarInt()
+  for (let h = 0; h < headerCount; h++) {
+    const key = decoder.readVarIntString()
+    const value = decoder.readVarIntBytes()
     const seen = Object.prototype.hasOwnProperty.call(headers, key) ? headers[key] : undefined
     const next = seen === undefined ? value : Array.isArray(seen) ? seen.concat([value]) : [seen, value]
     // An own property even for a header named __proto__, as the spread it replaces made.
@@ -132,7 +141,13 @@ const patches = [
   },
   {
     file: 'src/protocol/recordBatch/record/v0/index.js',
-    from: `  const sizeOfBody =
+    from: `  const headersArray = Object.keys(headers).flatMap(headerKey =>
+    !Array.isArray(headers[headerKey])
+      ? [{ key: headerKey, value: headers[headerKey] }]
+      : headers[headerKey].map(headerValue => ({ key: headerKey, value: headerValue }))
+  )
+
+  const sizeOfBody =
     1 + // always one byte for attributes
     Encoder.sizeOfVarLong(timestampDelta) +
     Encoder.sizeOfVarInt(offsetDelta) +
@@ -149,7 +164,26 @@ const patches = [
     .writeVarIntBytes(value)
     .writeVarIntArray(headersArray.map(Header))
 }`,
-    to: `  /* mesh-patch: one buffer of the record's size, headers written into it (no encoder per header) */
+    to: `  /* mesh-patch: one buffer of the record's size, headers written into it (no encoder per header)
+     straight from the headers object (no {key, value} object per header), each length measured once */
+  const headerKeys = Object.keys(headers)
+  let headerCount = 0
+  let headersSize = 0
+  meshLengths.length = 0
+  const measure = (keySize, one) => {
+    const valueSize = Buffer.byteLength(one)
+    meshLengths.push(keySize, valueSize)
+    headersSize += Encoder.sizeOfVarInt(keySize) + keySize
+    headersSize += one === null ? Encoder.sizeOfVarInt(-1) : Encoder.sizeOfVarInt(valueSize) + valueSize
+    headerCount++
+  }
+  for (const headerKey of headerKeys) {
+    const keySize = Buffer.byteLength(headerKey)
+    const headerValue = headers[headerKey]
+    if (!Array.isArray(headerValue)) measure(keySize, headerValue)
+    else for (const one of headerValue) measure(keySize, one)
+  }
+
   // A delta that fits 30 bits has the same zig-zag varint as a varlong, without Long arithmetic.
   const smallDelta = typeof timestampDelta === 'number' && timestampDelta > -0x40000000 && timestampDelta < 0x40000000
   const sizeOfBody =
@@ -158,7 +192,8 @@ const patches = [
     Encoder.sizeOfVarInt(offsetDelta) +
     Encoder.sizeOfVarIntBytes(key) +
     Encoder.sizeOfVarIntBytes(value) +
-    sizeOfHeaders(headersArray)
+    Encoder.sizeOfVarInt(headerCount) +
+    headersSize
 
   const encoder = new Encoder(Encoder.sizeOfVarInt(sizeOfBody) + sizeOfBody)
     .writeVarInt(sizeOfBody)
@@ -169,9 +204,29 @@ const patches = [
     .writeVarInt(offsetDelta)
     .writeVarIntBytes(key)
     .writeVarIntBytes(value)
-    .writeVarInt(headersArray.length)
-  for (const header of headersArray) encoder.writeVarIntString(header.key).writeVarIntBytes(header.value)
+    .writeVarInt(headerCount)
+  let at = 0
+  const write = (headerKey, one) => {
+    meshWriteText(encoder, headerKey, meshLengths[at++])
+    const valueSize = meshLengths[at++]
+    if (Buffer.isBuffer(one)) encoder.writeVarInt(one.length).writeBufferInternal(one)
+    else meshWriteText(encoder, String(one), valueSize)
+  }
+  for (const headerKey of headerKeys) {
+    const headerValue = headers[headerKey]
+    if (!Array.isArray(headerValue)) write(headerKey, headerValue)
+    else for (const one of headerValue) write(headerKey, one)
+  }
   return encoder
+}
+
+/* mesh-patch: the header lengths of the record being encoded (one array, reused), and a string
+   written with its length known; the encoder was sized for the record, so nothing grows */
+const meshLengths = []
+const meshWriteText = (encoder, text, length) => {
+  encoder.writeVarInt(length)
+  encoder.buf.write(text, encoder.offset, length, 'utf8')
+  encoder.offset += length
 }`,
   },
   {
@@ -439,6 +494,68 @@ const meshAddToDecimal = (base, delta) => {
     ])
     await cluster.addMultipleTargetTopics(topicsToSubscribe)
   }`,
+  },
+  {
+    file: 'src/protocol/recordBatch/crc32C/crc32C.js',
+    from: `const crc32C = buffer => {
+  let crc = 0 ^ -1
+  for (let i = 0; i < buffer.length; i++) {
+    crc = T[(crc ^ buffer[i]) & 0xff] ^ (crc >>> 8)
+  }
+
+  return (crc ^ -1) >>> 0
+}
+
+module.exports = crc32C
+`,
+    to: `/* mesh-patch: crc32C is defined at the end of the file, after the table it is made from */
+`,
+  },
+  {
+    file: 'src/protocol/recordBatch/crc32C/crc32C.js',
+    from: `  0xbe2da0a5, 0x4c4623a6, 0x5f16d052, 0xad7d5351
+]);
+`,
+    to: `  0xbe2da0a5, 0x4c4623a6, 0x5f16d052, 0xad7d5351
+]);
+
+/* mesh-patch: slicing-by-8. S holds eight tables of 256: table k (at k * 256) is the CRC of a
+   byte followed by k zero bytes, so eight bytes are folded in per step instead of one. */
+const S = new Int32Array(8 * 256)
+S.set(T)
+for (let k = 1; k < 8; k++)
+  for (let b = 0; b < 256; b++) {
+    const previous = S[(k - 1) * 256 + b]
+    S[k * 256 + b] = S[previous & 0xff] ^ (previous >>> 8)
+  }
+
+const crc32C = buffer => {
+  const n = buffer.length
+  const end = n - (n & 7)
+  let crc = -1
+  let i = 0
+  while (i < end) {
+    const a = crc ^ (buffer[i] | (buffer[i + 1] << 8) | (buffer[i + 2] << 16) | (buffer[i + 3] << 24))
+    crc =
+      S[1792 + (a & 0xff)] ^
+      S[1536 + ((a >>> 8) & 0xff)] ^
+      S[1280 + ((a >>> 16) & 0xff)] ^
+      S[1024 + (a >>> 24)] ^
+      S[768 + buffer[i + 4]] ^
+      S[512 + buffer[i + 5]] ^
+      S[256 + buffer[i + 6]] ^
+      S[buffer[i + 7]]
+    i += 8
+  }
+  while (i < n) {
+    crc = S[(crc ^ buffer[i]) & 0xff] ^ (crc >>> 8)
+    i++
+  }
+  return (crc ^ -1) >>> 0
+}
+
+module.exports = crc32C
+`,
   },
 ];
 

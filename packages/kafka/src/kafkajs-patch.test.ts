@@ -2,9 +2,11 @@
  * The kafkajs patch (`packages/kafka/patches/kafkajs.mjs`, run on install) is in effect and changes
  * no bytes: records with headers encode to the bytes the Kafka protocol prescribes and decode back
  * to the same headers, repeated and oddly named ones included; a connection's request queue keeps no
- * timer armed while nothing waits, and still sends what waits.
+ * timer armed while nothing waits, and still sends what waits; record batch checksums are still
+ * CRC-32C.
  */
 import assert from 'node:assert/strict';
+import { randomBytes } from 'node:crypto';
 import { createRequire } from 'node:module';
 import { test } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -230,6 +232,29 @@ test('varlongs decode to the reference value, short and long, and leave the deco
     assert.equal(decoder.readVarLong().toString(), String(value), `varlong ${value}`);
     assert.equal(decoder.offset, bytes.length - 1, `offset after ${value}`);
   }
+});
+
+test('record batch checksums are the CRC-32C a bitwise reference computes', () => {
+  const crc32C = require('kafkajs/src/protocol/recordBatch/crc32C/crc32C') as (b: Buffer) => number;
+  // The reflected Castagnoli polynomial, one bit at a time: slow, and obviously the definition.
+  const reference = (bytes: Buffer): number => {
+    let crc = -1;
+    for (const byte of bytes) {
+      crc ^= byte;
+      for (let bit = 0; bit < 8; bit += 1) crc = crc & 1 ? (crc >>> 1) ^ 0x82f63b78 : crc >>> 1;
+    }
+    return (crc ^ -1) >>> 0;
+  };
+  // The standard check value of CRC-32C (RFC 3720, appendix B.4).
+  assert.equal(crc32C(Buffer.from('123456789')), 0xe3069283);
+  const pool = randomBytes(4_200);
+  // Every length around the 8-byte steps, at every alignment within a larger buffer.
+  for (let length = 0; length <= 40; length += 1)
+    for (let start = 0; start < 8; start += 1) {
+      const bytes = pool.subarray(start, start + length);
+      assert.equal(crc32C(bytes), reference(bytes), `length ${length} at ${start}`);
+    }
+  assert.equal(crc32C(pool), reference(pool), 'a batch-sized buffer');
 });
 
 test('messages are grouped per partition in their order', () => {
