@@ -221,6 +221,37 @@ test('random records encode to the reference bytes and decode back (offsets, tim
   }
 });
 
+test('header text of every length, ASCII or not, Buffer or string, encodes to the reference bytes', () => {
+  // The patch copies short ASCII text itself and leaves the rest to Buffer: both sides of each
+  // cut-off (ASCII or not, 64 characters or more) must give the bytes UTF-8 gives.
+  for (let length = 0; length <= 70; length += 1) {
+    const ascii = 'ce_traceparent-0123456789abcdef'.repeat(3).slice(0, length);
+    const variants = [ascii, `${ascii.slice(1)}é`, `${ascii.slice(2)}😀`, `${ascii}\u007f`];
+    for (const text of variants.filter((v) => v.length <= 70)) {
+      const headers = { [text || 'empty']: text, buffer: Buffer.from(text) };
+      const record = {
+        key: Buffer.from('k'),
+        value: Buffer.from('v'),
+        timestampDelta: 0,
+        offsetDelta: 0,
+      };
+      const encoded = encodeRecord({
+        ...record,
+        headers,
+      } as unknown as Parameters<RecordEncoder>[0]).buffer;
+      const ordered: [string, Buffer][] = [
+        [text || 'empty', Buffer.from(text)],
+        ['buffer', Buffer.from(text)],
+      ];
+      assert.deepEqual(
+        encoded,
+        referenceRecord({ ...record, headers: ordered }),
+        JSON.stringify(text),
+      );
+    }
+  }
+});
+
 test('varlongs decode to the reference value, short and long, and leave the decoder after them', () => {
   type LongDecoder = Decoder & { readVarLong(): { toString(): string }; offset: number };
   const values = [0n, 1n, -1n, 63n, -64n, 64n, 2n ** 27n - 1n, -(2n ** 27n), 2n ** 27n, 2n ** 31n];
