@@ -146,12 +146,12 @@ export const variables = {
   MESH_CONCURRENCY: {
     kind: { type: 'int', min: 1, max: 100_000 },
     default: '1000',
-    doc: 'Handlers running at once in one process; as many events again may be finishing (output being written).',
+    doc: 'Handlers running at once in one process; four times as many again may be finishing (output being written).',
   },
   MESH_PARTITION_CONCURRENCY: {
     kind: { type: 'int', min: 1, max: 10_000 },
     default: '200',
-    doc: 'Handlers running at once per partition (distinct keys); as many events again may be finishing.',
+    doc: 'Handlers running at once per partition (distinct keys); four times as many again may be finishing.',
   },
   MESH_MAX_EVENT_BYTES: {
     kind: { type: 'int', min: 1_024, max: 64 * 1_048_576 },

@@ -3,9 +3,9 @@
  *
  * - Different keys of one partition run concurrently, the same key in order (the next event of a
  *   key starts once the last one's outcome is durable); at most `partitionConcurrency` events per
- *   partition and `concurrency` per process run, as many again may be finishing (their handler
- *   returned, their outcome being written), and a full partition is paused until it drains
- *   (backpressure).
+ *   partition and `concurrency` per process run, `finishingFactor` times as many again may be
+ *   finishing (their handler returned, their outcome being written), and a full partition is paused
+ *   until it drains (backpressure).
  * - Handlers never block the fetch loop, so the member keeps heartbeating while handlers take minutes.
  * - An offset is committed only when it and every earlier offset of its partition have a durable
  *   outcome: the handler's events acknowledged by Kafka (acks=all), or the event on a retry tier or
@@ -135,6 +135,16 @@ const infraCodes = new Set([
 class Abandoned extends Error {}
 
 const intakeDecoding = { intake: true };
+
+/**
+ * How many times the running bound may be finishing: handlers returned, their outputs waiting for
+ * Kafka's acknowledgement and their done markers for Redis. A finishing event holds no handler and
+ * only its record and outputs in memory. At 1 (as before) a partition ran in lockstep waves of its
+ * bound: one wave finishing filled the second half of the room, and the next waited for its
+ * acknowledgement, the event loop idle 12% of the no-op benchmark's run; at 4, 8% more events per
+ * second (same-hour runs alternated, 4 of 4).
+ */
+export const finishingFactor = 4;
 
 interface ContextShared {
   log: Logger;
@@ -330,18 +340,18 @@ export class MeshConsumer {
 
   /**
    * Room for one more event: fewer than the bound are running (taken and their handler not yet
-   * returned, queued behind their key included), and fewer than the bound are finishing (their
-   * handler returned; their outcome is being written). Counting the two apart lets the next events'
-   * claims and handlers run while Kafka acknowledges the outputs of the last ones, instead of the
-   * whole partition waiting for every acknowledgement in turn; at most twice the bound are in flight.
+   * returned, queued behind their key included), and fewer than `finishingFactor` times the bound
+   * are finishing (their handler returned; their outcome is being written). Counting the two apart
+   * lets the next events' claims and handlers run while Kafka acknowledges the outputs of the last
+   * ones, instead of the whole partition waiting for every acknowledgement in turn.
    */
   #hasRoom(tracker: PartitionTracker): boolean {
     const { partitionConcurrency, concurrency } = this.#deps.config;
     return (
       tracker.pending - tracker.finishing < partitionConcurrency &&
-      tracker.finishing < partitionConcurrency &&
+      tracker.finishing < partitionConcurrency * finishingFactor &&
       this.#pending - this.#finishing < concurrency &&
-      this.#finishing < concurrency
+      this.#finishing < concurrency * finishingFactor
     );
   }
 
