@@ -58,6 +58,9 @@
  *    time with the usual slicing-by-8 tables (0.8 µs per KB): the same checksum, which the test
  *    holds to a bitwise reference and the standard check value.
  *
+ * 11. A produce request copied each message whole (a spread) to hand five of its fields to the
+ *    record encoder; it now hands over those five.
+ *
  * Idempotent: an already patched file is left alone. Any other content (a different kafkajs) stops
  * the install with a message, so the patch can never be silently half-applied.
  */
@@ -169,10 +172,16 @@ const patches = [
   const headerKeys = Object.keys(headers)
   let headerCount = 0
   let headersSize = 0
-  meshLengths.length = 0
+  let measured = 0
   const measure = (keySize, one) => {
     const valueSize = typeof one === 'string' ? meshTextLength(one) : Buffer.byteLength(one)
-    meshLengths.push(keySize, valueSize)
+    if (measured + 2 > meshLengths.length) {
+      const larger = new Int32Array(meshLengths.length * 2)
+      larger.set(meshLengths)
+      meshLengths = larger
+    }
+    meshLengths[measured++] = keySize
+    meshLengths[measured++] = valueSize
     headersSize += Encoder.sizeOfVarInt(keySize) + keySize
     headersSize += one === null ? Encoder.sizeOfVarInt(-1) : Encoder.sizeOfVarInt(valueSize) + valueSize
     headerCount++
@@ -220,12 +229,13 @@ const patches = [
   return encoder
 }
 
-/* mesh-patch: the header lengths of the record being encoded (one array, reused), and a string
+/* mesh-patch: the header lengths of the record being encoded (one typed array, reused and grown
+   as needed: a plain array emptied per record was allocated again as it refilled), and a string
    written with its length known; the encoder was sized for the record, so nothing grows. Header
    names and values are short and nearly always ASCII: such a string is measured and copied here
    byte by byte, which costs less than the two calls into C++ (byteLength, write) it replaces. A
    string's UTF-8 length equals its UTF-16 length exactly when it is all ASCII. */
-const meshLengths = []
+let meshLengths = new Int32Array(64)
 const meshShortText = 64
 const meshTextLength = text => {
   const n = text.length
@@ -573,6 +583,26 @@ const crc32C = buffer => {
 
 module.exports = crc32C
 `,
+  },
+  {
+    file: 'src/protocol/requests/produce/v3/request.js',
+    from: `  const records = messages.map((message, i) =>
+    Record({
+      ...message,
+      offsetDelta: i,
+      timestampDelta: (message.timestamp || dateNow) - firstTimestamp,
+    })
+  )`,
+    to: `  /* mesh-patch: the record encoder reads five fields; the message is not copied whole for it */
+  const records = messages.map((message, i) =>
+    Record({
+      key: message.key,
+      value: message.value,
+      headers: message.headers,
+      offsetDelta: i,
+      timestampDelta: (message.timestamp || dateNow) - firstTimestamp,
+    })
+  )`,
   },
 ];
 

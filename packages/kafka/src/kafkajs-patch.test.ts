@@ -252,6 +252,22 @@ test('header text of every length, ASCII or not, Buffer or string, encodes to th
   }
 });
 
+test('a record of 100 headers, more than the header lengths kept at first, encodes to the reference bytes', () => {
+  const ordered: [string, Buffer][] = Array.from({ length: 100 }, (_, i) => [
+    `h${i}`,
+    Buffer.from(`value ${i}`),
+  ]);
+  const headers = Object.fromEntries(ordered.map(([name, value]) => [name, value.toString()]));
+  const record = { key: null, value: Buffer.from('v'), timestampDelta: 5, offsetDelta: 3 };
+  for (let i = 0; i < 2; i += 1) {
+    const encoded = encodeRecord({
+      ...record,
+      headers,
+    } as unknown as Parameters<RecordEncoder>[0]).buffer;
+    assert.deepEqual(encoded, referenceRecord({ ...record, headers: ordered }), `encode ${i + 1}`);
+  }
+});
+
 test('varlongs decode to the reference value, short and long, and leave the decoder after them', () => {
   type LongDecoder = Decoder & { readVarLong(): { toString(): string }; offset: number };
   const values = [0n, 1n, -1n, 63n, -64n, 64n, 2n ** 27n - 1n, -(2n ** 27n), 2n ** 27n, 2n ** 31n];
