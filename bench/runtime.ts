@@ -52,6 +52,7 @@ export const usage = `usage: npm run bench -- runtime [options]
   --noop-messages N          messages of each no-op run (default 20000)
   --each-message-messages N  messages of the eachMessage relay (default 3000; 0 skips it)
   --rounds N                 paired no-op rounds, plain and runtime in alternating order (default 3)
+  --warmup-rounds N          paired no-op rounds run first and not counted (default 1; 0 skips)
   --only PHASE[,PHASE]       run only these (${phases.join(', ')}); the results file is not written
   --profile-dir DIR          CPU-profile each runtime no-op round (its measured window only) into DIR`;
 
@@ -61,6 +62,7 @@ interface Options {
   noopMessages: number;
   eachMessageMessages: number;
   rounds: number;
+  warmupRounds: number;
   only: Set<Phase> | undefined;
   profileDir: string | undefined;
 }
@@ -74,6 +76,7 @@ function parseOptions(args: string[]): Options {
       'noop-messages': { type: 'string', default: '20000' },
       'each-message-messages': { type: 'string', default: '3000' },
       rounds: { type: 'string', default: '3' },
+      'warmup-rounds': { type: 'string', default: '1' },
       only: { type: 'string' },
       'profile-dir': { type: 'string' },
     },
@@ -99,6 +102,7 @@ function parseOptions(args: string[]): Options {
     noopMessages,
     eachMessageMessages: Math.min(count('each-message-messages', 0), noopMessages),
     rounds: count('rounds', 1),
+    warmupRounds: count('warmup-rounds', 0),
     only,
     profileDir: values['profile-dir'],
   };
@@ -391,7 +395,13 @@ export async function run(args: string[]): Promise<RuntimeBenchResult> {
         };
       };
       const results = runtime.topics.results;
-      for (let r = 1; r <= options.rounds; r += 1) {
+      // Warm-up rounds (numbered 0, -1, ...) run the same pairs first and are reported apart: on a
+      // freshly started broker the first high-rate rounds pay for its JIT, and the relay, whose
+      // cost is nearly all the broker's, paid most (Kafka's CPU per relayed message 48–63 µs in
+      // the first rounds on a fresh stack, 7–15 µs warm), which flattered the ratio.
+      const warmups: Record<string, number>[] = [];
+      for (let r = 1 - options.warmupRounds; r <= options.rounds; r += 1) {
+        const warmup = r <= 0;
         const entry: Record<string, number> = { round: r };
         const runPlain = async (): Promise<void> => {
           if (!wanted('noop-plain')) return;
@@ -406,7 +416,7 @@ export async function run(args: string[]): Promise<RuntimeBenchResult> {
             topics.noop,
           );
           entry.plain_msgs_per_s = round(rateOf(n, timing), 1);
-          costs.push({ round: r, side: 'plain', ...cost });
+          if (!warmup) costs.push({ round: r, side: 'plain', ...cost });
         };
         const runMesh = async (): Promise<void> => {
           if (!wanted('noop-runtime')) return;
@@ -427,14 +437,17 @@ export async function run(args: string[]): Promise<RuntimeBenchResult> {
             topics.noop,
           );
           entry.runtime_msgs_per_s = round(rateOf(n, timing), 1);
-          costs.push({ round: r, side: 'runtime', ...cost });
+          if (!warmup) costs.push({ round: r, side: 'runtime', ...cost });
         };
-        const order = r % 2 === 1 ? [runPlain, runMesh] : [runMesh, runPlain];
-        log(`noop: round ${r} of ${options.rounds} (${r % 2 === 1 ? 'plain' : 'runtime'} first)`);
+        const plainFirst = Math.abs(r) % 2 === 1;
+        const order = plainFirst ? [runPlain, runMesh] : [runMesh, runPlain];
+        log(
+          `noop: ${warmup ? 'warm-up round' : `round ${r} of ${options.rounds}`} (${plainFirst ? 'plain' : 'runtime'} first)`,
+        );
         for (const side of order) await side();
         if (entry.plain_msgs_per_s !== undefined && entry.runtime_msgs_per_s !== undefined)
           entry.ratio = round(entry.runtime_msgs_per_s / entry.plain_msgs_per_s, 3);
-        rounds.push(entry);
+        (warmup ? warmups : rounds).push(entry);
       }
       const column = (name: string): number[] =>
         rounds.map((e) => e[name]).filter((v): v is number => typeof v === 'number');
@@ -445,9 +458,10 @@ export async function run(args: string[]): Promise<RuntimeBenchResult> {
         plain_msgs_per_s: median(column('plain_msgs_per_s')),
         noop_ratio: median(column('ratio')),
         rounds,
+        warmup_rounds: warmups,
         costs: summariseCosts(costs),
         measured:
-          "from the first message reaching user code (the runtime's handler, kafkajs's eachBatch) to the moment the output topic's end offset reaches N, polled every 20 ms; rates and ratio are medians over the rounds (ratio: of each round's pair); every group's committed offset is then checked to reach the end of the input",
+          "from the first message reaching user code (the runtime's handler, kafkajs's eachBatch) to the moment the output topic's end offset reaches N, polled every 20 ms; rates and ratio are medians over the rounds (ratio: of each round's pair), after warm-up rounds of the same pairs that are not counted; every group's committed offset is then checked to reach the end of the input",
         costs_measured:
           "per side, the median over rounds: CPU µs per message of this process (user + system, where the side runs; the other side is not running) and of the stack's processes (/proc), over the side's whole run, group join included; event_loop_busy_pct: this process's event-loop utilisation over that run (100 = its one JavaScript thread never waited); host_cpu_busy_pct: every core of the machine (/proc/stat). cpu_ratio = plain ÷ runtime CPU µs per message of this process: what noop_ratio would be if each side were bound by this process's CPU alone",
         runtime_path:
@@ -492,6 +506,7 @@ export async function run(args: string[]): Promise<RuntimeBenchResult> {
         noop_runtime_per_round: wanted('noop-runtime') ? options.noopMessages : null,
         noop_plain_per_round: wanted('noop-plain') ? options.noopMessages : null,
         noop_rounds: options.rounds,
+        noop_warmup_rounds: options.warmupRounds,
       },
       environment: await environmentOf(env.MESH_KAFKA_BROKERS, machine),
       source,
