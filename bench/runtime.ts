@@ -52,7 +52,7 @@ export const usage = `usage: npm run bench -- runtime [options]
   --noop-messages N          messages of each no-op run (default 20000)
   --each-message-messages N  messages of the eachMessage relay (default 3000; 0 skips it)
   --rounds N                 paired no-op rounds, plain and runtime in alternating order (default 3)
-  --warmup-rounds N          paired no-op rounds run first and not counted (default 1; 0 skips)
+  --warmup-rounds N          paired no-op rounds run first and not counted (default 2; 0 skips)
   --only PHASE[,PHASE]       run only these (${phases.join(', ')}); the results file is not written
   --profile-dir DIR          CPU-profile each runtime no-op round (its measured window only) into DIR`;
 
@@ -76,7 +76,7 @@ function parseOptions(args: string[]): Options {
       'noop-messages': { type: 'string', default: '20000' },
       'each-message-messages': { type: 'string', default: '3000' },
       rounds: { type: 'string', default: '3' },
-      'warmup-rounds': { type: 'string', default: '1' },
+      'warmup-rounds': { type: 'string', default: '2' },
       only: { type: 'string' },
       'profile-dir': { type: 'string' },
     },
@@ -397,8 +397,9 @@ export async function run(args: string[]): Promise<RuntimeBenchResult> {
       const results = runtime.topics.results;
       // Warm-up rounds (numbered 0, -1, ...) run the same pairs first and are reported apart: on a
       // freshly started broker the first high-rate rounds pay for its JIT, and the relay, whose
-      // cost is nearly all the broker's, paid most (Kafka's CPU per relayed message 48–63 µs in
-      // the first rounds on a fresh stack, 7–15 µs warm), which flattered the ratio.
+      // cost is nearly all the broker's, paid most: on a fresh stack Kafka spent 63 and 52 µs of
+      // CPU per relayed message in the first two rounds and 12–16 µs from the third on, the ratio
+      // 0.61 and 0.56, then 0.37–0.50.
       const warmups: Record<string, number>[] = [];
       for (let r = 1 - options.warmupRounds; r <= options.rounds; r += 1) {
         const warmup = r <= 0;
