@@ -9,11 +9,12 @@
  *    pool (`allocUnsafe`), and varints are written in place.
  * 2. A record was encoded as one `Encoder` per header (~15 per mesh event) copied into the record's;
  *    it is now written into one buffer of the record's size, straight from the headers object (no
- *    `{ key, value }` object per header) and each header's length measured once. A time delta that fits 30 bits is
- *    written as the varint it equals, without BigInt-backed `Long` arithmetic.
+ *    `{ key, value }` object per header), each header's length measured once. A time delta that
+ *    fits 30 bits is written as the varint it equals, without BigInt-backed `Long` arithmetic.
  * 3. The record decoder built the headers object with a spread per header (quadratic in headers),
- *    from an array of `{ key, value }` objects; it is now one loop over the bytes with the same result, repeated keys included (and a header named like an
- *    Object.prototype member, e.g. `toString`, no longer picks up the inherited function). Each
+ *    from an array of `{ key, value }` objects; it is now one loop over the bytes with the same
+ *    result, repeated keys included (and a header named like an Object.prototype member, e.g.
+ *    `toString`, no longer picks up the inherited function). Each
  *    record's offset and timestamp were computed in `Long` (BigInt) from decimal strings; they are
  *    now number arithmetic while every figure is a safe integer, and a short varlong is read
  *    without `Long`.
@@ -105,17 +106,6 @@ const patches = [
   }`,
   },
   {
-    file: 'src/protocol/recordBatch/header/v0/index.js',
-    from: `module.exports = ({ key, value }) => {
-  return new Encoder().writeVarIntString(key).writeVarIntBytes(value)
-}`,
-    to: `module.exports = ({ key, value }) => {
-  /* mesh-patch: sized for the header instead of 512 bytes */
-  const size = Buffer.byteLength(key) + (value == null ? 0 : Buffer.byteLength(value)) + 10
-  return new Encoder(size).writeVarIntString(key).writeVarIntBytes(value)
-}`,
-  },
-  {
     file: 'src/protocol/recordBatch/record/v0/decoder.js',
     from: `  const headers = decoder.readVarIntArray(HeaderDecoder).reduce(
     (obj, { key, value }) => ({
@@ -166,32 +156,51 @@ const patches = [
     .writeVarIntBytes(key)
     .writeVarIntBytes(value)
     .writeVarIntArray(headersArray.map(Header))
+}
+
+const sizeOfHeaders = headersArray => {
+  let size = Encoder.sizeOfVarInt(headersArray.length)
+
+  for (const header of headersArray) {
+    const keySize = Buffer.byteLength(header.key)
+    const valueSize = Buffer.byteLength(header.value)
+
+    size += Encoder.sizeOfVarInt(keySize) + keySize
+
+    if (header.value === null) {
+      size += Encoder.sizeOfVarInt(-1)
+    } else {
+      size += Encoder.sizeOfVarInt(valueSize) + valueSize
+    }
+  }
+
+  return size
 }`,
     to: `  /* mesh-patch: one buffer of the record's size, headers written into it (no encoder per header)
      straight from the headers object (no {key, value} object per header), each length measured once */
+  // A header named once holds its value; a repeated one, an array of them.
   const headerKeys = Object.keys(headers)
-  let headerCount = 0
   let headersSize = 0
   let measured = 0
-  const measure = (keySize, one) => {
-    const valueSize = typeof one === 'string' ? meshTextLength(one) : Buffer.byteLength(one)
-    if (measured + 2 > meshLengths.length) {
-      const larger = new Int32Array(meshLengths.length * 2)
-      larger.set(meshLengths)
-      meshLengths = larger
-    }
-    meshLengths[measured++] = keySize
-    meshLengths[measured++] = valueSize
-    headersSize += Encoder.sizeOfVarInt(keySize) + keySize
-    headersSize += one === null ? Encoder.sizeOfVarInt(-1) : Encoder.sizeOfVarInt(valueSize) + valueSize
-    headerCount++
-  }
   for (const headerKey of headerKeys) {
     const keySize = meshTextLength(headerKey)
     const headerValue = headers[headerKey]
-    if (!Array.isArray(headerValue)) measure(keySize, headerValue)
-    else for (const one of headerValue) measure(keySize, one)
+    const many = Array.isArray(headerValue)
+    for (let j = 0, n = many ? headerValue.length : 1; j < n; j++) {
+      const one = many ? headerValue[j] : headerValue
+      const valueSize = typeof one === 'string' ? meshTextLength(one) : Buffer.byteLength(one)
+      if (measured + 2 > meshLengths.length) {
+        const larger = new Int32Array(meshLengths.length * 2)
+        larger.set(meshLengths)
+        meshLengths = larger
+      }
+      meshLengths[measured++] = keySize
+      meshLengths[measured++] = valueSize
+      headersSize += Encoder.sizeOfVarInt(keySize) + keySize
+      headersSize += one === null ? Encoder.sizeOfVarInt(-1) : Encoder.sizeOfVarInt(valueSize) + valueSize
+    }
   }
+  const headerCount = measured / 2
 
   // A delta that fits 30 bits has the same zig-zag varint as a varlong, without Long arithmetic.
   const smallDelta = typeof timestampDelta === 'number' && timestampDelta > -0x40000000 && timestampDelta < 0x40000000
@@ -215,16 +224,16 @@ const patches = [
     .writeVarIntBytes(value)
     .writeVarInt(headerCount)
   let at = 0
-  const write = (headerKey, one) => {
-    meshWriteText(encoder, headerKey, meshLengths[at++])
-    const valueSize = meshLengths[at++]
-    if (Buffer.isBuffer(one)) encoder.writeVarInt(one.length).writeBufferInternal(one)
-    else meshWriteText(encoder, String(one), valueSize)
-  }
   for (const headerKey of headerKeys) {
     const headerValue = headers[headerKey]
-    if (!Array.isArray(headerValue)) write(headerKey, headerValue)
-    else for (const one of headerValue) write(headerKey, one)
+    const many = Array.isArray(headerValue)
+    for (let j = 0, n = many ? headerValue.length : 1; j < n; j++) {
+      const one = many ? headerValue[j] : headerValue
+      meshWriteText(encoder, headerKey, meshLengths[at++])
+      const valueSize = meshLengths[at++]
+      if (Buffer.isBuffer(one)) encoder.writeVarInt(one.length).writeBufferInternal(one)
+      else meshWriteText(encoder, String(one), valueSize)
+    }
   }
   return encoder
 }
