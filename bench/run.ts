@@ -1,7 +1,9 @@
 /**
  * `npm run bench -- <name> [options]`: runs `bench/<name>.ts` against the real stack (MESH_* variables,
  * else the local stack, see `@mesh/testkit`'s `meshEnv`), prints its JSON and writes it to
- * `bench/results/<name>.json`. A partial run (`--only`, profiling) prints but does not write.
+ * `bench/results/<name>.json`. The results files hold runs with the defaults: a run given options
+ * prints but does not write unless `--write` is given too, and a partial run (`--only`, profiling)
+ * never writes.
  */
 import { mkdir, rename, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
@@ -21,7 +23,9 @@ const benches: Record<string, () => Promise<BenchModule>> = {
 };
 
 async function main(): Promise<void> {
-  const [name, ...args] = process.argv.slice(2);
+  const [name, ...given] = process.argv.slice(2);
+  const write = given.includes('--write');
+  const args = given.filter((arg) => arg !== '--write');
   const load = name === undefined ? undefined : benches[name];
   if (name === undefined || load === undefined) {
     process.stderr.write(
@@ -32,14 +36,25 @@ async function main(): Promise<void> {
   }
   const bench = await load();
   if (args.includes('--help') || args.includes('-h')) {
-    process.stdout.write(`${bench.usage}\n`);
+    // Aligned with the bench's own options.
+    const column = /^( {2}--.*?\s{2,})\S/m.exec(bench.usage)?.[1]?.length ?? 25;
+    const option = '--write'.padEnd(column - 2);
+    process.stdout.write(
+      `${bench.usage}\n  ${option}write bench/results/${name}.json although options were given\n`,
+    );
     return;
   }
-  const result = await bench.run(args);
+  const result = { ...(await bench.run(args)), args };
   const json = `${JSON.stringify(result, null, 2)}\n`;
   process.stdout.write(json);
   if (result.partial) {
     process.stderr.write(`partial run: bench/results/${name}.json left as it was\n`);
+    return;
+  }
+  if (args.length > 0 && !write) {
+    process.stderr.write(
+      `run with options: bench/results/${name}.json left as it was (it holds a run with the defaults; --write writes this one)\n`,
+    );
     return;
   }
   const dir = join(import.meta.dirname, 'results');
