@@ -196,8 +196,7 @@ const sizeOfHeaders = headersArray => {
       }
       meshLengths[measured++] = keySize
       meshLengths[measured++] = valueSize
-      headersSize += Encoder.sizeOfVarInt(keySize) + keySize
-      headersSize += one === null ? Encoder.sizeOfVarInt(-1) : Encoder.sizeOfVarInt(valueSize) + valueSize
+      headersSize += Encoder.sizeOfVarInt(keySize) + keySize + Encoder.sizeOfVarInt(valueSize) + valueSize
     }
   }
   const headerCount = measured / 2

@@ -16,7 +16,7 @@
  *   tried again in place with backoff, and its partition stops moving until they are back.
  */
 import { setTimeout as sleep } from 'node:timers/promises';
-import type { MeshConfig } from '@mesh/config';
+import { finishingFactor, type MeshConfig } from '@mesh/config';
 import type { EventCodec } from '@mesh/contracts';
 import {
   checkLoopGuards,
@@ -135,16 +135,6 @@ const infraCodes = new Set([
 class Abandoned extends Error {}
 
 const intakeDecoding = { intake: true };
-
-/**
- * How many times the running bound may be finishing: handlers returned, their outputs waiting for
- * Kafka's acknowledgement and their done markers for Redis. A finishing event holds no handler and
- * only its record and outputs in memory. At 1 (as before) a partition ran in lockstep waves of its
- * bound: one wave finishing filled the second half of the room, and the next waited for its
- * acknowledgement, the event loop idle 12% of the no-op benchmark's run; at 4, 8% more events per
- * second (same-hour runs alternated, 4 of 4).
- */
-export const finishingFactor = 4;
 
 interface ContextShared {
   log: Logger;

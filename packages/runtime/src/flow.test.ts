@@ -7,7 +7,7 @@
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { loadConfig } from '@mesh/config';
+import { finishingFactor, loadConfig } from '@mesh/config';
 import type { EventCodec } from '@mesh/contracts';
 import { newEvent, type MeshEvent } from '@mesh/envelope';
 import { MeshError } from '@mesh/errors';
@@ -21,7 +21,7 @@ import type {
   TopicPartition,
 } from '@mesh/kafka';
 import { createMetrics, silentLogger } from '@mesh/telemetry';
-import { MeshConsumer, finishingFactor, type ConsumerDeps } from './consumer.ts';
+import { MeshConsumer, type ConsumerDeps } from './consumer.ts';
 import { topicNames } from './topics.ts';
 
 const topic = 'flow.in';
