@@ -26,7 +26,14 @@ import {
   type SaturationResult,
   type Steps,
 } from './pipeline.ts';
-import { RawProducer, rawAgents, rawOutcome, rawTopics, recordTimes } from './plain-kafkajs.ts';
+import {
+  RawProducer,
+  rawAgents,
+  rawOutcome,
+  rawTopics,
+  recordTimes,
+  type KafkajsCopy,
+} from './plain-kafkajs.ts';
 import {
   cpuDuring,
   serviceNames,
@@ -56,6 +63,7 @@ export const usage = `usage: npm run bench -- e2e [options]
   --unloaded-rate N      latency of both sides at N tasks/s for 10 s after the rounds, for context (default 10; 0 skips it)
   --idle-seconds S       CPU of every process with nothing offered, after those, for context (default 10; 0 skips it)
   --each-message-seconds S  saturation of a raw eachMessage pipeline, for context (default 10; 0 skips it)
+  --stock-seconds S      saturation of the raw pipeline on unpatched kafkajs, for context (default 10; 0 skips it)
   --warmup S             seconds each side runs at saturation before the first round, not measured (default 5)
   --profile-dir DIR      run every process under --cpu-prof into DIR (the results file is not written)`;
 
@@ -90,6 +98,7 @@ function options(args: string[]) {
       rounds: { type: 'string', default: '3' },
       warmup: { type: 'string', default: '5' },
       'each-message-seconds': { type: 'string', default: '10' },
+      'stock-seconds': { type: 'string', default: '10' },
       'unloaded-rate': { type: 'string', default: '10' },
       'idle-seconds': { type: 'string', default: '10' },
       'profile-dir': { type: 'string' },
@@ -109,6 +118,7 @@ function options(args: string[]) {
     rounds: count('rounds', 1),
     warmup: count('warmup', 0),
     eachMessageSeconds: count('each-message-seconds', 0),
+    stockSeconds: count('stock-seconds', 0),
     unloadedRate: count('unloaded-rate', 0),
     idleSeconds: count('idle-seconds', 0),
     profileDir: values['profile-dir'],
@@ -310,34 +320,56 @@ export async function run(args: string[]): Promise<Record<string, unknown> & { p
       );
     }
 
-    // Context: the same pipeline with kafkajs eachMessage consumers (one awaited send per message).
+    // Context, after the rounds: the same raw pipeline another way, saturation only, each on topics
+    // of its own and with the rounds' pipeline stopped.
+    const meshRate = median(rounds.map((r) => r.saturation.mesh.tasks_per_s));
+    const meshOver = (result: SaturationResult): number | null =>
+      meshRate === null ? null : round(meshRate / result.tasks_per_s, 3);
+    const context = async (
+      name: string,
+      variant: { mode: 'batch' | 'each'; kafkajs: KafkajsCopy },
+      seconds: number,
+    ): Promise<SaturationResult> => {
+      await Promise.all(rawProcs.splice(0).map((p) => stopProc(p)));
+      const prefix = `${mesh.prefix}${name}.`;
+      const topics = rawTopics(prefix);
+      extraTopics.push(...topics.all);
+      await mesh.client.admin.ensureTopics(
+        topics.all.map((topic) => ({
+          topic,
+          numPartitions: opts.partitions,
+          replicationFactor: 1,
+        })),
+      );
+      const watcher = await OutputWatcher.start(mesh.client.kafka, topics.outputs, rawOutcome);
+      watchers.push(watcher);
+      log(`raw ${name} pipeline: starting planner, agents, joiner`);
+      rawProcs.push(
+        ...(await spawnRawPipeline({ brokers, prefix, ...variant, label: `-${name}` })),
+      );
+      log(`raw ${name} saturation, ${opts.window} tasks outstanding`);
+      const result = await saturation(rawProducer.publisher(topics.requests), watcher, name, {
+        window: opts.window,
+        seconds,
+      });
+      log(`raw ${name} ${result.tasks_per_s} tasks/s`);
+      return result;
+    };
+    // The pipeline with kafkajs eachMessage consumers (one awaited send per message).
     let eachMessage: (SaturationResult & { ratio_mesh_vs_each_message: number | null }) | undefined;
     if (opts.eachMessageSeconds > 0) {
-      await Promise.all(rawProcs.splice(0).map((p) => stopProc(p)));
-      const eachPrefix = `${mesh.prefix}each.`;
-      const each = rawTopics(eachPrefix);
-      extraTopics.push(...each.all);
-      await mesh.client.admin.ensureTopics(
-        each.all.map((topic) => ({ topic, numPartitions: opts.partitions, replicationFactor: 1 })),
+      const result = await context(
+        'each',
+        { mode: 'each', kafkajs: 'patched' },
+        opts.eachMessageSeconds,
       );
-      const watcher = await OutputWatcher.start(mesh.client.kafka, each.outputs, rawOutcome);
-      watchers.push(watcher);
-      log('raw eachMessage pipeline: starting planner, agents, joiner');
-      rawProcs.push(
-        ...(await spawnRawPipeline({ brokers, prefix: eachPrefix, mode: 'each', label: '-each' })),
-      );
-      log(`raw eachMessage saturation, ${opts.window} tasks outstanding`);
-      const result = await saturation(rawProducer.publisher(each.requests), watcher, 'each', {
-        window: opts.window,
-        seconds: opts.eachMessageSeconds,
-      });
-      const meshRate = median(rounds.map((r) => r.saturation.mesh.tasks_per_s));
-      eachMessage = {
-        ...result,
-        ratio_mesh_vs_each_message:
-          meshRate === null ? null : round(meshRate / result.tasks_per_s, 3),
-      };
-      log(`raw eachMessage ${result.tasks_per_s} tasks/s`);
+      eachMessage = { ...result, ratio_mesh_vs_each_message: meshOver(result) };
+    }
+    // The rounds' pipeline on kafkajs as published: what it does without the mesh's kafkajs patch.
+    let stockKafkajs: (SaturationResult & { ratio_mesh_vs_stock: number | null }) | undefined;
+    if (opts.stockSeconds > 0) {
+      const result = await context('stock', { mode: 'batch', kafkajs: 'stock' }, opts.stockSeconds);
+      stockKafkajs = { ...result, ratio_mesh_vs_stock: meshOver(result) };
     }
 
     const col = (pick: (r: (typeof rounds)[number]) => number | null): number | null =>
@@ -398,6 +430,7 @@ export async function run(args: string[]): Promise<Record<string, unknown> & { p
       unloaded: unloaded ?? null,
       idle_cpu_ms_per_s: idle ?? null,
       raw_each_message: eachMessage ?? null,
+      raw_stock_kafkajs: stockKafkajs ?? null,
       counts: {
         saturation_window_tasks: opts.window,
         saturation_completed_per_round: rounds.map((r) => ({
@@ -428,7 +461,9 @@ export async function run(args: string[]): Promise<Record<string, unknown> & { p
           'context: each side at a low open-loop rate after the rounds, with its hop split: the latency without queueing',
         idle_cpu_ms_per_s: `context: CPU ms (user + system, /proc) each process spent per second over ${opts.idleSeconds} s with nothing offered to either side, after the rounds; what a deployed pipeline costs while it waits. Kafka's share is the broker's whole, both sides' idle fetches included`,
         raw_each_message:
-          'context, not the baseline: the raw pipeline with kafkajs eachMessage consumers (one awaited send per message), saturation only, after the rounds',
+          'context, not the baseline: the raw pipeline with kafkajs eachMessage consumers (one awaited send per message), saturation only, after the rounds; ratio_mesh_vs_each_message = the median mesh rate of the rounds ÷ its rate',
+        raw_stock_kafkajs:
+          "context, not the baseline: the rounds' raw pipeline on kafkajs 2.2.4 as published (npm alias kafkajs-stock) instead of the mesh's patched copy, which both sides of the rounds run; saturation only, after the rounds; ratio_mesh_vs_stock = the median mesh rate of the rounds ÷ its rate",
         cpu_ms_per_task:
           'CPU time (user + system, /proc) of each process during a run (saturation: warm-up, window and drain; latency: the whole run) ÷ the tasks it published; "stack" processes are Kafka, the registry and Redis, shared by both sides',
         host_cpu_busy_pct:

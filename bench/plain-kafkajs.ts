@@ -4,9 +4,20 @@
  * This is the one file of the repository outside `@mesh/kafka` that imports kafkajs, and that is
  * deliberate: a baseline that went through the mesh's own packages would measure the mesh against
  * itself. The mesh side of every benchmark goes through `@mesh/runtime`.
+ *
+ * Two copies of kafkajs 2.2.4 can serve a baseline. `patched` is the mesh's own (`kafkajs`, which
+ * the root `postinstall` patches, see `packages/kafka/patches/kafkajs.mjs`): the baselines of the
+ * ratio targets use it, so that a ratio measures the mesh's own work and not the patch. `stock` is
+ * kafkajs as published (`kafkajs-stock`, an npm alias the patch never touches): what a consumer
+ * written with `npm install kafkajs` gets, reported beside the targets for context.
  */
 import { setTimeout as sleep } from 'node:timers/promises';
 import { Kafka, logLevel, type Consumer, type Message, type Producer } from 'kafkajs';
+import { Kafka as StockKafka } from 'kafkajs-stock';
+
+export type KafkajsCopy = 'patched' | 'stock';
+
+const kafkaOf = (copy: KafkajsCopy): typeof Kafka => (copy === 'stock' ? StockKafka : Kafka);
 
 /** When the first message reached user code, and when the last one was done (performance.now()). */
 export interface Timing {
@@ -21,8 +32,12 @@ export class PlainKafka {
   readonly #prefix: string;
   #rounds = 0;
 
-  constructor(brokers: string[], groupPrefix: string) {
-    this.#kafka = new Kafka({ clientId: 'bench-plain', brokers, logLevel: logLevel.ERROR });
+  constructor(brokers: string[], groupPrefix: string, copy: KafkajsCopy = 'patched') {
+    this.#kafka = new (kafkaOf(copy))({
+      clientId: `bench-plain-${copy}`,
+      brokers,
+      logLevel: logLevel.ERROR,
+    });
     this.#prefix = groupPrefix;
   }
 
@@ -178,6 +193,8 @@ export interface RawRoleOptions {
   llmUrl?: string;
   /** relay: the topic drained and the topic written, and the group (lag recovery). */
   relay?: { input: string; output: string; groupId: string };
+  /** Which kafkajs (default `patched`, the mesh's own). */
+  kafkajs?: KafkajsCopy;
 }
 
 interface RawMessage {
@@ -193,7 +210,7 @@ export async function startRawRole(
   role: RawRole,
   options: RawRoleOptions,
 ): Promise<() => Promise<void>> {
-  const kafka = new Kafka({
+  const kafka = new (kafkaOf(options.kafkajs ?? 'patched'))({
     clientId: `bench-raw-${role}`,
     brokers: options.brokers,
     logLevel: logLevel.ERROR,

@@ -9,6 +9,7 @@ import { fileURLToPath } from 'node:url';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { readStackEnv, stackStatus } from '@mesh/stack';
 import { freePort } from '@mesh/testkit';
+import type { KafkajsCopy } from './plain-kafkajs.ts';
 
 export const root = fileURLToPath(new URL('../', import.meta.url));
 
@@ -248,12 +249,15 @@ export async function spawnRawPipeline(options: {
   brokers: string;
   prefix: string;
   mode: 'batch' | 'each' | 'slow';
+  /** Which kafkajs (default `patched`, the mesh's own; see `plain-kafkajs.ts`). */
+  kafkajs?: KafkajsCopy;
   llmUrl?: string;
   profileDir?: string;
   /** Process names get this suffix (two raw pipelines in one run). */
   label?: string;
 }): Promise<Proc[]> {
   const args = ['--brokers', options.brokers, '--prefix', options.prefix, '--mode', options.mode];
+  if (options.kafkajs !== undefined) args.push('--kafkajs', options.kafkajs);
   if (options.llmUrl !== undefined) args.push('--llm-url', options.llmUrl);
   const profile = options.profileDir === undefined ? {} : { profileDir: options.profileDir };
   return Promise.all(

@@ -1,6 +1,6 @@
 /**
- * `node bench/raw-pipeline.ts <role> --brokers B --prefix P [--mode batch|each|slow] [--llm-url U]
- * [--input T --output T --group G]`: one role of the raw kafkajs pipeline as a process (see
+ * `node bench/raw-pipeline.ts <role> --brokers B --prefix P [--mode batch|each|slow]
+ * [--kafkajs patched|stock] [--llm-url U] [--input T --output T --group G]`: one role of the raw kafkajs pipeline as a process (see
  * `startRawRole` in `plain-kafkajs.ts`). Prints `ready` once its consumers joined; SIGTERM stops it
  * cleanly (so `--cpu-prof` writes its profile).
  */
@@ -15,6 +15,7 @@ const { positionals, values } = parseArgs({
     brokers: { type: 'string' },
     prefix: { type: 'string', default: '' },
     mode: { type: 'string', default: 'batch' },
+    kafkajs: { type: 'string', default: 'patched' },
     'llm-url': { type: 'string' },
     input: { type: 'string' },
     output: { type: 'string' },
@@ -27,10 +28,12 @@ if (!roles.includes(role) || values.brokers === undefined) {
   process.exit(2);
 }
 const mode = values.mode === 'slow' || values.mode === 'each' ? values.mode : 'batch';
+const kafkajs = values.kafkajs === 'stock' ? 'stock' : 'patched';
 const stop = await startRawRole(role, {
   brokers: values.brokers.split(','),
   prefix: values.prefix,
   mode,
+  kafkajs,
   ...(values['llm-url'] === undefined ? {} : { llmUrl: values['llm-url'] }),
   ...(values.input !== undefined && values.output !== undefined && values.group !== undefined
     ? { relay: { input: values.input, output: values.output, groupId: values.group } }

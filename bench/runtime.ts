@@ -7,7 +7,9 @@
  * (b) no-op: the runtime's full path (decode with the registry, loop guards, idempotency claim in
  *     Redis, a handler that returns one derived event, encode and validate, produce with acks=all,
  *     done marker, commit) against a plain kafkajs relay (fetch → produce the batch with acks=-1 →
- *     commit). `noop_ratio` = runtime msg/s ÷ plain msg/s, the median of paired rounds.
+ *     commit). `noop_ratio` = runtime msg/s ÷ plain msg/s, the median of paired rounds. The plain
+ *     relay runs on the mesh's own kafkajs, patched at install, so the ratio is the mesh's own work;
+ *     each round also runs it on kafkajs as published (`noop_ratio_vs_stock_kafkajs`, context).
  *
  * Each measured consumer is a fresh group on a pre-filled topic, so it starts with the whole backlog.
  * The machine is small and shared by the broker, Redis and the registry: only the ratios of one run
@@ -42,6 +44,7 @@ const phases = [
   'slow-runtime',
   'noop-plain',
   'noop-runtime',
+  'noop-stock',
   'noop-each-message',
 ] as const;
 type Phase = (typeof phases)[number];
@@ -131,7 +134,7 @@ function rateOf(messages: number, timing: { first: number; last: number }): numb
 
 interface NoopCost {
   round: number;
-  side: 'runtime' | 'plain';
+  side: 'runtime' | 'plain' | 'stock';
   cpu_us_per_msg: Record<string, number>;
   event_loop_busy_pct: number;
   host_cpu_busy_pct: number;
@@ -145,7 +148,7 @@ function summariseCosts(costs: NoopCost[]): Record<string, unknown> {
   const selfCpu = (side: NoopCost['side']) =>
     median(ofSide(side).map((c) => c.cpu_us_per_msg[thisProcess] ?? 0));
   const sides: Record<string, unknown> = {};
-  for (const side of ['runtime', 'plain'] as const) {
+  for (const side of ['runtime', 'plain', 'stock'] as const) {
     const mine = ofSide(side);
     if (mine.length === 0) continue;
     const names = [...new Set(mine.flatMap((c) => Object.keys(c.cpu_us_per_msg)))];
@@ -158,11 +161,12 @@ function summariseCosts(costs: NoopCost[]): Record<string, unknown> {
     };
   }
   const runtime = selfCpu('runtime');
-  const plain = selfCpu('plain');
+  const ratioTo = (other: number | null): number | null =>
+    runtime === null || other === null || runtime === 0 ? null : round(other / runtime, 3);
   return {
     ...sides,
-    cpu_ratio:
-      runtime === null || plain === null || runtime === 0 ? null : round(plain / runtime, 3),
+    cpu_ratio: ratioTo(selfCpu('plain')),
+    cpu_ratio_vs_stock: ratioTo(selfCpu('stock')),
     rounds: costs,
   };
 }
@@ -196,10 +200,12 @@ export async function run(args: string[]): Promise<RuntimeBenchResult> {
     logger: createLogger(config.service, config.logLevel, 2),
   });
   const plain = new PlainKafka(config.kafka.brokers, prefix);
+  const stock = new PlainKafka(config.kafka.brokers, `${prefix}stock.`, 'stock');
   const topics = {
     slow: runtime.topics.work('slow'),
     noop: runtime.topics.work('noop'),
     plainOut: `${prefix}plain.out`,
+    stockOut: `${prefix}plain.stock.out`,
     plainEachOut: `${prefix}plain.each-message.out`,
   };
   const log = (message: string): void => void process.stderr.write(`[bench runtime] ${message}\n`);
@@ -312,7 +318,7 @@ export async function run(args: string[]): Promise<RuntimeBenchResult> {
     await runtime.start();
     await waitForRedis(runtime.redis);
     await runtime.admin.ensureTopics(
-      [topics.plainOut, topics.plainEachOut].map((topic) => ({
+      [topics.plainOut, topics.stockOut, topics.plainEachOut].map((topic) => ({
         topic,
         numPartitions: 1,
         replicationFactor: config.replicationFactor,
@@ -367,9 +373,14 @@ export async function run(args: string[]): Promise<RuntimeBenchResult> {
         'from the first handler call to the return of the N-th handler; the runtime then commits (checked)';
     }
 
-    // (b) No-op handler: paired rounds, alternating which side goes first.
+    // (b) No-op handler: rounds of the runtime and the two relays, alternating which relay goes first.
     let noop: Record<string, unknown> | undefined;
-    if (wanted('noop-plain') || wanted('noop-runtime') || wanted('noop-each-message')) {
+    if (
+      wanted('noop-plain') ||
+      wanted('noop-runtime') ||
+      wanted('noop-stock') ||
+      wanted('noop-each-message')
+    ) {
       const n = options.noopMessages;
       log(`noop: producing ${n} events on ${noopKeys} keys`);
       await fill(topics.noop, 'noop', n, noopKeys);
@@ -404,20 +415,22 @@ export async function run(args: string[]): Promise<RuntimeBenchResult> {
       for (let r = 1 - options.warmupRounds; r <= options.rounds; r += 1) {
         const warmup = r <= 0;
         const entry: Record<string, number> = { round: r };
-        const runPlain = async (): Promise<void> => {
-          if (!wanted('noop-plain')) return;
-          const base = await endOffset(topics.plainOut);
+        const runRelay = async (side: 'plain' | 'stock'): Promise<void> => {
+          if (!wanted(side === 'plain' ? 'noop-plain' : 'noop-stock')) return;
+          const [client, output] =
+            side === 'plain' ? [plain, topics.plainOut] : [stock, topics.stockOut];
+          const base = await endOffset(output);
           const { result: timing, ...cost } = await costOf(() =>
-            plain.relay(topics.noop, topics.plainOut, {
-              waitForEnd: (started) => waitForEnd(topics.plainOut, base + n, started),
+            client.relay(topics.noop, output, {
+              waitForEnd: (started) => waitForEnd(output, base + n, started),
             }),
           );
-          checks[`noop_plain_round${r}_committed_all`] = await committedAll(
+          checks[`noop_${side}_round${r}_committed_all`] = await committedAll(
             timing.groupId,
             topics.noop,
           );
-          entry.plain_msgs_per_s = round(rateOf(n, timing), 1);
-          if (!warmup) costs.push({ round: r, side: 'plain', ...cost });
+          entry[`${side}_msgs_per_s`] = round(rateOf(n, timing), 1);
+          if (!warmup) costs.push({ round: r, side, ...cost });
         };
         const runMesh = async (): Promise<void> => {
           if (!wanted('noop-runtime')) return;
@@ -440,14 +453,19 @@ export async function run(args: string[]): Promise<RuntimeBenchResult> {
           entry.runtime_msgs_per_s = round(rateOf(n, timing), 1);
           if (!warmup) costs.push({ round: r, side: 'runtime', ...cost });
         };
-        const plainFirst = Math.abs(r) % 2 === 1;
-        const order = plainFirst ? [runPlain, runMesh] : [runMesh, runPlain];
+        // The runtime in the middle, the two relays swapping ends: each goes before the runtime in
+        // one round and after it in the next.
+        const order: ('plain' | 'runtime' | 'stock')[] =
+          Math.abs(r) % 2 === 1 ? ['plain', 'runtime', 'stock'] : ['stock', 'runtime', 'plain'];
         log(
-          `noop: ${warmup ? 'warm-up round' : `round ${r} of ${options.rounds}`} (${plainFirst ? 'plain' : 'runtime'} first)`,
+          `noop: ${warmup ? 'warm-up round' : `round ${r} of ${options.rounds}`} (${order.join(', ')})`,
         );
-        for (const side of order) await side();
-        if (entry.plain_msgs_per_s !== undefined && entry.runtime_msgs_per_s !== undefined)
-          entry.ratio = round(entry.runtime_msgs_per_s / entry.plain_msgs_per_s, 3);
+        for (const side of order) await (side === 'runtime' ? runMesh() : runRelay(side));
+        const runtimeRate = entry.runtime_msgs_per_s;
+        if (runtimeRate !== undefined && entry.plain_msgs_per_s !== undefined)
+          entry.ratio = round(runtimeRate / entry.plain_msgs_per_s, 3);
+        if (runtimeRate !== undefined && entry.stock_msgs_per_s !== undefined)
+          entry.ratio_vs_stock = round(runtimeRate / entry.stock_msgs_per_s, 3);
         (warmup ? warmups : rounds).push(entry);
       }
       const column = (name: string): number[] =>
@@ -457,18 +475,22 @@ export async function run(args: string[]): Promise<RuntimeBenchResult> {
         keys: noopKeys,
         runtime_msgs_per_s: median(column('runtime_msgs_per_s')),
         plain_msgs_per_s: median(column('plain_msgs_per_s')),
+        stock_msgs_per_s: median(column('stock_msgs_per_s')),
         noop_ratio: median(column('ratio')),
+        noop_ratio_vs_stock_kafkajs: median(column('ratio_vs_stock')),
         rounds,
         warmup_rounds: warmups,
         costs: summariseCosts(costs),
         measured:
-          "from the first message reaching user code (the runtime's handler, kafkajs's eachBatch) to the moment the output topic's end offset reaches N, polled every 20 ms; rates and ratio are medians over the rounds (ratio: of each round's pair), after warm-up rounds of the same pairs that are not counted; every group's committed offset is then checked to reach the end of the input",
+          "from the first message reaching user code (the runtime's handler, kafkajs's eachBatch) to the moment the output topic's end offset reaches N, polled every 20 ms; rates and ratios are medians over the rounds (each ratio: of the runtime and one relay in the same round), after warm-up rounds of the same kind that are not counted; every group's committed offset is then checked to reach the end of the input",
         costs_measured:
-          "per side, the median over rounds: CPU µs per message of this process (user + system, where the side runs; the other side is not running) and of the stack's processes (/proc), over the side's whole run, group join included; event_loop_busy_pct: this process's event-loop utilisation over that run (100 = its one JavaScript thread never waited); host_cpu_busy_pct: every core of the machine (/proc/stat). cpu_ratio = plain ÷ runtime CPU µs per message of this process: what noop_ratio would be if each side were bound by this process's CPU alone",
+          "per side, the median over rounds: CPU µs per message of this process (user + system, where the side runs; no other side is running) and of the stack's processes (/proc), over the side's whole run, group join included; event_loop_busy_pct: this process's event-loop utilisation over that run (100 = its one JavaScript thread never waited); host_cpu_busy_pct: every core of the machine (/proc/stat). cpu_ratio = plain ÷ runtime CPU µs per message of this process: what noop_ratio would be if each side were bound by this process's CPU alone; cpu_ratio_vs_stock the same against the stock relay",
         runtime_path:
           'MeshRuntime.consume, default concurrency: decode (CloudEvents binding + registry wire format + ajv), loop guards, Redis claim, handler derives one io.mesh.subtask.completed, encode (ajv) and produce (idempotent, acks=all), Redis done marker, commit every 200 ms',
         plain_path:
-          'kafkajs eachBatch: each fetched batch produced in one send (idempotent producer, acks=-1), then kafkajs commits the batch; no decoding',
+          "kafkajs eachBatch: each fetched batch produced in one send (idempotent producer, acks=-1), then kafkajs commits the batch; no decoding. On the mesh's own kafkajs 2.2.4, patched at install like the runtime's, so that noop_ratio measures the mesh's own work",
+        stock_path:
+          "context, not the baseline of noop_ratio: the same relay on kafkajs 2.2.4 as published (npm alias kafkajs-stock), what a relay written with `npm install kafkajs` gets; noop_ratio_vs_stock_kafkajs = runtime ÷ this relay, the median of each round's pair",
       };
       if (wanted('noop-each-message') && options.eachMessageMessages > 0) {
         const m = options.eachMessageMessages;
@@ -501,11 +523,14 @@ export async function run(args: string[]): Promise<RuntimeBenchResult> {
       slow_plain_msgs_per_s: slowPlain?.msgs_per_s ?? null,
       noop_runtime_msgs_per_s: noop?.runtime_msgs_per_s ?? null,
       noop_plain_msgs_per_s: noop?.plain_msgs_per_s ?? null,
+      noop_ratio_vs_stock_kafkajs: noop?.noop_ratio_vs_stock_kafkajs ?? null,
+      noop_stock_msgs_per_s: noop?.stock_msgs_per_s ?? null,
       messages: {
         slow_runtime: slowRuntime?.messages ?? null,
         slow_plain: slowPlain?.messages ?? null,
         noop_runtime_per_round: wanted('noop-runtime') ? options.noopMessages : null,
         noop_plain_per_round: wanted('noop-plain') ? options.noopMessages : null,
+        noop_stock_per_round: wanted('noop-stock') ? options.noopMessages : null,
         noop_rounds: options.rounds,
         noop_warmup_rounds: options.warmupRounds,
       },
@@ -531,6 +556,7 @@ export async function run(args: string[]): Promise<RuntimeBenchResult> {
     const created = [
       ...topicSpecs(config, ['slow', 'noop']).map((spec) => spec.topic),
       topics.plainOut,
+      topics.stockOut,
       topics.plainEachOut,
     ];
     await runtime.admin.deleteTopics(created).catch((error: unknown) => {

@@ -66,20 +66,27 @@ export interface Machine {
   loadAverage: number;
   cpu: string;
   platform: string;
+  /** kafkajs as the mesh and the target baselines run it: patched at install. */
   kafkajs: string;
+  /** kafkajs as published (`kafkajs-stock`), for the context baselines. */
+  kafkajsStock: string;
 }
 
 export async function describeMachine(): Promise<Machine> {
   const require = createRequire(import.meta.url);
-  const manifest = JSON.parse(await readFile(require.resolve('kafkajs/package.json'), 'utf8')) as {
-    version: string;
-  };
+  const versionOf = async (name: string): Promise<string> =>
+    (
+      JSON.parse(await readFile(require.resolve(`${name}/package.json`), 'utf8')) as {
+        version: string;
+      }
+    ).version;
   return {
     cores: availableParallelism(),
     loadAverage: round(loadavg()[0] ?? 0, 2),
     cpu: cpus()[0]?.model ?? 'unknown',
     platform: `${platform()} ${release()}`,
-    kafkajs: manifest.version,
+    kafkajs: await versionOf('kafkajs'),
+    kafkajsStock: await versionOf('kafkajs-stock'),
   };
 }
 
@@ -194,7 +201,8 @@ export async function environmentOf(
     broker: broker.version,
     broker_version_source: broker.source,
     node: process.version,
-    kafkajs: machine.kafkajs,
+    kafkajs: `${machine.kafkajs} (patched at install: packages/kafka/patches/kafkajs.mjs)`,
+    kafkajs_stock: `${machine.kafkajsStock} (as published, npm alias kafkajs-stock)`,
     cores: machine.cores,
     load_average_1m: { start: machine.loadAverage, end: round(loadavg()[0] ?? 0, 2) },
     cpu: machine.cpu,
