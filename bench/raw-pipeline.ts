@@ -1,8 +1,8 @@
 /**
  * `node bench/raw-pipeline.ts <role> --brokers B --prefix P [--mode batch|each|slow]
- * [--kafkajs patched|stock] [--llm-url U] [--input T --output T --group G]`: one role of the raw kafkajs pipeline as a process (see
- * `startRawRole` in `plain-kafkajs.ts`). Prints `ready` once its consumers joined; SIGTERM stops it
- * cleanly (so `--cpu-prof` writes its profile).
+ * [--kafkajs patched|stock] [--llm-url U] [--input T --output T --group G]`: one role of the raw
+ * kafkajs pipeline as a process (see `startRawRole` in `plain-kafkajs.ts`). Prints `ready` once its
+ * consumers joined; SIGTERM stops it cleanly (so `--cpu-prof` writes its profile).
  */
 import { parseArgs } from 'node:util';
 import { startRawRole, type RawRole } from './plain-kafkajs.ts';
@@ -28,7 +28,11 @@ if (!roles.includes(role) || values.brokers === undefined) {
   process.exit(2);
 }
 const mode = values.mode === 'slow' || values.mode === 'each' ? values.mode : 'batch';
-const kafkajs = values.kafkajs === 'stock' ? 'stock' : 'patched';
+const kafkajs = values.kafkajs;
+if (kafkajs !== 'patched' && kafkajs !== 'stock') {
+  process.stderr.write(`--kafkajs must be patched or stock, got ${JSON.stringify(kafkajs)}\n`);
+  process.exit(2);
+}
 const stop = await startRawRole(role, {
   brokers: values.brokers.split(','),
   prefix: values.prefix,
