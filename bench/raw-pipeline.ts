@@ -27,12 +27,19 @@ if (!roles.includes(role) || values.brokers === undefined) {
   process.stderr.write(`usage: node bench/raw-pipeline.ts <${roles.join('|')}> --brokers B\n`);
   process.exit(2);
 }
-const mode = values.mode === 'slow' || values.mode === 'each' ? values.mode : 'batch';
-const kafkajs = values.kafkajs;
-if (kafkajs !== 'patched' && kafkajs !== 'stock') {
-  process.stderr.write(`--kafkajs must be patched or stock, got ${JSON.stringify(kafkajs)}\n`);
+/** The value of `--name` if it is one of `allowed`; else the process stops naming what is. */
+function oneOf<T extends string>(
+  name: string,
+  value: string | undefined,
+  allowed: readonly T[],
+): T {
+  if (allowed.includes(value as T)) return value as T;
+  process.stderr.write(`--${name} must be ${allowed.join(' or ')}, got ${JSON.stringify(value)}\n`);
   process.exit(2);
 }
+// A value mistyped must not run another variant under the label the caller asked for.
+const mode = oneOf('mode', values.mode, ['batch', 'each', 'slow'] as const);
+const kafkajs = oneOf('kafkajs', values.kafkajs, ['patched', 'stock'] as const);
 const stop = await startRawRole(role, {
   brokers: values.brokers.split(','),
   prefix: values.prefix,
