@@ -15,7 +15,8 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { Kafka, logLevel, type Consumer, type Message, type Producer } from 'kafkajs';
 import { Kafka as StockKafka } from 'kafkajs-stock';
 
-export type KafkajsCopy = 'patched' | 'stock';
+export const kafkajsCopies = ['patched', 'stock'] as const;
+export type KafkajsCopy = (typeof kafkajsCopies)[number];
 
 const kafkaOf = (copy: KafkajsCopy): typeof Kafka => (copy === 'stock' ? StockKafka : Kafka);
 
@@ -177,7 +178,10 @@ export function rawTopics(prefix: string): RawTopics {
   return { ...topics, work, all: [...Object.values(topics), ...rawAgents.map(work)] };
 }
 
-export type RawRole = 'planner' | 'agents' | 'joiner' | 'relay';
+export const rawRoles = ['planner', 'agents', 'joiner', 'relay'] as const;
+export type RawRole = (typeof rawRoles)[number];
+export const rawModes = ['batch', 'each', 'slow'] as const;
+export type RawMode = (typeof rawModes)[number];
 
 export interface RawRoleOptions {
   brokers: string[];
@@ -188,7 +192,7 @@ export interface RawRoleOptions {
    * as `batch`, but the agents are `eachMessage` consumers that call the fake LLM for each message,
    * one at a time, as a plain consumer would.
    */
-  mode: 'batch' | 'each' | 'slow';
+  mode: RawMode;
   /** The fake LLM's base URL (`…/v1`), for `slow`. */
   llmUrl?: string;
   /** relay: the topic drained and the topic written, and the group (lag recovery). */

@@ -9,7 +9,7 @@ import { fileURLToPath } from 'node:url';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { readStackEnv, stackStatus } from '@mesh/stack';
 import { freePort } from '@mesh/testkit';
-import type { KafkajsCopy } from './plain-kafkajs.ts';
+import type { KafkajsCopy, RawMode } from './plain-kafkajs.ts';
 
 export const root = fileURLToPath(new URL('../', import.meta.url));
 
@@ -248,7 +248,7 @@ export async function stackProcs(brokers: string): Promise<{ name: string; pid: 
 export async function spawnRawPipeline(options: {
   brokers: string;
   prefix: string;
-  mode: 'batch' | 'each' | 'slow';
+  mode: RawMode;
   /** Which kafkajs (default `patched`, the mesh's own; see `plain-kafkajs.ts`). */
   kafkajs?: KafkajsCopy;
   llmUrl?: string;

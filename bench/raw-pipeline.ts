@@ -5,9 +5,7 @@
  * consumers joined; SIGTERM stops it cleanly (so `--cpu-prof` writes its profile).
  */
 import { parseArgs } from 'node:util';
-import { startRawRole, type RawRole } from './plain-kafkajs.ts';
-
-const roles: RawRole[] = ['planner', 'agents', 'joiner', 'relay'];
+import { kafkajsCopies, rawModes, rawRoles, startRawRole, type RawRole } from './plain-kafkajs.ts';
 
 const { positionals, values } = parseArgs({
   allowPositionals: true,
@@ -23,8 +21,8 @@ const { positionals, values } = parseArgs({
   },
 });
 const role = positionals[0] as RawRole;
-if (!roles.includes(role) || values.brokers === undefined) {
-  process.stderr.write(`usage: node bench/raw-pipeline.ts <${roles.join('|')}> --brokers B\n`);
+if (!rawRoles.includes(role) || values.brokers === undefined) {
+  process.stderr.write(`usage: node bench/raw-pipeline.ts <${rawRoles.join('|')}> --brokers B\n`);
   process.exit(2);
 }
 /** The value of `--name` if it is one of `allowed`; else the process stops naming what is. */
@@ -38,8 +36,8 @@ function oneOf<T extends string>(
   process.exit(2);
 }
 // A value mistyped must not run another variant under the label the caller asked for.
-const mode = oneOf('mode', values.mode, ['batch', 'each', 'slow'] as const);
-const kafkajs = oneOf('kafkajs', values.kafkajs, ['patched', 'stock'] as const);
+const mode = oneOf('mode', values.mode, rawModes);
+const kafkajs = oneOf('kafkajs', values.kafkajs, kafkajsCopies);
 const stop = await startRawRole(role, {
   brokers: values.brokers.split(','),
   prefix: values.prefix,

@@ -375,12 +375,7 @@ export async function run(args: string[]): Promise<RuntimeBenchResult> {
 
     // (b) No-op handler: rounds of the runtime and the two relays, alternating which relay goes first.
     let noop: Record<string, unknown> | undefined;
-    if (
-      wanted('noop-plain') ||
-      wanted('noop-runtime') ||
-      wanted('noop-stock') ||
-      wanted('noop-each-message')
-    ) {
+    if (phases.some((phase) => phase.startsWith('noop-') && wanted(phase))) {
       const n = options.noopMessages;
       log(`noop: producing ${n} events on ${noopKeys} keys`);
       await fill(topics.noop, 'noop', n, noopKeys);
@@ -416,7 +411,7 @@ export async function run(args: string[]): Promise<RuntimeBenchResult> {
         const warmup = r <= 0;
         const entry: Record<string, number> = { round: r };
         const runRelay = async (side: 'plain' | 'stock'): Promise<void> => {
-          if (!wanted(side === 'plain' ? 'noop-plain' : 'noop-stock')) return;
+          if (!wanted(`noop-${side}`)) return;
           const [client, output] =
             side === 'plain' ? [plain, topics.plainOut] : [stock, topics.stockOut];
           const base = await endOffset(output);
