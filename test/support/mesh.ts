@@ -8,13 +8,14 @@ import { randomUUID } from 'node:crypto';
 import { fileURLToPath } from 'node:url';
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { TestContext } from 'node:test';
-import { MeshRuntime, topicSpecs } from '@mesh/runtime';
+import type { MeshRuntime } from '@mesh/runtime';
 import {
   freePort,
   meshEnv,
   onCleanup,
   probeTopics,
   testConfig,
+  testRuntime,
   waitFor,
   type TopicProbe,
 } from '@mesh/testkit';
@@ -79,14 +80,7 @@ export async function startMesh(t: TestContext, options: MeshOptions = {}): Prom
     MESH_WORKER_AGENTS: agents.join(','),
     ...options.vars,
   };
-  const client = new MeshRuntime(config, { agents });
-  onCleanup(t, async () => {
-    await client.close();
-    await client.admin
-      .deleteTopics(topicSpecs(config, agents).map((s) => s.topic))
-      .catch(() => undefined);
-    await client.admin.disconnect();
-  });
+  const client = testRuntime(t, config, { agents });
   await client.start();
   const probe = await probeTopics(client.kafka, [
     client.topics.outputs,

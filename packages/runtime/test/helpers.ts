@@ -9,10 +9,11 @@ import {
   onCleanup,
   probeTopics,
   testConfig,
+  testRuntime,
   waitFor,
   type TopicProbe,
 } from '@mesh/testkit';
-import { MeshRuntime, topicSpecs, type HandlerContext, type HandlerResult } from '../src/index.ts';
+import type { MeshRuntime, HandlerContext, HandlerResult } from '../src/index.ts';
 
 export interface Harness {
   runtime: MeshRuntime;
@@ -26,14 +27,7 @@ export async function startRuntime(
 ): Promise<Harness> {
   const env = await meshEnv();
   const config = testConfig(env, 'runtime-test', vars);
-  const runtime = new MeshRuntime(config, { agents });
-  onCleanup(t, async () => {
-    await runtime.close();
-    await runtime.admin
-      .deleteTopics(topicSpecs(config, agents).map((s) => s.topic))
-      .catch(() => undefined);
-    await runtime.admin.disconnect();
-  });
+  const runtime = testRuntime(t, config, { agents });
   await runtime.start();
   const probe = await probeTopics(runtime.kafka, [
     runtime.topics.results,

@@ -6,13 +6,14 @@
 import type { TestContext } from 'node:test';
 import { newEvent, type MeshEvent } from '@mesh/envelope';
 import type { MeshConfig } from '@mesh/config';
-import { MeshRuntime, topicSpecs } from '@mesh/runtime';
+import { topicSpecs, type MeshRuntime } from '@mesh/runtime';
 import { startService, type RunningService } from '@mesh/service';
 import {
   meshEnv,
   onCleanup,
   probeTopics,
   testConfig,
+  testRuntime,
   uniqueName,
   waitFor,
   type TopicProbe,
@@ -57,15 +58,8 @@ export async function startHarness(
   // Join state and final markers of a test need not outlive it by the default week.
   vars = { MESH_IDEMPOTENCY_TTL: '1h', ...vars };
   const config = testConfig(stack, 'aggregator-test', vars);
-  const runtime = new MeshRuntime(config);
-  onCleanup(t, async () => {
-    await runtime.redis.del(deadlinesKey(config)).catch(() => undefined);
-    await runtime.close();
-    await runtime.admin
-      .deleteTopics(topicSpecs(config, []).map((s) => s.topic))
-      .catch(() => undefined);
-    await runtime.admin.disconnect().catch(() => undefined);
-  });
+  const runtime = testRuntime(t, config);
+  onCleanup(t, () => runtime.redis.del(deadlinesKey(config)).catch(() => undefined));
   await createTopics(runtime, config);
   await runtime.start();
   const probe = await probeTopics(runtime.kafka, [runtime.topics.stages, runtime.topics.outputs]);

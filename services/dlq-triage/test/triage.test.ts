@@ -5,13 +5,14 @@
 import { test, type TestContext } from 'node:test';
 import assert from 'node:assert/strict';
 import { newEvent, toKafka, type MeshEvent } from '@mesh/envelope';
-import { MeshRuntime, topicSpecs } from '@mesh/runtime';
+import type { MeshRuntime } from '@mesh/runtime';
 import { startService, type RunningService } from '@mesh/service';
 import {
   meshEnv,
   onCleanup,
   probeTopics,
   testConfig,
+  testRuntime,
   waitFor,
   type TopicProbe,
 } from '@mesh/testkit';
@@ -27,14 +28,7 @@ interface Harness {
 async function start(t: TestContext, vars: Record<string, string> = {}): Promise<Harness> {
   const stack = await meshEnv();
   const config = testConfig(stack, 'triage-test', { MESH_RETRY_TIERS: '1s,2s', ...vars });
-  const client = new MeshRuntime(config, { agents: ['echo'] });
-  onCleanup(t, async () => {
-    await client.close();
-    await client.admin
-      .deleteTopics(topicSpecs(config, ['echo']).map((s) => s.topic))
-      .catch(() => undefined);
-    await client.admin.disconnect();
-  });
+  const client = testRuntime(t, config, { agents: ['echo'] });
   await client.start();
   const service = await startService(dlqTriageService, {
     ...stack,

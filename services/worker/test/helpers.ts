@@ -7,7 +7,7 @@ import type { TestContext } from 'node:test';
 import type { AddressInfo } from 'node:net';
 import { newEvent, type MeshEvent } from '@mesh/envelope';
 import type { ConsumedRecord } from '@mesh/kafka';
-import { MeshRuntime, topicSpecs } from '@mesh/runtime';
+import type { MeshRuntime } from '@mesh/runtime';
 import { startService, type RunningService } from '@mesh/service';
 import {
   disposable,
@@ -15,6 +15,7 @@ import {
   onCleanup,
   probeTopics,
   testConfig,
+  testRuntime,
   uniqueName,
   waitFor,
   type TopicProbe,
@@ -66,14 +67,7 @@ export async function startClient(
     ...coreVars,
     MESH_TOPIC_PREFIX: prefix,
   });
-  const client = new MeshRuntime(config, { agents });
-  onCleanup(t, async () => {
-    await client.close();
-    await client.admin
-      .deleteTopics(topicSpecs(config, agents).map((s) => s.topic))
-      .catch(() => undefined);
-    await client.admin.disconnect();
-  });
+  const client = testRuntime(t, config, { agents });
   await client.start();
   const probe = await probeTopics(client.kafka, [
     client.topics.results,
