@@ -169,7 +169,7 @@ export class IdempotencyStore {
   complete(lease: Lease, outcome: string): Promise<void> {
     let completions = this.#completions.get(outcome);
     if (completions === undefined) {
-      completions = new Coalescer(async (keys) => {
+      completions = new Coalescer<string, void>(async (keys) => {
         await this.#complete(keys, [this.#options.doneTtlMs, outcome]);
         return keys.map(() => undefined);
       });
