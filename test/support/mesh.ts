@@ -15,10 +15,10 @@ import {
   onCleanup,
   probeTopics,
   testConfig,
-  testRuntime,
   waitFor,
   type TopicProbe,
 } from '@mesh/testkit';
+import { testRuntime } from '@mesh/testkit/runtime';
 
 export const root = fileURLToPath(new URL('../../', import.meta.url));
 

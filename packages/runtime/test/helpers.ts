@@ -9,10 +9,10 @@ import {
   onCleanup,
   probeTopics,
   testConfig,
-  testRuntime,
   waitFor,
   type TopicProbe,
 } from '@mesh/testkit';
+import { testRuntime } from '@mesh/testkit/runtime';
 import type { MeshRuntime, HandlerContext, HandlerResult } from '../src/index.ts';
 
 export interface Harness {

@@ -18,7 +18,6 @@ import { resolveEnvironment, verifyEnvironment, type StackEnv } from './environm
 export * from './environment.ts';
 export * from './probe.ts';
 export * from './python.ts';
-export * from './runtime.ts';
 
 let cached: Promise<StackEnv> | undefined;
 

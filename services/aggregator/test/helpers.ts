@@ -13,11 +13,11 @@ import {
   onCleanup,
   probeTopics,
   testConfig,
-  testRuntime,
   uniqueName,
   waitFor,
   type TopicProbe,
 } from '@mesh/testkit';
+import { testRuntime } from '@mesh/testkit/runtime';
 import { aggregatorService, deadlinesKey, type JoinSpec, type Usage } from '../src/index.ts';
 
 export interface Harness {

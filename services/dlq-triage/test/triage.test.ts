@@ -12,10 +12,10 @@ import {
   onCleanup,
   probeTopics,
   testConfig,
-  testRuntime,
   waitFor,
   type TopicProbe,
 } from '@mesh/testkit';
+import { testRuntime } from '@mesh/testkit/runtime';
 import { dlqTriageService } from '../src/index.ts';
 
 interface Harness {

@@ -15,11 +15,11 @@ import {
   onCleanup,
   probeTopics,
   testConfig,
-  testRuntime,
   uniqueName,
   waitFor,
   type TopicProbe,
 } from '@mesh/testkit';
+import { testRuntime } from '@mesh/testkit/runtime';
 import {
   createFakeLlm,
   workerService,
