@@ -11,6 +11,11 @@
  * "Failed to find group coordinator" while the broker is restarting) leaves it stopped for good,
  * whatever `restartOnFailure` says. The member then restarts it itself, with backoff, until it
  * rejoins or is stopped: a broker outage must never stop a service from consuming.
+ *
+ * And a member that stays out of its group longer than any rebalance may take (`stuckAfterMs`) is
+ * given a new kafkajs consumer: whatever state the old one is stuck in after an outage (kafkajs
+ * #1630: a consumer that never reconnects after "Failed to find group coordinator"), a fresh one
+ * connects, subscribes and joins from scratch. The old one is disconnected in the background.
  */
 import type { Consumer, ConsumerRunConfig, IHeaders, Kafka } from 'kafkajs';
 import { retryable } from '@mesh/errors';
@@ -38,6 +43,12 @@ export interface GroupConsumerOptions {
   rebalanceTimeoutMs?: number;
   maxBytesPerPartition?: number;
   /**
+   * How long the member may stay out of its group (crashed, restarting, rejoining) before its kafkajs
+   * consumer is replaced by a new one. Default: the rebalance timeout plus the session timeout, the
+   * longest a rejoin waits for the group's other members.
+   */
+  stuckAfterMs?: number;
+  /**
    * How long the broker holds a fetch that finds nothing new (default 500 ms, the Java client's
    * `fetch.max.wait.ms`). A record that arrives ends the wait at once, so this sets what an idle
    * consumer costs (one fetch per wait, each a request the broker serves), not the latency; it is
@@ -63,26 +74,49 @@ export interface GroupConsumerHandlers {
 const kafkajsInitialRetryMs = 200;
 const restartInitialMs = 500;
 const restartMaxMs = 10_000;
+const defaultSessionTimeoutMs = 30_000;
+const defaultRebalanceTimeoutMs = 60_000;
 
 export class GroupConsumer {
   readonly groupId: string;
-  readonly #consumer: Consumer;
+  readonly #kafka: Kafka;
+  readonly #options: GroupConsumerOptions;
+  readonly #stuckAfterMs: number;
+  #consumer: Consumer;
+  /** Whether #consumer has its subscription (a replacement gets it on its first start). */
+  #subscribed = false;
+  #topics: string[] = [];
   #running = false;
   #lastHeartbeat = 0;
   #joined = false;
-  #run: ConsumerRunConfig | undefined;
+  /** Since when the member has been out of its group, while it is. */
+  #outSince: number | undefined = Date.now();
   #handlers: GroupConsumerHandlers | undefined;
   #restartTimer: NodeJS.Timeout | undefined;
+  #watchTimer: NodeJS.Timeout | undefined;
   #restartDelayMs = restartInitialMs;
   #restarts = 0;
+  #replacements = 0;
 
   constructor(kafka: Kafka, options: GroupConsumerOptions) {
     this.groupId = options.groupId;
-    this.#consumer = kafka.consumer({
+    this.#kafka = kafka;
+    this.#options = options;
+    this.#stuckAfterMs =
+      options.stuckAfterMs ??
+      (options.rebalanceTimeoutMs ?? defaultRebalanceTimeoutMs) +
+        (options.sessionTimeoutMs ?? defaultSessionTimeoutMs);
+    this.#consumer = this.#create();
+  }
+
+  /** A kafkajs consumer whose events update this member only while it is the current one. */
+  #create(): Consumer {
+    const options = this.#options;
+    const consumer = this.#kafka.consumer({
       groupId: options.groupId,
-      sessionTimeout: options.sessionTimeoutMs ?? 30_000,
+      sessionTimeout: options.sessionTimeoutMs ?? defaultSessionTimeoutMs,
       heartbeatInterval: options.heartbeatIntervalMs ?? 3_000,
-      rebalanceTimeout: options.rebalanceTimeoutMs ?? 60_000,
+      rebalanceTimeout: options.rebalanceTimeoutMs ?? defaultRebalanceTimeoutMs,
       maxBytesPerPartition: options.maxBytesPerPartition ?? 1_048_576,
       maxWaitTimeInMs: options.maxWaitTimeMs ?? 500,
       allowAutoTopicCreation: false,
@@ -94,9 +128,43 @@ export class GroupConsumer {
         restartOnFailure: () => Promise.resolve(true),
       },
     });
-    this.#consumer.on(this.#consumer.events.HEARTBEAT, () => {
-      this.#lastHeartbeat = Date.now();
+    const current = (): boolean => consumer === this.#consumer;
+    consumer.on(consumer.events.HEARTBEAT, () => {
+      if (current()) this.#lastHeartbeat = Date.now();
     });
+    consumer.on(consumer.events.GROUP_JOIN, (event) => {
+      if (!current()) return;
+      this.#joined = true;
+      this.#outSince = undefined;
+      this.#restartDelayMs = restartInitialMs;
+      const partitions: TopicPartition[] = [];
+      for (const [topic, ids] of Object.entries(event.payload.memberAssignment)) {
+        for (const partition of ids) partitions.push({ topic, partition });
+      }
+      this.#handlers?.assigned(partitions);
+    });
+    consumer.on(consumer.events.CRASH, (event) => {
+      if (!current()) return;
+      this.#left();
+      const { error, restart } = event.payload;
+      if (restart) {
+        this.#handlers?.crashed?.(
+          error,
+          (error as { retryTime?: number }).retryTime ?? kafkajsInitialRetryMs,
+        );
+        return;
+      }
+      this.#handlers?.crashed?.(error, this.#scheduleRestart());
+    });
+    consumer.on(consumer.events.REBALANCING, () => {
+      if (current()) this.#left();
+    });
+    return consumer;
+  }
+
+  #left(): void {
+    this.#joined = false;
+    this.#outSince ??= Date.now();
   }
 
   /** True once the member has joined its group and its fetch loop has run recently. */
@@ -112,67 +180,21 @@ export class GroupConsumer {
   async start(topics: string[], handlers: GroupConsumerHandlers): Promise<void> {
     const consumer = this.#consumer;
     this.#handlers = handlers;
-    consumer.on(consumer.events.GROUP_JOIN, (event) => {
-      this.#joined = true;
-      this.#restartDelayMs = restartInitialMs;
-      const partitions: TopicPartition[] = [];
-      for (const [topic, ids] of Object.entries(event.payload.memberAssignment)) {
-        for (const partition of ids) partitions.push({ topic, partition });
-      }
-      handlers.assigned(partitions);
-    });
-    consumer.on(consumer.events.CRASH, (event) => {
-      this.#joined = false;
-      const { error, restart } = event.payload;
-      if (restart) {
-        handlers.crashed?.(
-          error,
-          (error as { retryTime?: number }).retryTime ?? kafkajsInitialRetryMs,
-        );
-        return;
-      }
-      handlers.crashed?.(error, this.#scheduleRestart());
-    });
-    consumer.on(consumer.events.REBALANCING, () => {
-      this.#joined = false;
-    });
+    this.#topics = topics;
     try {
       await consumer.connect();
     } catch (error) {
       throw connectFailure(`consumer ${this.groupId}`, error);
     }
     try {
-      // A group with no committed offset starts at the earliest one (docs/contract.md).
-      await consumer.subscribe({ topics, fromBeginning: true });
-      this.#run = {
-        autoCommit: false,
-        eachBatchAutoResolve: false,
-        partitionsConsumedConcurrently: 1,
-        eachBatch: async (payload) => {
-          const { batch } = payload;
-          if (!payload.isRunning() || payload.isStale() || batch.messages.length === 0) return;
-          const records: ConsumedRecord[] = batch.messages.map((message) => ({
-            topic: batch.topic,
-            partition: batch.partition,
-            offset: message.offset,
-            key: message.key ?? null,
-            value: message.value ?? null,
-            headers: message.headers ?? {},
-            timestamp: message.timestamp,
-          }));
-          const taken = handlers.take(
-            batch.topic,
-            batch.partition,
-            records,
-            Number(batch.highWatermark),
-          );
-          const last = records[taken - 1];
-          if (last !== undefined) payload.resolveOffset(last.offset);
-          await payload.heartbeat();
-        },
-      };
-      await consumer.run(this.#run);
+      await this.#subscribe(consumer);
+      await consumer.run(this.#runConfig(consumer));
       this.#running = true;
+      this.#watchTimer = setInterval(
+        () => this.#watch(),
+        Math.min(5_000, Math.max(100, this.#stuckAfterMs / 4)),
+      );
+      this.#watchTimer.unref();
     } catch (error) {
       throw retryable(
         'kafka_unavailable',
@@ -185,6 +207,84 @@ export class GroupConsumer {
   /** Times the member restarted a consumer that kafkajs left stopped after a crash. */
   get restarts(): number {
     return this.#restarts;
+  }
+
+  /** Times the member replaced a kafkajs consumer that stayed out of the group too long. */
+  get replacements(): number {
+    return this.#replacements;
+  }
+
+  /**
+   * How `consumer` runs: it offers each batch to the handlers and resolves what they took. A consumer
+   * replaced while it still fetched offers nothing more: only the current one feeds the handlers.
+   */
+  #runConfig(consumer: Consumer): ConsumerRunConfig {
+    return {
+      autoCommit: false,
+      eachBatchAutoResolve: false,
+      partitionsConsumedConcurrently: 1,
+      eachBatch: async (payload) => {
+        const { batch } = payload;
+        const handlers = this.#handlers;
+        if (
+          consumer !== this.#consumer ||
+          handlers === undefined ||
+          !payload.isRunning() ||
+          payload.isStale() ||
+          batch.messages.length === 0
+        )
+          return;
+        const records: ConsumedRecord[] = batch.messages.map((message) => ({
+          topic: batch.topic,
+          partition: batch.partition,
+          offset: message.offset,
+          key: message.key ?? null,
+          value: message.value ?? null,
+          headers: message.headers ?? {},
+          timestamp: message.timestamp,
+        }));
+        const taken = handlers.take(
+          batch.topic,
+          batch.partition,
+          records,
+          Number(batch.highWatermark),
+        );
+        const last = records[taken - 1];
+        if (last !== undefined) payload.resolveOffset(last.offset);
+        await payload.heartbeat();
+      },
+    };
+  }
+
+  async #subscribe(consumer: Consumer): Promise<void> {
+    // A group with no committed offset starts at the earliest one (docs/contract.md).
+    await consumer.subscribe({ topics: this.#topics, fromBeginning: true });
+    if (consumer === this.#consumer) this.#subscribed = true;
+  }
+
+  /** Replaces the kafkajs consumer when the member has been out of its group too long. */
+  #watch(): void {
+    const since = this.#outSince;
+    if (!this.#running || since === undefined || Date.now() - since < this.#stuckAfterMs) return;
+    const stuck = this.#consumer;
+    this.#replacements += 1;
+    this.#consumer = this.#create();
+    this.#subscribed = false;
+    this.#joined = false;
+    this.#outSince = Date.now();
+    // Its own timers and sockets go with it; whatever it still waits on is no longer listened to.
+    void stuck.disconnect().catch(() => undefined);
+    clearTimeout(this.#restartTimer);
+    this.#restartTimer = undefined;
+    this.#restartDelayMs = restartInitialMs;
+    this.#handlers?.crashed?.(
+      new Error(
+        `out of group ${this.groupId} for ${Math.round((Date.now() - since) / 1000)} s: ` +
+          'a new kafkajs consumer takes over',
+      ),
+      0,
+    );
+    void this.#restart();
   }
 
   /** Restarts the stopped consumer after a backoff; returns the delay. */
@@ -200,14 +300,19 @@ export class GroupConsumer {
   }
 
   async #restart(): Promise<void> {
-    if (!this.#running || this.#run === undefined) return;
+    const consumer = this.#consumer;
+    if (!this.#running) return;
     this.#restarts += 1;
     try {
       // The crash disconnected it; the subscription is kept. A join that fails again crashes again.
-      await this.#consumer.connect();
-      await this.#consumer.run(this.#run);
+      await consumer.connect();
+      if (!this.#subscribed) await this.#subscribe(consumer);
+      // Replaced while connecting: the replacement has its own start.
+      if (consumer === this.#consumer && this.#running)
+        await consumer.run(this.#runConfig(consumer));
     } catch (error) {
-      this.#handlers?.crashed?.(error as Error, this.#scheduleRestart());
+      if (consumer === this.#consumer)
+        this.#handlers?.crashed?.(error as Error, this.#scheduleRestart());
     }
   }
 
@@ -249,6 +354,8 @@ export class GroupConsumer {
     this.#running = false;
     clearTimeout(this.#restartTimer);
     this.#restartTimer = undefined;
+    clearInterval(this.#watchTimer);
+    this.#watchTimer = undefined;
     await this.#consumer.disconnect();
   }
 }

@@ -15,6 +15,7 @@ import {
   MeshProducer,
   createKafka,
   type ConsumedRecord,
+  type Kafka,
 } from '@mesh/kafka';
 import { createRedis, waitForRedis } from '@mesh/redis';
 import {
@@ -404,6 +405,78 @@ test('kafka: a consumer crash that kafkajs does not restart is restarted by the 
   assert.equal(flowControlError, undefined, 'pause and resume while it was down did not throw');
   assert.equal(consumer.restarts, 1, 'the member restarted the consumer once');
   await waitFor(() => consumer.healthy, { message: 'the restarted consumer did not rejoin' });
+});
+
+test('kafka: a member out of its group longer than stuckAfterMs gets a new kafkajs consumer', async (t) => {
+  const { kafka, topic, producer } = await topicWithProducer(t, 'smoke-stuck');
+  await producer.send(
+    Array.from({ length: 5 }, (_, i) => ({
+      topic,
+      key: String(i),
+      value: Buffer.from(`m${i}`),
+      headers: {},
+    })),
+  );
+  // The first kafkajs consumer ignores the member's restart after its crash, as a kafkajs consumer
+  // stuck after a broker outage does (#1630: it never reconnects, and says nothing more). The
+  // consumers made after it are kafkajs's own.
+  type Consumer = ReturnType<Kafka['consumer']>;
+  const made: Consumer[] = [];
+  const stuckKafka = new Proxy(kafka, {
+    get(target, property, receiver) {
+      if (property !== 'consumer') return Reflect.get(target, property, receiver) as unknown;
+      return (config: Parameters<Kafka['consumer']>[0]): Consumer => {
+        const consumer = target.consumer(config);
+        made.push(consumer);
+        if (made.length === 1) {
+          const run = consumer.run.bind(consumer);
+          let runs = 0;
+          consumer.run = (options) => (++runs === 1 ? run(options) : Promise.resolve());
+        }
+        return consumer;
+      };
+    },
+  });
+  const consumer = disposable(
+    t,
+    new GroupConsumer(stuckKafka, {
+      groupId: `smoke-stuck-${randomUUID()}`,
+      sessionTimeoutMs: 10_000,
+      heartbeatIntervalMs: 500,
+      stuckAfterMs: 3_000,
+    }),
+    (c) => c.stop(),
+  );
+  const reasons: string[] = [];
+  const seen: string[] = [];
+  let failures = 0;
+  await consumer.start([topic], {
+    take: (_topic, _partition, records) => {
+      if (failures === 0) {
+        failures += 1;
+        throw Object.assign(new Error('coordinator lookup failed'), { retriable: false });
+      }
+      seen.push(...records.map((r) => String(r.value)));
+      return records.length;
+    },
+    assigned: () => undefined,
+    crashed: (error) => reasons.push(error.message),
+  });
+  await waitFor(() => seen.length >= 5, {
+    timeout: 30_000,
+    message: 'the records were not delivered after the member was stuck',
+  });
+  assert.deepEqual(seen.slice(0, 5), ['m0', 'm1', 'm2', 'm3', 'm4']);
+  assert.equal(consumer.restarts >= 1, true, 'the member first restarted the stuck consumer');
+  assert.equal(consumer.replacements, 1, 'then replaced it once');
+  assert.equal(made.length, 2);
+  assert.ok(
+    reasons.some((reason) =>
+      /out of group .* for \d+ s: a new kafkajs consumer takes over/.test(reason),
+    ),
+    `the replacement was reported: ${reasons.join(' | ')}`,
+  );
+  await waitFor(() => consumer.healthy, { message: 'the new consumer did not join' });
 });
 
 test('registry: JSON Schema in the Confluent wire format, and BACKWARD refuses an incompatible change', async () => {
