@@ -15,8 +15,9 @@ export interface TopicProbe {
 }
 
 export async function probeTopics(kafka: Kafka, topics: string[]): Promise<TopicProbe> {
+  const groupId = `probe-${randomUUID()}`;
   const consumer = new GroupConsumer(kafka, {
-    groupId: `probe-${randomUUID()}`,
+    groupId,
     sessionTimeoutMs: 10_000,
     heartbeatIntervalMs: 500,
   });
@@ -27,6 +28,9 @@ export async function probeTopics(kafka: Kafka, topics: string[]): Promise<Topic
       return batch.length;
     },
     assigned: () => undefined,
+    // In a failing test's output, a probe that stopped reading is told from a mesh that stopped writing.
+    crashed: (error, restartInMs) =>
+      process.stderr.write(`probe ${groupId}: ${error.message} (restarts in ${restartInMs} ms)\n`),
   });
   return {
     records,
