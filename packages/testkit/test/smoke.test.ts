@@ -52,6 +52,20 @@ async function topicWithProducer(
   return { kafka, admin, topic, producer };
 }
 
+/** A fresh one-partition topic holding `count` records m0, m1, … with keys 0, 1, …. */
+async function topicWithRecords(t: Parameters<typeof onCleanup>[0], name: string, count: number) {
+  const fixture = await topicWithProducer(t, name);
+  await fixture.producer.send(
+    Array.from({ length: count }, (_, i) => ({
+      topic: fixture.topic,
+      key: String(i),
+      value: Buffer.from(`m${i}`),
+      headers: {},
+    })),
+  );
+  return fixture;
+}
+
 test('kafka: a consumer group resumes after its committed offset', async (t) => {
   const { kafka, admin, topic, producer } = await topicWithProducer(t, 'smoke');
   await producer.send(
@@ -350,15 +364,7 @@ test('kafka: a topic another client deletes stops neither offset reads nor sends
 });
 
 test('kafka: a consumer crash that kafkajs does not restart is restarted by the member', async (t) => {
-  const { kafka, topic, producer } = await topicWithProducer(t, 'smoke-crash');
-  await producer.send(
-    Array.from({ length: 5 }, (_, i) => ({
-      topic,
-      key: String(i),
-      value: Buffer.from(`m${i}`),
-      headers: {},
-    })),
-  );
+  const { kafka, topic } = await topicWithRecords(t, 'smoke-crash', 5);
   const consumer = disposable(
     t,
     new GroupConsumer(kafka, {
@@ -408,15 +414,7 @@ test('kafka: a consumer crash that kafkajs does not restart is restarted by the 
 });
 
 test('kafka: a member out of its group longer than stuckAfterMs gets a new kafkajs consumer', async (t) => {
-  const { kafka, topic, producer } = await topicWithProducer(t, 'smoke-stuck');
-  await producer.send(
-    Array.from({ length: 5 }, (_, i) => ({
-      topic,
-      key: String(i),
-      value: Buffer.from(`m${i}`),
-      headers: {},
-    })),
-  );
+  const { kafka, topic } = await topicWithRecords(t, 'smoke-stuck', 5);
   // The first kafkajs consumer ignores the member's restart after its crash, as a kafkajs consumer
   // stuck after a broker outage does (#1630: it never reconnects, and says nothing more). The
   // consumers made after it are kafkajs's own.
