@@ -89,8 +89,8 @@ export class GroupConsumer {
   #running = false;
   #lastHeartbeat = 0;
   #joined = false;
-  /** Since when the member has been out of its group, while it is. */
-  #outSince: number | undefined = Date.now();
+  /** Since when the member has been out of its group (from its start until it first joins). */
+  #outSince: number | undefined;
   #handlers: GroupConsumerHandlers | undefined;
   #restartTimer: NodeJS.Timeout | undefined;
   #watchTimer: NodeJS.Timeout | undefined;
@@ -181,6 +181,7 @@ export class GroupConsumer {
     const consumer = this.#consumer;
     this.#handlers = handlers;
     this.#topics = topics;
+    this.#outSince = Date.now();
     try {
       await consumer.connect();
     } catch (error) {
