@@ -87,8 +87,6 @@ export class GroupConsumer {
   #subscribed = false;
   #topics: string[] = [];
   #running = false;
-  #lastHeartbeat = 0;
-  #joined = false;
   /** Since when the member has been out of its group (from its start until it first joins). */
   #outSince: number | undefined;
   #handlers: GroupConsumerHandlers | undefined;
@@ -129,12 +127,8 @@ export class GroupConsumer {
       },
     });
     const current = (): boolean => consumer === this.#consumer;
-    consumer.on(consumer.events.HEARTBEAT, () => {
-      if (current()) this.#lastHeartbeat = Date.now();
-    });
     consumer.on(consumer.events.GROUP_JOIN, (event) => {
       if (!current()) return;
-      this.#joined = true;
       this.#outSince = undefined;
       this.#restartDelayMs = restartInitialMs;
       const partitions: TopicPartition[] = [];
@@ -163,17 +157,12 @@ export class GroupConsumer {
   }
 
   #left(): void {
-    this.#joined = false;
     this.#outSince ??= Date.now();
   }
 
-  /** True once the member has joined its group and its fetch loop has run recently. */
+  /** True while the member is started and in its group. */
   get healthy(): boolean {
-    return this.#running && this.#joined;
-  }
-
-  get lastHeartbeat(): number {
-    return this.#lastHeartbeat;
+    return this.#running && this.#outSince === undefined;
   }
 
   /** Joins the group and starts fetching. @throws MeshError `kafka_unavailable`. */
@@ -271,7 +260,6 @@ export class GroupConsumer {
     this.#replacements += 1;
     this.#consumer = this.#create();
     this.#subscribed = false;
-    this.#joined = false;
     this.#outSince = Date.now();
     // Its own timers and sockets go with it; whatever it still waits on is no longer listened to.
     void stuck.disconnect().catch(() => undefined);
@@ -336,7 +324,7 @@ export class GroupConsumer {
     try {
       call();
     } catch (error) {
-      if (this.#joined) throw error;
+      if (this.#outSince === undefined) throw error;
     }
   }
 

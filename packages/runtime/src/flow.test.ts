@@ -40,7 +40,6 @@ class ScriptedMember {
     const member = {
       groupId: 'flow',
       healthy: true,
-      lastHeartbeat: 0,
       start: async (_topics: string[], handlers: GroupConsumerHandlers) => {
         this.handlers = handlers;
         handlers.assigned([{ topic, partition: 0 }]);
