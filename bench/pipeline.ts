@@ -88,8 +88,8 @@ export class OutputWatcher {
     }
   }
 
-  stop(): Promise<void> {
-    return this.#consumer.stop();
+  async stop(): Promise<void> {
+    await this.#consumer.stop();
   }
 }
 

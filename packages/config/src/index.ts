@@ -172,7 +172,7 @@ export const variables = {
   MESH_SHUTDOWN_TIMEOUT: {
     kind: { type: 'duration', minMs: 0, maxMs: 600_000 },
     default: '30s',
-    doc: 'How long SIGTERM waits for running handlers.',
+    doc: 'How long SIGTERM waits for running handlers; the last commit and leaving the group then take up to 5 s more.',
   },
   MESH_API_TOKEN: {
     kind: { type: 'secret' },

@@ -1,5 +1,5 @@
 import { createRequire } from 'node:module';
-import { Kafka, logLevel, type KafkaConfig, type SASLOptions } from 'kafkajs';
+import { Kafka, logLevel, type ISocketFactory, type KafkaConfig, type SASLOptions } from 'kafkajs';
 import { certificateFault, MeshError, retryable } from '@mesh/errors';
 
 /** How to reach the brokers. SASL and TLS are optional; both are needed for most managed clusters. */
@@ -15,6 +15,8 @@ export interface KafkaConnection {
   /** How long one connection attempt may take; kafkajs's default of 1 s is short for a loaded CI box. */
   connectionTimeoutMs?: number;
   requestTimeoutMs?: number;
+  /** How connections are opened (kafkajs's TCP or TLS by default): a proxy, or a test cutting the broker off. */
+  socketFactory?: ISocketFactory;
   /** Log kafkajs's own messages (errors only by default; they go to the `log` sink). */
   log?: (
     level: 'error' | 'warn' | 'info' | 'debug',
@@ -86,6 +88,7 @@ export function createKafka(connection: KafkaConnection): Kafka {
   };
   if (connection.ssl !== undefined) config.ssl = connection.ssl;
   if (connection.sasl !== undefined) config.sasl = connection.sasl as SASLOptions;
+  if (connection.socketFactory !== undefined) config.socketFactory = connection.socketFactory;
   return new Kafka(config);
 }
 

@@ -16,6 +16,9 @@
  * given a new kafkajs consumer: whatever state the old one is stuck in after an outage (kafkajs
  * #1630: a consumer that never reconnects after "Failed to find group coordinator"), a fresh one
  * connects, subscribes and joins from scratch. The old one is disconnected in the background.
+ *
+ * `stop` waits a bounded time for kafkajs to leave the group: with the broker unreachable, kafkajs
+ * would first run its connection retries out (15–20 s), and a service would overrun its grace period.
  */
 import type { Consumer, ConsumerRunConfig, IHeaders, Kafka } from 'kafkajs';
 import { retryable } from '@mesh/errors';
@@ -77,6 +80,28 @@ const restartMaxMs = 10_000;
 const defaultSessionTimeoutMs = 30_000;
 const defaultRebalanceTimeoutMs = 60_000;
 
+/**
+ * How long a stopping member waits for Kafka to take its leave (and the runtime, its last commit)
+ * before it goes without: a broker that answers does both in milliseconds.
+ */
+export const leaveTimeoutMs = 5_000;
+
+/**
+ * What `promise` resolves to if it does within `ms`, else `otherwise` (the promise is then left to
+ * settle on its own); its rejection is thrown.
+ */
+export async function resultWithin<T>(promise: Promise<T>, ms: number, otherwise: T): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  const expired = new Promise<T>((resolve) => {
+    timer = setTimeout(() => resolve(otherwise), Math.max(0, ms));
+  });
+  try {
+    return await Promise.race([promise, expired]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
 export class GroupConsumer {
   readonly groupId: string;
   readonly #kafka: Kafka;
@@ -87,6 +112,7 @@ export class GroupConsumer {
   #subscribed = false;
   #topics: string[] = [];
   #running = false;
+  #stopped = false;
   /** Since when the member has been out of its group (from its start until it first joins). */
   #outSince: number | undefined;
   #handlers: GroupConsumerHandlers | undefined;
@@ -138,7 +164,8 @@ export class GroupConsumer {
       this.#handlers?.assigned(partitions);
     });
     consumer.on(consumer.events.CRASH, (event) => {
-      if (!current()) return;
+      // After `stop`, a consumer still retrying to leave crashes in the end: that is no news.
+      if (!current() || this.#stopped) return;
       this.#left();
       const { error, restart } = event.payload;
       if (restart) {
@@ -339,13 +366,23 @@ export class GroupConsumer {
     );
   }
 
-  async stop(): Promise<void> {
+  /**
+   * Stops fetching and leaves the group. Resolves true once kafkajs has left it, false when Kafka did
+   * not answer within `timeoutMs`: the kafkajs consumer is then abandoned to its retries, and the
+   * group drops the member after its session timeout.
+   */
+  async stop(timeoutMs = leaveTimeoutMs): Promise<boolean> {
     this.#running = false;
+    this.#stopped = true;
     clearTimeout(this.#restartTimer);
     this.#restartTimer = undefined;
     clearInterval(this.#watchTimer);
     this.#watchTimer = undefined;
-    await this.#consumer.disconnect();
+    return resultWithin(
+      this.#consumer.disconnect().then(() => true),
+      timeoutMs,
+      false,
+    );
   }
 }
 

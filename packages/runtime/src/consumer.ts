@@ -29,6 +29,8 @@ import { failureClassOf, safeDetail, terminal, toMeshError, type MeshError } fro
 import type { Claim, IdempotencyStore, Lease } from '@mesh/idempotency';
 import {
   isRecordTooLarge,
+  leaveTimeoutMs,
+  resultWithin,
   type ConsumedRecord,
   type GroupConsumer,
   type MeshProducer,
@@ -198,7 +200,7 @@ export class MeshConsumer {
   #finishing = 0;
   #stopping = false;
   #commitTimer: NodeJS.Timeout | undefined;
-  #committing: Promise<void> | undefined;
+  #committing: Promise<boolean> | undefined;
   #drained: (() => void) | undefined;
   #degradedSince: number | undefined;
   /** Partitions with records fetched but not yet admitted. */
@@ -294,8 +296,21 @@ export class MeshConsumer {
     }
     this.#abort.abort();
     clearInterval(this.#commitTimer);
-    await this.#commit();
-    await this.#consumer.stop();
+    // Kafka gets a bounded time for the last commit and the leave: when it cannot be reached, what
+    // was not committed is delivered again (and skipped as done) rather than the process hanging.
+    const leaveBy = Date.now() + leaveTimeoutMs;
+    const committed = await resultWithin(this.#commitLast(), leaveTimeoutMs, false);
+    const left = await this.#consumer.stop(leaveBy - Date.now());
+    if (!committed)
+      this.#deps.log.warn(
+        { group: this.groupId },
+        'stopped without the last commit: the events finished since the one before are delivered again, and skipped as done',
+      );
+    if (!left)
+      this.#deps.log.warn(
+        { group: this.groupId },
+        `Kafka did not answer within ${leaveTimeoutMs / 1_000} s: stopped without leaving the group, which drops the member after its session timeout`,
+      );
   }
 
   #trackerKey(topic: string, partition: number): string {
@@ -785,7 +800,8 @@ export class MeshConsumer {
     return true;
   }
 
-  async #commit(): Promise<void> {
+  /** Commits what is committable; true when it was (or nothing was to be), false when Kafka refused. */
+  async #commit(): Promise<boolean> {
     if (this.#committing !== undefined) return this.#committing;
     const offsets: (TopicPartition & { offset: string; tracker: PartitionTracker })[] = [];
     for (const tracker of this.#trackers.values()) {
@@ -798,12 +814,13 @@ export class MeshConsumer {
           tracker,
         });
     }
-    if (offsets.length === 0) return;
+    if (offsets.length === 0) return true;
     this.#committing = this.#consumer
       .commit(offsets)
       .then(
         () => {
           for (const { tracker, offset } of offsets) tracker.markCommitted(Number(offset));
+          return true;
         },
         (error: unknown) => {
           // A rebalance is in progress or the coordinator moved; the next tick tries again.
@@ -811,12 +828,19 @@ export class MeshConsumer {
             { group: this.groupId, err: safeDetail(error) },
             'commit failed; will retry',
           );
+          return false;
         },
       )
       .finally(() => {
         this.#committing = undefined;
       });
     return this.#committing;
+  }
+
+  /** The commit of everything finished: after the one in flight, which took only what was then. */
+  async #commitLast(): Promise<boolean> {
+    await this.#committing;
+    return this.#commit();
   }
 }
 

@@ -12,15 +12,16 @@ import type { EventCodec } from '@mesh/contracts';
 import { newEvent, type MeshEvent } from '@mesh/envelope';
 import { MeshError } from '@mesh/errors';
 import type { IdempotencyStore } from '@mesh/idempotency';
-import type {
-  ConsumedRecord,
-  GroupConsumer,
-  GroupConsumerHandlers,
-  MeshProducer,
-  OutgoingRecord,
-  TopicPartition,
+import {
+  leaveTimeoutMs,
+  type ConsumedRecord,
+  type GroupConsumer,
+  type GroupConsumerHandlers,
+  type MeshProducer,
+  type OutgoingRecord,
+  type TopicPartition,
 } from '@mesh/kafka';
-import { createMetrics, silentLogger } from '@mesh/telemetry';
+import { createMetrics, silentLogger, type Logger } from '@mesh/telemetry';
 import { MeshConsumer, type ConsumerDeps } from './consumer.ts';
 import { topicNames } from './topics.ts';
 
@@ -34,6 +35,13 @@ class ScriptedMember {
   resumes = 0;
   /** The offsets committed, in order. */
   commits: number[] = [];
+  /** Kafka cannot be reached: commits never answer, and a stop gives up after its timeout. */
+  unreachable = false;
+  /** The timeout of each stop. */
+  stops: number[] = [];
+  /** How long a commit takes, and how many were asked for. */
+  commitMs = 0;
+  commitsAsked = 0;
   #next = 0;
 
   asGroupConsumer(): GroupConsumer {
@@ -55,9 +63,18 @@ class ScriptedMember {
         this.resumes += 1;
       },
       commit: async (offsets: { offset: string }[]) => {
+        this.commitsAsked += 1;
+        if (this.unreachable) await new Promise(() => undefined);
+        if (this.commitMs > 0) await new Promise((resolve) => setTimeout(resolve, this.commitMs));
         for (const { offset } of offsets) this.commits.push(Number(offset));
       },
-      stop: async () => undefined,
+      // Like GroupConsumer: true once it left, false when Kafka did not answer within the timeout.
+      stop: async (timeoutMs: number) => {
+        this.stops.push(timeoutMs);
+        if (!this.unreachable) return true;
+        await new Promise((resolve) => setTimeout(resolve, timeoutMs));
+        return false;
+      },
     };
     return member as unknown as GroupConsumer;
   }
@@ -363,4 +380,81 @@ test('offsets below the committed one are a redelivery while the end is past it,
   await committedTo(3);
   assert.deepEqual(handled.slice(25), [0, 1, 2]);
   await consumer.stop(0);
+});
+
+test('a stop Kafka does not answer ends within the leave bound, and says what it left undone', async () => {
+  const member = new ScriptedMember();
+  member.unreachable = true;
+  const warnings: string[] = [];
+  const log = silentLogger();
+  log.warn = ((_fields: unknown, message: string) => {
+    warnings.push(message);
+  }) as unknown as Logger['warn'];
+  const handled: number[] = [];
+  const consumer = new MeshConsumer(flowDeps(10, member, { log }), {
+    groupId: 'flow',
+    topics: [topic],
+    handlers: {},
+    raw: (record) => {
+      handled.push(Number(record.offset));
+      return Promise.resolve();
+    },
+  });
+  await consumer.start();
+  member.fetch(5);
+  while (consumer.pending > 0) await new Promise((resolve) => setImmediate(resolve));
+  assert.deepEqual(handled, [0, 1, 2, 3, 4]);
+  // A periodic commit is now waiting for Kafka for ever; the stop's own commit queues behind it.
+  await new Promise((resolve) => setTimeout(resolve, 300));
+
+  const started = performance.now();
+  await consumer.stop(0);
+  const took = performance.now() - started;
+  assert.ok(
+    took >= leaveTimeoutMs - 50 && took < leaveTimeoutMs + 1_000,
+    `the stop took ${Math.round(took)} ms, the bound is ${leaveTimeoutMs} ms`,
+  );
+  assert.deepEqual(member.commits, [], 'nothing could be committed');
+  assert.equal(member.stops.length, 1);
+  assert.ok(
+    (member.stops[0] ?? Infinity) <= 50,
+    `the leave got what the commit left of the bound: ${member.stops[0]} ms`,
+  );
+  assert.equal(warnings.length, 2, warnings.join(' | '));
+  assert.match(warnings[0] ?? '', /without the last commit/);
+  assert.match(warnings[1] ?? '', /did not answer within 5 s: stopped without leaving the group/);
+});
+
+test('a stop Kafka answers commits everything finished, after the commit in flight, and leaves in silence', async () => {
+  const member = new ScriptedMember();
+  const warnings: string[] = [];
+  const log = silentLogger();
+  log.warn = ((_fields: unknown, message: string) => {
+    warnings.push(message);
+  }) as unknown as Logger['warn'];
+  const consumer = new MeshConsumer(flowDeps(10, member, { log }), {
+    groupId: 'flow',
+    topics: [topic],
+    handlers: {},
+    raw: () => Promise.resolve(),
+  });
+  await consumer.start();
+  const drained = async (): Promise<void> => {
+    while (consumer.pending > 0) await new Promise((resolve) => setImmediate(resolve));
+  };
+  member.commitMs = 300;
+  member.fetch(5);
+  await drained();
+  // The periodic commit of offsets 0–4 is under way when 5–9 finish and the stop comes.
+  while (member.commitsAsked === 0) await new Promise((resolve) => setTimeout(resolve, 5));
+  member.fetch(5);
+  await drained();
+  await consumer.stop(0);
+  assert.deepEqual(
+    member.commits,
+    [5, 10],
+    'the stop committed what finished after the commit in flight',
+  );
+  assert.equal(member.stops.length, 1);
+  assert.deepEqual(warnings, []);
 });

@@ -40,6 +40,8 @@ export async function probeTopics(kafka: Kafka, topics: string[]): Promise<Topic
       const one = Array.isArray(value) ? value[value.length - 1] : value;
       return one === undefined ? undefined : one.toString();
     },
-    stop: () => consumer.stop(),
+    stop: async () => {
+      await consumer.stop();
+    },
   };
 }

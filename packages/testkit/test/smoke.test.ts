@@ -6,6 +6,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { randomUUID } from 'node:crypto';
+import { connect, createServer, type Socket } from 'node:net';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { ContractRegistry } from '@mesh/contracts';
 import { isMeshError } from '@mesh/errors';
@@ -31,6 +32,37 @@ import {
 async function smokeKafka() {
   const env = await meshEnv();
   return createKafka({ brokers: env.MESH_KAFKA_BROKERS.split(','), clientId: 'smoke' });
+}
+
+/**
+ * A kafkajs client on the stack's broker that `sever` cuts off, as if the broker went away: its
+ * connections are closed, and every new one is refused.
+ */
+async function severableKafka() {
+  const env = await meshEnv();
+  const closed = createServer();
+  await new Promise<void>((resolve) => closed.listen(0, '127.0.0.1', resolve));
+  const { port: refusing } = closed.address() as { port: number };
+  await new Promise((resolve) => closed.close(resolve));
+  const sockets = new Set<Socket>();
+  let severed = false;
+  const kafka = createKafka({
+    brokers: env.MESH_KAFKA_BROKERS.split(','),
+    clientId: 'smoke-severed',
+    socketFactory: ({ host, port, onConnect }) => {
+      const socket = severed
+        ? connect({ host: '127.0.0.1', port: refusing })
+        : connect({ host, port }, onConnect);
+      sockets.add(socket);
+      socket.once('close', () => sockets.delete(socket));
+      return socket;
+    },
+  });
+  const sever = (): void => {
+    severed = true;
+    for (const socket of sockets) socket.destroy();
+  };
+  return { kafka, sever };
 }
 
 /**
@@ -475,6 +507,51 @@ test('kafka: a member out of its group longer than stuckAfterMs gets a new kafka
     `the replacement was reported: ${reasons.join(' | ')}`,
   );
   await waitFor(() => consumer.healthy, { message: 'the new consumer did not join' });
+});
+
+test('kafka: a member stopped while Kafka cannot be reached goes within its bound, not after kafkajs gives up', async (t) => {
+  const { kafka, topic } = await topicWithRecords(t, 'smoke-severed', 3);
+  const member = (groupKafka: Kafka) =>
+    new GroupConsumer(groupKafka, {
+      groupId: `smoke-severed-${randomUUID()}`,
+      sessionTimeoutMs: 10_000,
+      heartbeatIntervalMs: 500,
+    });
+  const started = async (consumer: GroupConsumer) => {
+    const seen: string[] = [];
+    await consumer.start([topic], {
+      take: (_topic, _partition, records) => {
+        seen.push(...records.map((r) => String(r.value)));
+        return records.length;
+      },
+      assigned: () => undefined,
+    });
+    await waitFor(() => seen.length >= 3 && consumer.healthy, {
+      timeout: 30_000,
+      message: 'the member did not join and read the records',
+    });
+  };
+
+  // Kafka there: the member leaves its group, and says so.
+  const reachable = member(kafka);
+  await started(reachable);
+  assert.equal(await reachable.stop(), true, 'a member with Kafka there leaves its group');
+
+  const { kafka: severable, sever } = await severableKafka();
+  const cutOff = member(severable);
+  await started(cutOff);
+  sever();
+  // kafkajs finds its connections closed at its next fetch (each waits up to 500 ms) and starts
+  // reconnecting, which is refused from now on.
+  await sleep(1_000);
+  const stopping = performance.now();
+  const left = await cutOff.stop(2_000);
+  const took = performance.now() - stopping;
+  assert.equal(left, false, 'Kafka could not take the leave');
+  assert.ok(
+    took >= 1_900 && took < 3_000,
+    `the stop took ${Math.round(took)} ms, its bound is 2000`,
+  );
 });
 
 test('registry: JSON Schema in the Confluent wire format, and BACKWARD refuses an incompatible change', async () => {
