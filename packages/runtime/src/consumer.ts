@@ -297,14 +297,15 @@ export class MeshConsumer {
     this.#abort.abort();
     clearInterval(this.#commitTimer);
     // Kafka gets a bounded time for the last commit and the leave: when it cannot be reached, what
-    // was not committed is delivered again (and skipped as done) rather than the process hanging.
+    // was not committed is delivered again (the idempotency keys skip what completed) rather than
+    // the process hanging.
     const leaveBy = Date.now() + leaveTimeoutMs;
     const committed = await resultWithin(this.#commitLast(), leaveTimeoutMs, false);
     const left = await this.#consumer.stop(leaveBy - Date.now());
     if (!committed)
       this.#deps.log.warn(
         { group: this.groupId },
-        'stopped without the last commit: the events finished since the one before are delivered again, and skipped as done',
+        'stopped without the last commit: the events finished since the one before will be delivered again',
       );
     if (!left)
       this.#deps.log.warn(
