@@ -296,6 +296,30 @@ test('LagMonitor shares one collection between concurrent callers and stops clea
   assert.equal(listings, after, 'no collection after stop');
 });
 
+test('LagMonitor stops without waiting out a collection Kafka never answers', async () => {
+  const { admin, lag } = fakeMesh();
+  let asked = false;
+  const monitor = new LagMonitor({
+    // An unreachable broker: the admin's retries outlast any grace period.
+    admin: {
+      ...admin,
+      listGroups: () => {
+        asked = true;
+        return new Promise<string[]>(() => undefined);
+      },
+    },
+    lag,
+    prefix: 'm.',
+    ownGroups: () => [],
+  });
+  monitor.start(10_000);
+  assert.equal(asked, true, 'a collection is under way');
+  const started = performance.now();
+  await monitor.stop(200);
+  const took = performance.now() - started;
+  assert.ok(took >= 190 && took < 1_000, `the stop took ${Math.round(took)} ms, its bound is 200`);
+});
+
 test('renderDashboard embeds its config so that no value can close the script', () => {
   const page = renderDashboard({ dlqUrl: 'http://dlq:8084', topicPrefix: 'm.</script><b>' });
   assert.match(page, /^<!doctype html>/i);

@@ -9,7 +9,7 @@
  * mesh too. Answers come from the latest collection, never from a broker call per request.
  */
 import { readFileSync } from 'node:fs';
-import { topicNames, unreadWorkTopics, type MeshRuntime } from '@mesh/runtime';
+import { resultWithin, topicNames, unreadWorkTopics, type MeshRuntime } from '@mesh/runtime';
 import type { ServiceContext } from '@mesh/service';
 import type { LagSample } from '@mesh/telemetry';
 
@@ -199,11 +199,24 @@ export class LagMonitor {
     this.#timer.unref();
   }
 
-  /** Stops the timer and waits for a collection under way. */
-  async stop(): Promise<void> {
+  /**
+   * Stops the timer and waits up to `stopWaitMs` for a collection under way. With Kafka answering it
+   * ends in milliseconds; with Kafka unreachable it is left to fail on its own, or the admin's
+   * retries (15–20 s) would hold the orchestrator's stop past a deployment's grace period.
+   */
+  async stop(stopWaitMs = 1_000): Promise<void> {
     clearInterval(this.#timer);
     this.#timer = undefined;
-    await this.#running?.catch(() => undefined);
+    const running = this.#running;
+    if (running === undefined) return;
+    await resultWithin(
+      running.then(
+        () => undefined,
+        () => undefined,
+      ),
+      stopWaitMs,
+      undefined,
+    );
   }
 
   /**
