@@ -292,7 +292,7 @@ export class MeshConsumer {
     );
     if (this.#pending > 0) {
       const drained = new Promise<void>((resolve) => (this.#drained = resolve));
-      await Promise.race([drained, sleep(timeoutMs, undefined, { ref: false })]);
+      await resultWithin(drained, timeoutMs, undefined);
     }
     this.#abort.abort();
     clearInterval(this.#commitTimer);

@@ -105,6 +105,16 @@ class ScriptedMember {
   }
 }
 
+/** A logger that keeps the messages of its warnings and drops the rest. */
+function warningLogger(): { log: Logger; warnings: string[] } {
+  const warnings: string[] = [];
+  const log = silentLogger();
+  log.warn = ((_fields: unknown, message: string) => {
+    warnings.push(message);
+  }) as unknown as Logger['warn'];
+  return { log, warnings };
+}
+
 /** The runtime's dependencies for a flow test: the scripted member, and no broker, registry or Redis. */
 function flowDeps(
   partitionConcurrency: number,
@@ -385,11 +395,7 @@ test('offsets below the committed one are a redelivery while the end is past it,
 test('a stop Kafka does not answer ends within the leave bound, and says what it left undone', async () => {
   const member = new ScriptedMember();
   member.unreachable = true;
-  const warnings: string[] = [];
-  const log = silentLogger();
-  log.warn = ((_fields: unknown, message: string) => {
-    warnings.push(message);
-  }) as unknown as Logger['warn'];
+  const { log, warnings } = warningLogger();
   const handled: number[] = [];
   const consumer = new MeshConsumer(flowDeps(10, member, { log }), {
     groupId: 'flow',
@@ -427,11 +433,7 @@ test('a stop Kafka does not answer ends within the leave bound, and says what it
 
 test('a stop Kafka answers commits everything finished, after the commit in flight, and leaves in silence', async () => {
   const member = new ScriptedMember();
-  const warnings: string[] = [];
-  const log = silentLogger();
-  log.warn = ((_fields: unknown, message: string) => {
-    warnings.push(message);
-  }) as unknown as Logger['warn'];
+  const { log, warnings } = warningLogger();
   const consumer = new MeshConsumer(flowDeps(10, member, { log }), {
     groupId: 'flow',
     topics: [topic],
