@@ -12,6 +12,7 @@ import { mkdirSync, writeFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { newEvent, toKafka } from '@mesh/envelope';
+import { readinessKafkaWaitMs } from '@mesh/runtime';
 import { readStackEnv, startComponent, stopComponent } from '@mesh/stack';
 import { waitFor } from '@mesh/testkit';
 import { outcomesOf, root, startMesh, type Mesh, type ServiceName } from '../support/mesh.ts';
@@ -270,12 +271,30 @@ test('the Kafka broker stopped and restarted mid-load: nothing lost, services re
   // Observed at once so a failure while other steps run is reported by `await loading`.
   loading.catch(() => undefined);
   await sleep(3_000);
+  let probes: { service: string; status: number; kafka: unknown; ms: number }[];
   try {
     await stopComponent('kafka');
-    await sleep(5_000);
+    const stopped = performance.now();
+    await sleep(1_000);
+    // Every service says so, within its probe's bound: waiting for kafkajs to give up (about 20 s)
+    // would time Kubernetes' probe out instead of answering 503.
+    probes = await Promise.all(
+      [...mesh.services].map(async ([service, { url }]) => {
+        const asked = performance.now();
+        const response = await fetch(`${url}/readyz`);
+        const { kafka } = (await response.json()) as { kafka?: unknown };
+        return { service, status: response.status, kafka, ms: performance.now() - asked };
+      }),
+    );
+    await sleep(Math.max(0, 5_000 - (performance.now() - stopped)));
   } finally {
     await startComponent('kafka');
   }
+  for (const probe of probes)
+    assert.ok(
+      probe.status === 503 && probe.kafka === false && probe.ms < readinessKafkaWaitMs + 1_000,
+      `readyz with the broker stopped: ${JSON.stringify(probe)}`,
+    );
   const ids = await loading;
   const outcome = await settle(mesh, ids);
   const restarted = exitedServices(mesh);
@@ -284,7 +303,9 @@ test('the Kafka broker stopped and restarted mid-load: nothing lost, services re
     tasks: ids.length,
     ...outcome,
     dlq: dlqCount(mesh),
-    notes: restarted.length === 0 ? 'no service restarted' : `exited: ${restarted.join(', ')}`,
+    notes:
+      `${restarted.length === 0 ? 'no service restarted' : `exited: ${restarted.join(', ')}`}; ` +
+      `readyz 503 within ${Math.round(Math.max(...probes.map((p) => p.ms)))} ms`,
   });
   assert.deepEqual(restarted, [], `every service survived the broker outage\n${mesh.tails(30)}`);
   assert.equal(outcome.lost, 0, await explainLost(mesh, ids));

@@ -70,6 +70,25 @@ export class MeshAdmin {
     return [...(await listing.topics)];
   }
 
+  /**
+   * Asks the cluster something small and live, whatever its size: the coordinator of each group of
+   * `groupIds`, and the groups' state from it (FindCoordinator and DescribeGroups). A readiness
+   * probe's question: a topic listing (a Metadata request for every topic of the cluster) grows
+   * with the cluster, to megabytes and tens of milliseconds per probe on a shared one of thousands
+   * of topics. Groups the cluster does not know answer too (as dead groups).
+   * @throws MeshError `kafka_unavailable` (retryable) when the cluster does not answer.
+   */
+  async probe(groupIds: string[]): Promise<void> {
+    const admin = await this.#ready();
+    try {
+      await admin.describeGroups(groupIds);
+    } catch (error) {
+      throw retryable('kafka_unavailable', `Kafka did not answer: ${(error as Error).message}`, {
+        cause: error,
+      });
+    }
+  }
+
   async #readTopics(): Promise<string[]> {
     const admin = await this.#ready();
     try {

@@ -7,7 +7,14 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import type { MeshConfig } from '@mesh/config';
 import { ContractRegistry, EventCodec } from '@mesh/contracts';
 import { IdempotencyStore } from '@mesh/idempotency';
-import { GroupConsumer, MeshAdmin, MeshProducer, createKafka, type Kafka } from '@mesh/kafka';
+import {
+  GroupConsumer,
+  MeshAdmin,
+  MeshProducer,
+  createKafka,
+  resultWithin,
+  type Kafka,
+} from '@mesh/kafka';
 import { createRedis, evictionRisk, pingRedis, type Redis } from '@mesh/redis';
 import {
   LagCollector,
@@ -58,6 +65,8 @@ export class MeshRuntime {
   readonly #publishing: PublishDeps;
   #registryOk = false;
   #registryCheckedAt = 0;
+  /** The Kafka question of a readiness probe, shared by the probes that come while it is asked. */
+  #kafkaCheck: Promise<boolean> | undefined;
   #lagTimer: NodeJS.Timeout | undefined;
   #closed = false;
   /** The last settings fault Redis reported (a refused password, an untrusted certificate). */
@@ -219,12 +228,7 @@ export class MeshRuntime {
       );
     }
     let kafka = this.producer.connected;
-    if (kafka) {
-      kafka = await this.admin.listTopics().then(
-        () => true,
-        () => false,
-      );
-    }
+    if (kafka) kafka = await resultWithin(this.#askKafka(), readinessKafkaWaitMs, false);
     const consumers = this.#consumers.every((c) => c.healthy);
     return {
       ready: redis && this.#registryOk && kafka && consumers,
@@ -233,6 +237,26 @@ export class MeshRuntime {
       registry: this.#registryOk,
       consumers,
     };
+  }
+
+  /**
+   * Whether Kafka answers a question that does not grow with the cluster: about this service's
+   * groups (their coordinators, which its consumers need), or without a consumer the topic listing.
+   * A broker that is away makes kafkajs retry for about 20 s before it gives up; probes that come
+   * meanwhile wait for the same question instead of asking again.
+   */
+  #askKafka(): Promise<boolean> {
+    if (this.#kafkaCheck !== undefined) return this.#kafkaCheck;
+    const groups = this.#consumers.map((c) => c.groupId);
+    const check = (groups.length > 0 ? this.admin.probe(groups) : this.admin.listTopics()).then(
+      () => true,
+      () => false,
+    );
+    this.#kafkaCheck = check;
+    void check.finally(() => {
+      if (this.#kafkaCheck === check) this.#kafkaCheck = undefined;
+    });
+    return check;
   }
 
   get consumers(): readonly MeshConsumer[] {
@@ -250,6 +274,12 @@ export class MeshRuntime {
     this.redis.disconnect();
   }
 }
+
+/**
+ * How long a readiness probe waits for Kafka's answer before it reports Kafka as not reachable: a
+ * probe answers 503 within Kubernetes' probe timeout (5 s in the chart) instead of not at all.
+ */
+export const readinessKafkaWaitMs = 2_000;
 
 /**
  * Redis keys live under the topic prefix so that two meshes sharing one Redis never see each other's

@@ -36,7 +36,8 @@ async function smokeKafka() {
 
 /**
  * A kafkajs client on the stack's broker that `sever` cuts off, as if the broker went away: its
- * connections are closed, and every new one is refused until `restore`.
+ * connections are closed, and every new one is refused until `restore`. `bytesRead` counts what its
+ * connections have received.
  */
 async function severableKafka() {
   const env = await meshEnv();
@@ -46,6 +47,7 @@ async function severableKafka() {
   await new Promise((resolve) => closed.close(resolve));
   const sockets = new Set<Socket>();
   let severed = false;
+  let readByClosed = 0;
   const kafka = createKafka({
     brokers: env.MESH_KAFKA_BROKERS.split(','),
     clientId: 'smoke-severed',
@@ -54,7 +56,10 @@ async function severableKafka() {
         ? connect({ host: '127.0.0.1', port: refusing })
         : connect({ host, port }, onConnect);
       sockets.add(socket);
-      socket.once('close', () => sockets.delete(socket));
+      socket.once('close', () => {
+        readByClosed += socket.bytesRead;
+        sockets.delete(socket);
+      });
       return socket;
     },
   });
@@ -65,7 +70,9 @@ async function severableKafka() {
   const restore = (): void => {
     severed = false;
   };
-  return { kafka, sever, restore };
+  const bytesRead = (): number =>
+    [...sockets].reduce((sum, socket) => sum + socket.bytesRead, readByClosed);
+  return { kafka, sever, restore, bytesRead };
 }
 
 /**
@@ -335,6 +342,40 @@ test("kafka: a listing of topics up to maxAgeMs old is shared; this admin's own 
   await waitFor(async () => !(await admin.listTopics(hour)).includes(own), {
     message: 'a topic it deleted is still listed',
   });
+});
+
+test('kafka: a readiness probe reads as much however many topics the cluster has', async (t) => {
+  const { kafka, bytesRead } = await severableKafka();
+  const admin = disposable(t, new MeshAdmin(kafka), (a) => a.disconnect());
+  const other = disposable(t, new MeshAdmin(await smokeKafka()), (a) => a.disconnect());
+  const groups = [uniqueName('smoke-probe-group'), uniqueName('smoke-probe-group')];
+  /** Bytes the client received while `ask` ran. */
+  const received = async (ask: () => Promise<unknown>): Promise<number> => {
+    const before = bytesRead();
+    await ask();
+    return bytesRead() - before;
+  };
+  // The first of each connects and learns the cluster; what follows is the question alone.
+  await admin.probe(groups);
+  await admin.listTopics();
+  const probe = await received(() => admin.probe(groups));
+  const listing = await received(() => admin.listTopics());
+
+  const more = Array.from({ length: 40 }, () => uniqueName('smoke-probe-topic'));
+  onCleanup(t, () => other.deleteTopics(more));
+  await other.ensureTopics(
+    more.map((topic) => ({ topic, numPartitions: 1, replicationFactor: 1 })),
+  );
+  const probeAfter = await received(() => admin.probe(groups));
+  const listingAfter = await received(() => admin.listTopics());
+  assert.ok(
+    listingAfter - listing >= more.length * (more[0]?.length ?? 0),
+    `a listing grows with the cluster: ${listing} then ${listingAfter} bytes`,
+  );
+  assert.ok(
+    probe > 0 && Math.abs(probeAfter - probe) < 64,
+    `a probe does not: ${probe} then ${probeAfter} bytes`,
+  );
 });
 
 test('kafka: an admin used again after its disconnect connects again', async (t) => {
