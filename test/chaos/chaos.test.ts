@@ -12,7 +12,7 @@ import { mkdirSync, writeFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { newEvent, toKafka } from '@mesh/envelope';
-import { readinessKafkaWaitMs } from '@mesh/runtime';
+import { readinessWaitMs } from '@mesh/runtime';
 import { readStackEnv, startComponent, stopComponent } from '@mesh/stack';
 import { waitFor } from '@mesh/testkit';
 import { outcomesOf, root, startMesh, type Mesh, type ServiceName } from '../support/mesh.ts';
@@ -292,7 +292,7 @@ test('the Kafka broker stopped and restarted mid-load: nothing lost, services re
   }
   for (const probe of probes)
     assert.ok(
-      probe.status === 503 && probe.kafka === false && probe.ms < readinessKafkaWaitMs + 1_000,
+      probe.status === 503 && probe.kafka === false && probe.ms < readinessWaitMs + 1_000,
       `readyz with the broker stopped: ${JSON.stringify(probe)}`,
     );
   const ids = await loading;

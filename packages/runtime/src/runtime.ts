@@ -217,26 +217,33 @@ export class MeshRuntime {
       throw new MeshError('config_invalid', this.#redisFault);
   }
 
-  /** Kafka, Redis and the registry reachable, and every consumer joined and not stuck. */
+  /**
+   * Kafka, Redis and the registry reachable, and every consumer joined and not stuck. The three are
+   * asked at once and each given `readinessWaitMs`: one that has not answered by then counts as not
+   * reachable, so a probe answers (a 503 naming it) instead of hanging with it.
+   */
   async readiness(): Promise<Readiness> {
-    const redis = await pingRedis(this.redis);
-    if (Date.now() - this.#registryCheckedAt > 5_000) {
-      this.#registryCheckedAt = Date.now();
-      this.#registryOk = await this.registry.ping().then(
-        () => true,
-        () => false,
-      );
-    }
-    let kafka = this.producer.connected;
-    if (kafka) kafka = await resultWithin(this.#askKafka(), readinessKafkaWaitMs, false);
+    const [redis, registry, kafka] = await Promise.all([
+      resultWithin(pingRedis(this.redis), readinessWaitMs, false),
+      this.#registryReachable(),
+      this.producer.connected ? resultWithin(this.#askKafka(), readinessWaitMs, false) : false,
+    ]);
     const consumers = this.#consumers.every((c) => c.healthy);
-    return {
-      ready: redis && this.#registryOk && kafka && consumers,
-      kafka,
-      redis,
-      registry: this.#registryOk,
-      consumers,
-    };
+    return { ready: redis && registry && kafka && consumers, kafka, redis, registry, consumers };
+  }
+
+  /** Whether the registry answers; asked at most every 5 s, the answer shared meanwhile. */
+  async #registryReachable(): Promise<boolean> {
+    if (Date.now() - this.#registryCheckedAt <= 5_000) return this.#registryOk;
+    this.#registryCheckedAt = Date.now();
+    const ping = this.registry.ping().then(
+      () => true,
+      () => false,
+    );
+    // An answer that comes after the wait still counts for the probes that follow.
+    void ping.then((ok) => (this.#registryOk = ok));
+    this.#registryOk = await resultWithin(ping, readinessWaitMs, false);
+    return this.#registryOk;
   }
 
   /**
@@ -276,10 +283,10 @@ export class MeshRuntime {
 }
 
 /**
- * How long a readiness probe waits for Kafka's answer before it reports Kafka as not reachable: a
- * probe answers 503 within Kubernetes' probe timeout (5 s in the chart) instead of not at all.
+ * How long a readiness probe waits for each of Kafka, Redis and the registry before it reports it as
+ * not reachable: a probe answers within Kubernetes' probe timeout (5 s in the chart), not after it.
  */
-export const readinessKafkaWaitMs = 2_000;
+export const readinessWaitMs = 2_000;
 
 /**
  * Redis keys live under the topic prefix so that two meshes sharing one Redis never see each other's
