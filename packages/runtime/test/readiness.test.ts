@@ -19,6 +19,16 @@ async function privateRedis(t: Parameters<typeof onCleanup>[0]) {
     ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no'],
     { stdio: 'ignore' },
   );
+  await new Promise<void>((resolve, reject) => {
+    server.once('spawn', resolve);
+    server.once('error', (error) =>
+      reject(
+        new Error(
+          `redis-server did not start (\`npm run stack -- up\` installs it): ${error.message}`,
+        ),
+      ),
+    );
+  });
   const exited = new Promise((resolve) => server.once('exit', resolve));
   onCleanup(t, async () => {
     server.kill('SIGCONT');
