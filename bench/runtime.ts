@@ -57,7 +57,7 @@ export const usage = `usage: npm run bench -- runtime [options]
   --rounds N                 paired no-op rounds, plain and runtime in alternating order (default 3)
   --warmup-rounds N          paired no-op rounds run first and not counted (default 2; 0 skips)
   --only PHASE[,PHASE]       run only these (${phases.join(', ')}); the results file is not written
-  --profile-dir DIR          CPU-profile each runtime no-op round (its measured window only) into DIR`;
+  --profile-dir DIR          CPU-profile each no-op round, relays and runtime (its measured window only), into DIR`;
 
 interface Options {
   slowMessages: number;
@@ -416,9 +416,11 @@ export async function run(args: string[]): Promise<RuntimeBenchResult> {
             side === 'plain' ? [plain, topics.plainOut] : [stock, topics.stockOut];
           const base = await endOffset(output);
           const { result: timing, ...cost } = await costOf(() =>
-            client.relay(topics.noop, output, {
-              waitForEnd: (started) => waitForEnd(output, base + n, started),
-            }),
+            profiled(`noop-${side}-round${r}`, () =>
+              client.relay(topics.noop, output, {
+                waitForEnd: (started) => waitForEnd(output, base + n, started),
+              }),
+            ),
           );
           checks[`noop_${side}_round${r}_committed_all`] = await committedAll(
             timing.groupId,
