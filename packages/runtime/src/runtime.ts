@@ -68,6 +68,12 @@ export class MeshRuntime {
   /** The Kafka question of a readiness probe, shared by the probes that come while it is asked. */
   #kafkaCheck: Promise<boolean> | undefined;
   #lagTimer: NodeJS.Timeout | undefined;
+  /** Set by `watchReadiness`: what failed at the last look, since when, and which look that was. */
+  #watch:
+    | { timer: NodeJS.Timeout; failing: string; since: number; noted: number; askedAt: number }
+    | undefined;
+  /** Numbers the readiness looks in the order they start, so a slow one never overrides a later one. */
+  #looks = 0;
   #closed = false;
   /** The last settings fault Redis reported (a refused password, an untrusted certificate). */
   #redisFault: string | undefined;
@@ -223,13 +229,64 @@ export class MeshRuntime {
    * reachable, so a probe answers (a 503 naming it) instead of hanging with it.
    */
   async readiness(): Promise<Readiness> {
+    const look = (this.#looks += 1);
+    if (this.#watch !== undefined) this.#watch.askedAt = Date.now();
     const [redis, registry, kafka] = await Promise.all([
       resultWithin(pingRedis(this.redis), readinessWaitMs, false),
       this.#registryReachable(),
       this.producer.connected ? resultWithin(this.#askKafka(), readinessWaitMs, false) : false,
     ]);
     const consumers = this.#consumers.every((c) => c.healthy);
-    return { ready: redis && registry && kafka && consumers, kafka, redis, registry, consumers };
+    const report = {
+      ready: redis && registry && kafka && consumers,
+      kafka,
+      redis,
+      registry,
+      consumers,
+    };
+    this.#noteReadiness(look, report);
+    return report;
+  }
+
+  /**
+   * Logs when the service stops being ready, naming what failed, and when it is ready again, with
+   * how long it was not: a Redis that stops answering with its connection open, or a broker that is
+   * away, otherwise stalls the service's events without a line in its log (only `/readyz` and the
+   * lag would show it). Looks every `everyMs` unless a probe looked meanwhile, and takes every
+   * probe's answer too. Started by a service once it listens; `close` ends it.
+   */
+  watchReadiness(everyMs = readinessWatchMs): void {
+    if (this.#watch !== undefined || this.#closed) return;
+    const timer = setInterval(() => {
+      const watch = this.#watch;
+      if (watch !== undefined && Date.now() - watch.askedAt >= everyMs) void this.readiness();
+    }, everyMs);
+    timer.unref();
+    this.#watch = { timer, failing: '', since: Date.now(), noted: 0, askedAt: 0 };
+    void this.readiness();
+  }
+
+  #noteReadiness(look: number, report: Readiness): void {
+    const watch = this.#watch;
+    if (watch === undefined || this.#closed || look < watch.noted) return;
+    watch.noted = look;
+    const failing = readinessChecks.filter((check) => !report[check]);
+    const now = Date.now();
+    if (failing.join() === watch.failing) return;
+    if (failing.length === 0) {
+      const seconds = Math.round((now - watch.since) / 100) / 10;
+      this.log.info(
+        { readiness: report, notReadyMs: now - watch.since },
+        `ready again after ${seconds} s`,
+      );
+    } else {
+      this.log.warn(
+        { readiness: report },
+        `not ready: ${failing.map((check) => notReadyBecause[check]).join('; ')}`,
+      );
+    }
+    if (watch.failing === '') watch.since = now;
+    watch.failing = failing.join();
   }
 
   /** Whether the registry answers; asked at most every 5 s, the answer shared meanwhile. */
@@ -275,6 +332,8 @@ export class MeshRuntime {
     if (this.#closed) return;
     this.#closed = true;
     clearInterval(this.#lagTimer);
+    clearInterval(this.#watch?.timer);
+    this.#watch = undefined;
     await Promise.all(this.#consumers.map((c) => c.stop()));
     await this.producer.disconnect().catch(() => undefined);
     await this.admin.disconnect().catch(() => undefined);
@@ -287,6 +346,19 @@ export class MeshRuntime {
  * not reachable: a probe answers within Kubernetes' probe timeout (5 s in the chart), not after it.
  */
 export const readinessWaitMs = 2_000;
+
+/** How often `watchReadiness` looks when no probe did: an outage is in the log within this and 2 s. */
+export const readinessWatchMs = 5_000;
+
+const readinessChecks = ['kafka', 'redis', 'registry', 'consumers'] as const;
+
+/** What each failed readiness check means, for the log line that says the service is not ready. */
+const notReadyBecause: Record<(typeof readinessChecks)[number], string> = {
+  kafka: `Kafka did not answer within ${readinessWaitMs / 1_000} s`,
+  redis: `Redis did not answer a PING within ${readinessWaitMs / 1_000} s`,
+  registry: `the schema registry did not answer within ${readinessWaitMs / 1_000} s`,
+  consumers: 'a consumer is out of its group or waiting on an unreachable dependency',
+};
 
 /**
  * Redis keys live under the topic prefix so that two meshes sharing one Redis never see each other's

@@ -6,8 +6,9 @@
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { test } from 'node:test';
+import { pino } from 'pino';
 import { createRedis, waitForRedis } from '@mesh/redis';
-import { freePort, meshEnv, onCleanup, testConfig } from '@mesh/testkit';
+import { freePort, meshEnv, onCleanup, testConfig, waitFor } from '@mesh/testkit';
 import { testRuntime } from '@mesh/testkit/runtime';
 import { readinessWaitMs } from '../src/index.ts';
 
@@ -70,4 +71,64 @@ test('readiness answers within its wait when Redis stops answering, and is ready
     `the probe took ${Math.round(took)} ms; it waits ${readinessWaitMs} ms for each dependency`,
   );
   assert.equal((await runtime.readiness()).ready, true, 'ready again once Redis answers');
+});
+
+test('a watched runtime logs once that it is not ready, naming Redis, and once that it is ready again', async (t) => {
+  const redis = await privateRedis(t);
+  const config = testConfig(await meshEnv(), 'readiness-test', { MESH_REDIS_URL: redis.url });
+  type Line = { level: number; msg: string; readiness?: unknown; notReadyMs?: number };
+  const lines: Line[] = [];
+  const logger = pino(
+    { level: 'info' },
+    { write: (line: string) => void lines.push(JSON.parse(line) as Line) },
+  );
+  const runtime = testRuntime(t, config, { agents: [], logger });
+  await runtime.start();
+  const watchEveryMs = 300;
+  runtime.watchReadiness(watchEveryMs);
+  const readinessLines = () =>
+    lines.filter((l) => /ready/.test(l.msg) && l.readiness !== undefined);
+  // A first look that finds the service ready says nothing.
+  await new Promise((resolve) => setTimeout(resolve, 2 * watchEveryMs));
+  assert.deepEqual(readinessLines(), [], 'nothing is logged while the service is ready');
+
+  redis.pause();
+  const paused = performance.now();
+  const warned = await waitFor(() => readinessLines().find((l) => l.level === 40), {
+    timeout: watchEveryMs + readinessWaitMs + 2_000,
+    message: 'no not-ready warning',
+  });
+  const warnedAfter = performance.now() - paused;
+  // Several more looks while Redis stays paused: the line is not repeated.
+  await new Promise((resolve) => setTimeout(resolve, 2 * (watchEveryMs + readinessWaitMs)));
+  redis.resume();
+  const back = await waitFor(() => readinessLines().find((l) => l.level === 30), {
+    timeout: watchEveryMs + readinessWaitMs + 2_000,
+    message: 'no ready-again line',
+  });
+  assert.equal(
+    warned.msg,
+    `not ready: Redis did not answer a PING within ${readinessWaitMs / 1_000} s`,
+  );
+  assert.deepEqual(warned.readiness, {
+    ready: false,
+    kafka: true,
+    redis: false,
+    registry: true,
+    consumers: true,
+  });
+  assert.ok(
+    warnedAfter < watchEveryMs + readinessWaitMs + 1_000,
+    `the warning came ${Math.round(warnedAfter)} ms after Redis stopped answering`,
+  );
+  assert.match(back.msg, /^ready again after \d+(\.\d)? s$/);
+  assert.ok(
+    (back.notReadyMs ?? 0) >= 2 * (watchEveryMs + readinessWaitMs) - 500,
+    `notReadyMs ${back.notReadyMs} covers the time Redis was paused`,
+  );
+  assert.deepEqual(
+    readinessLines().map((l) => l.level),
+    [40, 30],
+    'one warning for the outage and one line when it ended',
+  );
 });

@@ -73,6 +73,8 @@ export async function startService(
     await runtime.start();
     stopOwn = await definition.setup({ config, runtime, app, requireToken });
     await app.listen({ host: config.http.host, port: config.http.port });
+    // From here on, an outage of Kafka, Redis or the registry is in the log within seconds.
+    runtime.watchReadiness();
   } catch (error) {
     // Nothing may stay open behind a failed start: a process would hang, a test would leak.
     if (stopOwn) await stopOwn().catch(() => undefined);
