@@ -68,12 +68,12 @@ export class MeshRuntime {
   /** The Kafka question of a readiness probe, shared by the probes that come while it is asked. */
   #kafkaCheck: Promise<boolean> | undefined;
   #lagTimer: NodeJS.Timeout | undefined;
-  /** Set by `watchReadiness`: what failed at the last look, since when, and which look that was. */
-  #watch:
-    | { timer: NodeJS.Timeout; failing: string; since: number; noted: number; askedAt: number }
-    | undefined;
+  /** Set by `watchReadiness`: what failed at the last look and since when. */
+  #watch: { timer: NodeJS.Timeout; failing: string; since: number; askedAt: number } | undefined;
   /** Numbers the readiness looks in the order they start, so a slow one never overrides a later one. */
   #looks = 0;
+  /** The latest look whose answer was taken (`mesh_ready`, the watch's log lines). */
+  #lookTaken = 0;
   #closed = false;
   /** The last settings fault Redis reported (a refused password, an untrusted certificate). */
   #redisFault: string | undefined;
@@ -253,7 +253,9 @@ export class MeshRuntime {
    * how long it was not: a Redis that stops answering with its connection open, or a broker that is
    * away, otherwise stalls the service's events without a line in its log (only `/readyz` and the
    * lag would show it). Looks every `everyMs` unless a probe looked meanwhile, and takes every
-   * probe's answer too. Started by a service once it listens; `close` ends it.
+   * probe's answer too. Every look, watched or not, sets `mesh_ready{check}`, which Prometheus
+   * alerts on where nothing acts on `/readyz` (compose). Started by a service once it listens;
+   * `close` ends it.
    */
   watchReadiness(everyMs = readinessWatchMs): void {
     if (this.#watch !== undefined || this.#closed) return;
@@ -262,14 +264,17 @@ export class MeshRuntime {
       if (watch !== undefined && Date.now() - watch.askedAt >= everyMs) void this.readiness();
     }, everyMs);
     timer.unref();
-    this.#watch = { timer, failing: '', since: Date.now(), noted: 0, askedAt: 0 };
+    this.#watch = { timer, failing: '', since: Date.now(), askedAt: 0 };
     void this.readiness();
   }
 
   #noteReadiness(look: number, report: Readiness): void {
+    if (look < this.#lookTaken) return;
+    this.#lookTaken = look;
+    for (const check of readinessChecks)
+      this.metrics.ready.set({ service: this.config.service, check }, report[check] ? 1 : 0);
     const watch = this.#watch;
-    if (watch === undefined || this.#closed || look < watch.noted) return;
-    watch.noted = look;
+    if (watch === undefined || this.#closed) return;
     const failing = readinessChecks.filter((check) => !report[check]);
     const now = Date.now();
     if (failing.join() === watch.failing) return;

@@ -73,7 +73,7 @@ test('readiness answers within its wait when Redis stops answering, and is ready
   assert.equal((await runtime.readiness()).ready, true, 'ready again once Redis answers');
 });
 
-test('a watched runtime logs once that it is not ready, naming Redis, and once that it is ready again', async (t) => {
+test('a watched runtime logs once that it is not ready, naming Redis, and once that it is ready again; mesh_ready follows', async (t) => {
   const redis = await privateRedis(t);
   const config = testConfig(await meshEnv(), 'readiness-test', { MESH_REDIS_URL: redis.url });
   type Line = { level: number; msg: string; readiness?: unknown; notReadyMs?: number };
@@ -99,6 +99,11 @@ test('a watched runtime logs once that it is not ready, naming Redis, and once t
     message: 'no not-ready warning',
   });
   const warnedAfter = performance.now() - paused;
+  const readyGauge = async (): Promise<Record<string, number>> =>
+    Object.fromEntries(
+      (await runtime.metrics.ready.get()).values.map((v) => [String(v.labels.check), v.value]),
+    );
+  const whilePaused = await readyGauge();
   // Several more looks while Redis stays paused: the line is not repeated.
   await new Promise((resolve) => setTimeout(resolve, 2 * (watchEveryMs + readinessWaitMs)));
   redis.resume();
@@ -131,4 +136,10 @@ test('a watched runtime logs once that it is not ready, naming Redis, and once t
     [40, 30],
     'one warning for the outage and one line when it ended',
   );
+  assert.deepEqual(
+    whilePaused,
+    { kafka: 1, redis: 0, registry: 1, consumers: 1 },
+    'mesh_ready names the failing check while Redis is paused',
+  );
+  assert.deepEqual(await readyGauge(), { kafka: 1, redis: 1, registry: 1, consumers: 1 });
 });

@@ -77,6 +77,8 @@ export interface MeshMetrics {
   consumerLag: Gauge<'group' | 'topic' | 'partition'>;
   consumerLagSeconds: Gauge<'group' | 'topic' | 'partition'>;
   loopGuards: Counter<'service' | 'failure'>;
+  /** 1 or 0 per readiness check (kafka, redis, registry, consumers) at the service's last look. */
+  ready: Gauge<'service' | 'check'>;
 }
 
 export function createMetrics(options: { defaultMetrics?: boolean } = {}): MeshMetrics {
@@ -159,6 +161,12 @@ export function createMetrics(options: { defaultMetrics?: boolean } = {}): MeshM
       name: 'mesh_loop_guard_total',
       help: 'Events stopped by a loop guard.',
       labelNames: ['service', 'failure'],
+      registers,
+    }),
+    ready: new Gauge({
+      name: 'mesh_ready',
+      help: 'Whether each readiness check (kafka, redis, registry, consumers) passed at the last look: 1 or 0.',
+      labelNames: ['service', 'check'],
       registers,
     }),
   };
