@@ -352,8 +352,11 @@ export class MeshRuntime {
  */
 export const readinessWaitMs = 2_000;
 
-/** How often `watchReadiness` looks when no probe did: an outage is in the log within this and 2 s. */
-export const readinessWatchMs = 5_000;
+/**
+ * How often `watchReadiness` looks when no probe did: an outage is in the log within this and 2 s.
+ * The chart probes `/readyz` as often, so under Kubernetes the probes' looks are all there is.
+ */
+export const readinessWatchMs = 10_000;
 
 const readinessChecks = ['kafka', 'redis', 'registry', 'consumers'] as const;
 
