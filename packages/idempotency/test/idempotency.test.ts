@@ -6,7 +6,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { evictionRisk } from '@mesh/redis';
-import { onCleanup, testRedis } from '@mesh/testkit';
+import { onCleanup, redisBehindRelay, testRedis } from '@mesh/testkit';
 import { IdempotencyStore, type Lease } from '../src/index.ts';
 
 async function store(t: Parameters<typeof onCleanup>[0], leaseTtlMs: number) {
@@ -154,4 +154,45 @@ test('a Redis that may evict the keys when full is named; noeviction or no maxme
   );
   await redis.config('SET', 'maxmemory-policy', 'noeviction');
   assert.equal(await evictionRisk(redis), undefined);
+});
+
+test('claims on a connection that went dead without closing are made again on a new one', async (t) => {
+  const socketTimeoutMs = 1_000;
+  const { redis, blackhole } = await redisBehindRelay(
+    t,
+    'idem-dead-connection-test',
+    socketTimeoutMs,
+  );
+  const idempotency = new IdempotencyStore(redis, { leaseTtlMs: 30_000, doneTtlMs: 60_000 });
+  claimed(await idempotency.claim('g', 'before'));
+  const within = <T>(work: Promise<T>): Promise<T> =>
+    Promise.race([
+      work,
+      sleep(socketTimeoutMs + 5_000).then(() => {
+        throw new Error('no answer: the command waits on the dead connection');
+      }),
+    ]);
+
+  // Nothing gets through: the claim never reached Redis, and is sent again on a new connection.
+  blackhole('both');
+  let started = performance.now();
+  const lost = claimed(await within(idempotency.claim('g', 'lost-request')));
+  const tookRequest = performance.now() - started;
+  await within(idempotency.complete(lost, 'ok'));
+
+  // Redis ran the claim but its answer was lost: the same call again answers claimed, not leased,
+  // so the event runs now instead of after its lease's 30 s.
+  blackhole('replies');
+  started = performance.now();
+  const applied = claimed(await within(idempotency.claim('g', 'lost-reply')));
+  const tookReply = performance.now() - started;
+  await within(idempotency.complete(applied, 'ok'));
+
+  for (const took of [tookRequest, tookReply])
+    assert.ok(
+      took >= socketTimeoutMs - 100 && took < socketTimeoutMs + 3_000,
+      `answered after ${Math.round(took)} ms, on the connection made after ${socketTimeoutMs} ms of silence`,
+    );
+  assert.deepEqual(await idempotency.claim('g', 'lost-reply'), { state: 'done', outcome: 'ok' });
+  assert.deepEqual(await idempotency.claim('g', 'lost-request'), { state: 'done', outcome: 'ok' });
 });

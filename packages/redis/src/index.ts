@@ -25,7 +25,23 @@ export interface CreateRedisOptions {
    * wrong password, a certificate the CA file did not sign): waiting does not help with those.
    */
   onSettingsFault?: (message: string) => void;
+  /**
+   * How long a connection with commands outstanding may go without receiving anything before it is
+   * taken for dead, closed and made again (default `redisSocketTimeoutMs`; 0: never).
+   */
+  socketTimeoutMs?: number;
 }
+
+/**
+ * A connection that has received nothing for this long while commands wait on it is dead: a NAT that
+ * forgot it, a host failed over behind a proxy. Nothing closes such a connection (no reset comes),
+ * so without this its commands would wait for ever, TCP's retransmissions being acknowledged by
+ * whatever still holds the connection, or for about 15 minutes where nothing does. On the new
+ * connection ioredis sends them again; the mesh's scripts give the same answer to the same call
+ * (a claim with its own token is claimed again). No command of the mesh blocks, and its scripts take
+ * milliseconds, so a live Redis never comes near it.
+ */
+export const redisSocketTimeoutMs = 15_000;
 
 /** A client that reconnects forever with capped backoff; connecting starts at once. */
 export function createRedis(connection: RedisConnection, options: CreateRedisOptions): Redis {
@@ -40,6 +56,9 @@ export function createRedis(connection: RedisConnection, options: CreateRedisOpt
     lazyConnect: false,
     // Commands issued in the same tick (many handlers claiming at once) go out in one write.
     enableAutoPipelining: true,
+    ...((options.socketTimeoutMs ?? redisSocketTimeoutMs) > 0
+      ? { socketTimeout: options.socketTimeoutMs ?? redisSocketTimeoutMs }
+      : {}),
   });
   // Connection errors are reported through readiness and command failures; without a listener
   // ioredis prints each reconnect failure as an unhandled error event.

@@ -4,12 +4,13 @@
  * Each test gets its own topic prefix and group ids (`randomUUID()`), registers cleanup as soon as it
  * creates a client, and polls with `waitFor` instead of sleeping.
  */
+import { spawn } from 'node:child_process';
 import { randomBytes, randomUUID } from 'node:crypto';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { rootCertificates } from 'node:tls';
-import { createServer } from 'node:net';
+import { connect, createServer, type AddressInfo, type Socket } from 'node:net';
 import { loadConfig, type MeshConfig } from '@mesh/config';
 import { createRedis, waitForRedis, type Redis } from '@mesh/redis';
 import { secureStackEnvKeys, startAuthRegistry, type SecureStackEnv } from '@mesh/stack';
@@ -116,7 +117,6 @@ export async function foreignCaFile(t: CleanupContext): Promise<string> {
   return file;
 }
 
-/** A short unique name for topics, groups and ids of one test. */
 /** A TCP port free on 127.0.0.1 right now, for a process the test or benchmark starts. */
 export async function freePort(): Promise<number> {
   return new Promise((resolve, reject) => {
@@ -131,6 +131,7 @@ export async function freePort(): Promise<number> {
   });
 }
 
+/** A short unique name for topics, groups and ids of one test. */
 export function uniqueName(prefix = 't'): string {
   return `${prefix}-${randomUUID().slice(0, 8)}`;
 }
@@ -245,4 +246,118 @@ export async function testRedis(
     if (keys.length > 0) await redis.del(...keys);
   });
   return { redis, prefix };
+}
+
+/**
+ * A redis-server of the test's own on a free port (the stack's `redis-server`, no persistence),
+ * killed when the test ends: for tests that pause Redis (`pause`: SIGSTOP, as a stalled host or a
+ * partition leaves it, its connections open) without stalling the other tests' stack.
+ */
+export async function privateRedis(
+  t: CleanupContext,
+): Promise<{ url: string; pause: () => void; resume: () => void }> {
+  const port = await freePort();
+  const server = spawn(
+    'redis-server',
+    ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no'],
+    { stdio: 'ignore' },
+  );
+  await new Promise<void>((resolve, reject) => {
+    server.once('spawn', resolve);
+    server.once('error', (error) =>
+      reject(
+        new Error(
+          `redis-server did not start (\`npm run stack -- up\` installs it): ${error.message}`,
+        ),
+      ),
+    );
+  });
+  const exited = new Promise((resolve) => server.once('exit', resolve));
+  onCleanup(t, async () => {
+    server.kill('SIGCONT');
+    server.kill('SIGKILL');
+    await exited;
+  });
+  const url = `redis://127.0.0.1:${port}`;
+  const client = createRedis({ url }, { connectionName: 'private-redis-check' });
+  try {
+    await waitForRedis(client, 10_000);
+  } finally {
+    client.disconnect();
+  }
+  return { url, pause: () => server.kill('SIGSTOP'), resume: () => server.kill('SIGCONT') };
+}
+
+/**
+ * A TCP relay to the host and port of `targetUrl` (`url`: the same URL on the relay's port) whose
+ * `blackhole` keeps its connections open but passes nothing more on them (`replies`: only what
+ * comes back is dropped), as a NAT that forgot them or a proxy whose host failed over would: no
+ * close, no reset. Connections made after it relay again. Closed when the test ends.
+ */
+export async function blackholingRelay(
+  t: CleanupContext,
+  targetUrl: string,
+): Promise<{ url: string; blackhole: (direction: 'both' | 'replies') => void }> {
+  const target = new URL(targetUrl);
+  // Every open pair (closed at the end), and those still relaying (the next `blackhole`'s).
+  const open = new Set<[Socket, Socket]>();
+  const relaying = new Set<[Socket, Socket]>();
+  const server = createServer((client) => {
+    const upstream = connect({ host: target.hostname, port: Number(target.port) });
+    const pair: [Socket, Socket] = [client, upstream];
+    open.add(pair);
+    relaying.add(pair);
+    client.pipe(upstream);
+    upstream.pipe(client);
+    const drop = (): void => {
+      client.destroy();
+      upstream.destroy();
+      open.delete(pair);
+      relaying.delete(pair);
+    };
+    for (const socket of pair) socket.on('error', drop).on('close', drop);
+  });
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  onCleanup(t, async () => {
+    for (const [client, upstream] of open) {
+      client.destroy();
+      upstream.destroy();
+    }
+    await new Promise((resolve) => server.close(resolve));
+  });
+  const url = new URL(target);
+  url.port = String((server.address() as AddressInfo).port);
+  return {
+    url: url.toString(),
+    blackhole(direction: 'both' | 'replies'): void {
+      for (const [client, upstream] of relaying) {
+        // Read and dropped (an unpiped socket is paused: it would not even see its peer close).
+        upstream.unpipe(client);
+        upstream.resume();
+        if (direction === 'both') {
+          client.unpipe(upstream);
+          client.resume();
+        }
+      }
+      relaying.clear();
+    },
+  };
+}
+
+/**
+ * A client of a private redis-server (`privateRedis`) reached through a `blackholingRelay`, which
+ * takes a connection for dead after `socketTimeoutMs` without an answer: for tests of what the mesh
+ * does when a connection stops passing anything without closing. Disconnected when the test ends.
+ */
+export async function redisBehindRelay(
+  t: CleanupContext,
+  connectionName: string,
+  socketTimeoutMs: number,
+): Promise<{ redis: Redis; blackhole: (direction: 'both' | 'replies') => void }> {
+  const server = await privateRedis(t);
+  const relay = await blackholingRelay(t, server.url);
+  const redis = createRedis({ url: relay.url }, { connectionName, socketTimeoutMs });
+  onCleanup(t, () => redis.disconnect());
+  await waitForRedis(redis);
+  return { redis, blackhole: relay.blackhole };
 }
