@@ -120,8 +120,10 @@ const releaseLock = `if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.
 // KEYS: the task's lock, the task, its final marker. ARGV: token, ttl ms. Takes the lock and reads
 // the task in one round trip: {1, task JSON} when taken, {1, nil, final type or nil} when taken and
 // there is no task (the final type says it ended and was forgotten), {0} when another holds it.
+// The token's own lock counts as taken: a call sent again after its reply was lost (ioredis sends
+// what a dead connection left unanswered on the next one) gets it instead of waiting 30 s for it.
 const lockAndRead = `
-if redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2], 'NX') then
+if redis.call('GET', KEYS[1]) == ARGV[1] or redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2], 'NX') then
   local task = redis.call('GET', KEYS[2])
   if task then return {1, task} end
   return {1, false, redis.call('GET', KEYS[3])}

@@ -6,7 +6,7 @@ import { test } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
 import assert from 'node:assert/strict';
 import { createRedis, waitForRedis } from '@mesh/redis';
-import { meshEnv, onCleanup, testRedis, waitFor } from '@mesh/testkit';
+import { meshEnv, onCleanup, redisBehindRelay, testRedis, waitFor } from '@mesh/testkit';
 import { TaskStore, type EventSummary, type TaskState } from '../src/index.ts';
 
 /**
@@ -454,5 +454,32 @@ test('tasks an older orchestrator wrote are filed by status once, from their doc
   assert.deepEqual(
     (await another.list({ limit: 10, status: ['running', 'awaiting_approval'] })).map((s) => s.id),
     ['gate', 'stuck'],
+  );
+});
+
+test('a task lock whose reply was lost with its connection is held by the call that took it, not waited out', async (t) => {
+  const socketTimeoutMs = 1_000;
+  const { redis, blackhole } = await redisBehindRelay(
+    t,
+    'orchestrator-dead-connection-test',
+    socketTimeoutMs,
+  );
+  const store = new TaskStore(redis, { prefix: 'mesh:', ttlMs: 60_000 });
+  assert.equal(await store.withLock('t1', () => Promise.resolve('first')), 'first');
+
+  // Redis takes the lock, its answer is lost; ioredis sends the same call again on a new
+  // connection, and the lock, already this call's, is its to use rather than to wait for (30 s).
+  blackhole('replies');
+  const started = performance.now();
+  assert.equal(await store.withLock('t2', () => Promise.resolve('second')), 'second');
+  const took = performance.now() - started;
+  assert.ok(
+    took < socketTimeoutMs + 3_000,
+    `took ${Math.round(took)} ms after a lost reply; the lock lapses only after 30 s`,
+  );
+  assert.equal(
+    await store.withLock('t2', () => Promise.resolve('again')),
+    'again',
+    'and it was released after',
   );
 });
