@@ -59,6 +59,15 @@
  *    time with the usual slicing-by-8 tables (0.8 µs per KB): the same checksum, which the test
  *    holds to a bitwise reference and the standard check value.
  *
+ * 11. A request that timed out left its connection in use, and kafkajs wrote every retry to it
+ *    again (kafkajs #919): a connection that stopped passing anything without a close or a reset
+ *    (a NAT that forgot it, a proxy whose broker failed over) held the producer's sends, retried
+ *    for ever, until TCP gave up, and for ever where something still acknowledged the packets. The
+ *    connection now closes itself when one of its requests times out, as if the broker had closed
+ *    it (its other requests fail as retriable), and the retry connects afresh. The smoke test
+ *    sends through a relay that stops passing anything: each send lands once, a request timeout
+ *    later.
+ *
  * 11. A produce request copied each message whole (a spread) to hand five of its fields to the
  *    record encoder; it now hands over those five.
  *
@@ -611,6 +620,54 @@ module.exports = crc32C
       timestampDelta: (message.timestamp || dateNow) - firstTimestamp,
     })
   )`,
+  },
+  {
+    file: 'src/network/requestQueue/index.js',
+    from: `      timeout: () => {
+        this.inflight.delete(correlationId)
+        this.checkPendingRequests()
+        // Try to emit REQUEST_QUEUE_EMPTY. Otherwise, waitForPendingRequests may stuck forever
+        this[PRIVATE.EMIT_REQUEST_QUEUE_EMPTY]()
+      },`,
+    to: `      timeout: () => {
+        this.inflight.delete(correlationId)
+        this.checkPendingRequests()
+        // Try to emit REQUEST_QUEUE_EMPTY. Otherwise, waitForPendingRequests may stuck forever
+        this[PRIVATE.EMIT_REQUEST_QUEUE_EMPTY]()
+        // mesh-patch: the connection is told, and gives itself up (see connection.js)
+        if (this.meshOnRequestTimeout) this.meshOnRequestTimeout()
+      },`,
+  },
+  {
+    file: 'src/network/connection.js',
+    from: `      isConnected: () => this.isConnected(),
+    })
+`,
+    to: `      isConnected: () => this.isConnected(),
+    })
+    /* mesh-patch: a request that timed out leaves its connection in use, and every retry was
+       written to it again (kafkajs #919): a connection that stopped passing anything without a
+       close or a reset (a NAT that forgot it, a proxy whose broker failed over) held the producer's
+       sends, retried for ever, until TCP gave up (about 15 minutes, never where something still
+       acknowledges the packets). The connection now closes itself as if the broker had closed it:
+       its other requests fail as retriable, and the next attempt connects afresh. */
+    this.requestQueue.meshOnRequestTimeout = () => {
+      if (!this.isConnected()) return
+      // Logged at ERROR to pass kafkajs's level; @mesh/kafka logs it as the warning it is.
+      this.logError('Request timed out; closing the connection, the next request opens a new one')
+      this.rejectRequests(
+        new KafkaJSConnectionClosedError('Closed connection after a request timed out', {
+          host: this.host,
+          port: this.port,
+        })
+      )
+      const socket = this.socket
+      this.disconnect().then(
+        () => socket && socket.destroy(),
+        () => socket && socket.destroy()
+      )
+    }
+`,
   },
 ];
 

@@ -67,6 +67,9 @@ function kafkajsLogLevel(
     handledByKafkajs.has(extra.error)
   )
     return 'warn';
+  // The patched connection gives itself up after a request timed out; the retry reconnects.
+  if (level === logLevel.ERROR && message.startsWith('Request timed out; closing the connection'))
+    return 'warn';
   return levelNames[level];
 }
 

@@ -20,6 +20,7 @@ import {
 } from '@mesh/kafka';
 import { createRedis, waitForRedis } from '@mesh/redis';
 import {
+  blackholingRelay,
   disposable,
   meshEnv,
   onCleanup,
@@ -599,6 +600,56 @@ test('kafka: a member stopped while Kafka cannot be reached goes within its boun
     took >= 1_900 && took < 3_000,
     `the stop took ${Math.round(took)} ms, its bound is 2000`,
   );
+});
+
+test('kafka: a send on a connection that stopped passing anything, without closing, is made again on a new one, once', async (t) => {
+  const env = await meshEnv();
+  const { admin, topic } = await topicWithProducer(t, 'smoke-dead-connection');
+  // Every connection of this client goes through the relay (one broker: its address is the relay's).
+  const relay = await blackholingRelay(t, `kafka://${env.MESH_KAFKA_BROKERS.split(',')[0] ?? ''}`);
+  const relayPort = Number(new URL(relay.url).port);
+  const requestTimeoutMs = 2_000;
+  const producer = disposable(
+    t,
+    new MeshProducer(
+      createKafka({
+        brokers: env.MESH_KAFKA_BROKERS.split(','),
+        clientId: 'smoke-dead-connection',
+        requestTimeoutMs,
+        socketFactory: ({ onConnect }) =>
+          connect({ host: '127.0.0.1', port: relayPort }, onConnect),
+      }),
+    ),
+    (p) => p.disconnect(),
+  );
+  await producer.connect();
+  const send = async (value: string): Promise<number> => {
+    const started = performance.now();
+    await Promise.race([
+      producer.send([{ topic, key: 'k', value: Buffer.from(value), headers: {} }]),
+      sleep(requestTimeoutMs + 10_000).then(() => {
+        throw new Error(`the send of ${value} waits on the dead connection`);
+      }),
+    ]);
+    return performance.now() - started;
+  };
+  await send('before');
+
+  // Nothing reaches the broker: the request times out, the connection closes, the retry connects.
+  relay.blackhole('both');
+  const lostRequest = await send('lost-request');
+  // The broker appends the records, its answer is lost: the retry on a new connection is the same
+  // idempotent batch, which the broker does not append again.
+  relay.blackhole('replies');
+  const lostReply = await send('lost-reply');
+
+  for (const took of [lostRequest, lostReply])
+    assert.ok(
+      took >= requestTimeoutMs - 100 && took < requestTimeoutMs + 5_000,
+      `sent after ${Math.round(took)} ms, on a connection made after the ${requestTimeoutMs} ms request timeout`,
+    );
+  const [partition] = await admin.endOffsets(topic);
+  assert.equal(partition?.high, 3, 'three records, none written twice');
 });
 
 test('registry: JSON Schema in the Confluent wire format, and BACKWARD refuses an incompatible change', async () => {
