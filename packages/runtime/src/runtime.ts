@@ -259,12 +259,20 @@ export class MeshRuntime {
    */
   watchReadiness(everyMs = readinessWatchMs): void {
     if (this.#watch !== undefined || this.#closed) return;
-    const timer = setInterval(() => {
+    // Due `everyMs` after the last look, whoever made it: a probe's look puts the next one off.
+    const tick = (): void => {
       const watch = this.#watch;
-      if (watch !== undefined && Date.now() - watch.askedAt >= everyMs) void this.readiness();
-    }, everyMs);
-    timer.unref();
-    this.#watch = { timer, failing: '', since: Date.now(), askedAt: 0 };
+      if (watch === undefined) return;
+      const wait = watch.askedAt + everyMs - Date.now();
+      if (wait <= 0) void this.readiness();
+      watch.timer = setTimeout(tick, wait <= 0 ? everyMs : wait).unref();
+    };
+    this.#watch = {
+      timer: setTimeout(tick, everyMs).unref(),
+      failing: '',
+      since: Date.now(),
+      askedAt: 0,
+    };
     void this.readiness();
   }
 
@@ -337,7 +345,7 @@ export class MeshRuntime {
     if (this.#closed) return;
     this.#closed = true;
     clearInterval(this.#lagTimer);
-    clearInterval(this.#watch?.timer);
+    clearTimeout(this.#watch?.timer);
     this.#watch = undefined;
     await Promise.all(this.#consumers.map((c) => c.stop()));
     await this.producer.disconnect().catch(() => undefined);

@@ -52,12 +52,19 @@ test('a watched runtime logs once that it is not ready, naming Redis, and once t
   const runtime = testRuntime(t, config, { agents: [], logger });
   await runtime.start();
   const watchEveryMs = 300;
+  let looks = 0;
+  const look = runtime.readiness.bind(runtime);
+  runtime.readiness = () => {
+    looks += 1;
+    return look();
+  };
   runtime.watchReadiness(watchEveryMs);
   const readinessLines = () =>
     lines.filter((l) => /ready/.test(l.msg) && l.readiness !== undefined);
-  // A first look that finds the service ready says nothing.
-  await new Promise((resolve) => setTimeout(resolve, 2 * watchEveryMs));
+  // A first look that finds the service ready says nothing; the next ones come every interval.
+  await new Promise((resolve) => setTimeout(resolve, 7 * watchEveryMs));
   assert.deepEqual(readinessLines(), [], 'nothing is logged while the service is ready');
+  assert.ok(looks >= 6, `${looks} looks in 7 intervals`);
 
   redis.pause();
   const paused = performance.now();
