@@ -14,7 +14,8 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { newEvent, toKafka } from '@mesh/envelope';
 import { readinessWaitMs } from '@mesh/runtime';
 import { readStackEnv, startComponent, stopComponent } from '@mesh/stack';
-import { waitFor } from '@mesh/testkit';
+import { redisSocketTimeoutMs } from '@mesh/redis';
+import { blackholingRelay, waitFor } from '@mesh/testkit';
 import { outcomesOf, root, startMesh, type Mesh, type ServiceName } from '../support/mesh.ts';
 
 const templates = fileURLToPath(new URL('./templates/', import.meta.url));
@@ -365,6 +366,63 @@ test('Redis stopped and restarted mid-load: consumption stops (readyz red), resu
 });
 
 /** The latest schema id of every mesh contract in the registry, and the subjects each id answers for. */
+test('every Redis connection goes silent mid-load, without closing: the services say so, make new ones, and lose nothing', async (t) => {
+  await requireLocalStack();
+  const stackRedis = process.env.MESH_REDIS_URL;
+  assert.ok(stackRedis !== undefined, 'MESH_REDIS_URL of the stack');
+  // The services reach Redis through a relay of this test, which then stops passing anything on
+  // their connections while keeping them open (a NAT that forgot them, a proxy whose Redis failed
+  // over); connections made after that relay again.
+  const relay = await blackholingRelay(t, stackRedis);
+  const mesh = await chaosMesh(t, { MESH_REDIS_URL: relay.url });
+  const loading = load(mesh, 200, 25);
+  loading.catch(() => undefined);
+  await sleep(3_000);
+  const outputsBefore = mesh.probe.on(mesh.client.topics.outputs).length;
+  relay.blackhole('both');
+  const silenced = performance.now();
+  const resumed = await waitFor(
+    () =>
+      mesh.probe.on(mesh.client.topics.outputs).length > outputsBefore + 5
+        ? performance.now() - silenced
+        : undefined,
+    {
+      timeout: redisSocketTimeoutMs + 30_000,
+      message: 'no task ended after the connections went silent',
+    },
+  );
+  const ids = await loading;
+  const outcome = await settle(mesh, ids);
+  const restarted = exitedServices(mesh);
+  const warned = [...mesh.services.values()].filter((s) =>
+    s.output.some((line) => line.includes('not ready: Redis did not answer')),
+  );
+  rows.push({
+    case: 'redis connections silent',
+    tasks: ids.length,
+    ...outcome,
+    dlq: dlqCount(mesh),
+    notes:
+      `tasks ending again ${(resumed / 1_000).toFixed(1)} s after; ` +
+      `${warned.length}/${mesh.services.size} services logged not ready (redis); ` +
+      `${restarted.length === 0 ? 'no service restarted' : `exited: ${restarted.join(', ')}`}`,
+  });
+  assert.ok(
+    resumed < redisSocketTimeoutMs + 15_000,
+    `tasks ended again ${Math.round(resumed)} ms after the connections went silent`,
+  );
+  assert.deepEqual(restarted, [], mesh.tails(30));
+  assert.equal(
+    warned.length,
+    mesh.services.size,
+    `every service logs that Redis does not answer\n${mesh.tails(30)}`,
+  );
+  assert.equal(outcome.lost, 0, await explainLost(mesh, ids));
+  assert.equal(outcome.duplicates, 0);
+  assert.equal(outcome.completed, ids.length, mesh.tails(30));
+  assert.equal(dlqCount(mesh), 0, `an outage is not a dead letter\n${mesh.tails(30)}`);
+});
+
 async function contractIds(
   url: string,
 ): Promise<Record<string, { id: number; subjects: string[] }>> {
