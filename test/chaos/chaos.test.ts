@@ -1,7 +1,7 @@
 /**
  * The reliability suite: the four services as processes under a steady load of tasks, against the
  * real Kafka, registry and Redis of the local stack, with processes killed, the broker, Redis and
- * the registry stopped, bad input and loops thrown at them. Each case reports counts; all are written to
+ * the registry stopped, their Redis connections gone silent, bad input and loops thrown at them. Each case reports counts; all are written to
  * test/results/chaos.json and printed as a table at the end.
  *
  * It stops and restarts components, so it needs the local stack (`npm run stack`), not a shared one.
