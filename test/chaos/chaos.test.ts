@@ -1,8 +1,9 @@
 /**
  * The reliability suite: the four services as processes under a steady load of tasks, against the
  * real Kafka, registry and Redis of the local stack, with processes killed, the broker, Redis and
- * the registry stopped, their Redis connections gone silent, bad input and loops thrown at them. Each case reports counts; all are written to
- * test/results/chaos.json and printed as a table at the end.
+ * the registry stopped, their Redis connections gone silent, bad input and loops thrown at them.
+ * Each case reports counts; all are written to test/results/chaos.json and printed as a table at
+ * the end.
  *
  * It stops and restarts components, so it needs the local stack (`npm run stack`), not a shared one.
  */
@@ -365,7 +366,6 @@ test('Redis stopped and restarted mid-load: consumption stops (readyz red), resu
   assert.equal(dlqCount(mesh), 0, `an outage is not a dead letter\n${mesh.tails(30)}`);
 });
 
-/** The latest schema id of every mesh contract in the registry, and the subjects each id answers for. */
 test('every Redis connection goes silent mid-load, without closing: the services say so, make new ones, and lose nothing', async (t) => {
   await requireLocalStack();
   const stackRedis = process.env.MESH_REDIS_URL;
@@ -423,6 +423,7 @@ test('every Redis connection goes silent mid-load, without closing: the services
   assert.equal(dlqCount(mesh), 0, `an outage is not a dead letter\n${mesh.tails(30)}`);
 });
 
+/** The latest schema id of every mesh contract in the registry, and the subjects each id answers for. */
 async function contractIds(
   url: string,
 ): Promise<Record<string, { id: number; subjects: string[] }>> {
