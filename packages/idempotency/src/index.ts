@@ -8,7 +8,14 @@
  * run again. Every change is one Lua script, so it is atomic on the server.
  */
 import { randomUUID } from 'node:crypto';
-import { Coalescer, defineScript, redisFailure, type Redis, type Script } from '@mesh/redis';
+import {
+  Coalescer,
+  defineScript,
+  redisFailure,
+  retryInBackground,
+  type Redis,
+  type Script,
+} from '@mesh/redis';
 
 // Claims and done markers are batched: every claim (or completion) made while one turn of the event
 // loop runs goes to Redis as one script call over all of their keys. A claim's lease token is the
@@ -53,6 +60,17 @@ for i, key in ipairs(KEYS) do
   end
 end
 return done
+`;
+// The leases a claim batch may have taken (ARGV[1]: its token) before its answer was lost.
+const releaseBatchScript = `
+local released = 0
+for i, key in ipairs(KEYS) do
+  if redis.call('GET', key) == 'lease:' .. ARGV[1] .. '/' .. i then
+    redis.call('DEL', key)
+    released = released + 1
+  end
+end
+return released
 `;
 const releaseScript = `
 if redis.call('GET', KEYS[1]) == 'lease:' .. ARGV[1] then return redis.call('DEL', KEYS[1]) end
@@ -102,9 +120,20 @@ export class IdempotencyStore {
     this.#options = { keyPrefix: 'mesh:idem:', ...options };
     const claim = defineScript(redis, 'meshIdemClaimMany', claimScript);
     this.#complete = defineScript(redis, 'meshIdemCompleteMany', completeScript);
+    const releaseBatch = defineScript(redis, 'meshIdemReleaseBatch', releaseBatchScript);
     this.#claims = new Coalescer(async (keys) => {
       const token = `${this.#tokenBase}${(this.#batches += 1)}`;
-      const reply = (await claim(keys, [this.#options.leaseTtlMs, token])) as string[];
+      let reply: string[];
+      try {
+        reply = (await claim(keys, [this.#options.leaseTtlMs, token])) as string[];
+      } catch (error) {
+        // Redis may have taken the leases before the answer was lost (ioredis gives up a command a
+        // dead connection left unanswered when it cannot send it again): each event, claimed
+        // again with another token, would wait for its own lease to lapse. They are given back
+        // once Redis answers.
+        retryInBackground(() => releaseBatch(keys, [token]), this.#options.leaseTtlMs);
+        throw error;
+      }
       return keys.map((_, i) => {
         const state = reply[2 * i] ?? '';
         // A claimed key's token is the batch's and its position, as the script made it.

@@ -5,6 +5,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { setTimeout as sleep } from 'node:timers/promises';
+import { isMeshError } from '@mesh/errors';
 import { evictionRisk } from '@mesh/redis';
 import { onCleanup, redisBehindRelay, testRedis } from '@mesh/testkit';
 import { IdempotencyStore, type Lease } from '../src/index.ts';
@@ -195,4 +196,23 @@ test('claims on a connection that went dead without closing are made again on a 
     );
   assert.deepEqual(await idempotency.claim('g', 'lost-reply'), { state: 'done', outcome: 'ok' });
   assert.deepEqual(await idempotency.claim('g', 'lost-request'), { state: 'done', outcome: 'ok' });
+});
+
+test('leases a failed claim may have taken are given back once Redis answers, not left to lapse', async (t) => {
+  // No socket timeout here: the client's own disconnect fails the call instead.
+  const { redis, failAfterApplied } = await redisBehindRelay(t, 'idem-lost-claim-test', 0);
+  const idempotency = new IdempotencyStore(redis, { leaseTtlMs: 30_000, doneTtlMs: 60_000 });
+  // Redis takes the lease; its answer is lost, and the claim fails with its connection.
+  const failure = await failAfterApplied(() => idempotency.claim('g', 'e1'));
+  assert.ok(isMeshError(failure) && failure.code === 'redis_unavailable', String(failure));
+
+  const started = performance.now();
+  let claim = await idempotency.claim('g', 'e1');
+  while (claim.state === 'leased' && performance.now() - started < 5_000) {
+    await sleep(100);
+    claim = await idempotency.claim('g', 'e1');
+  }
+  const took = performance.now() - started;
+  assert.equal(claim.state, 'claimed', 'the event is claimed again, not held by the lost lease');
+  assert.ok(took < 3_000, `claimed after ${Math.round(took)} ms; the lease lapses only after 30 s`);
 });

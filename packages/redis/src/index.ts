@@ -161,6 +161,21 @@ export async function withRedis<T>(what: string, fn: () => Promise<T>): Promise<
   }
 }
 
+/**
+ * Runs `call` now and, while it fails, again every second for at most `forMs`, in the background:
+ * for what must reach Redis once it answers again, such as giving back a lease or a lock that a
+ * call whose answer was lost may have taken (it would otherwise hold until its TTL).
+ */
+export function retryInBackground(call: () => Promise<unknown>, forMs: number): void {
+  const until = Date.now() + forMs;
+  const attempt = (): void => {
+    call().catch(() => {
+      if (Date.now() + 1_000 < until) setTimeout(attempt, 1_000).unref();
+    });
+  };
+  attempt();
+}
+
 /** Maps an ioredis failure onto the taxonomy: any command failure is a retryable `redis_unavailable`. */
 export function redisFailure(error: unknown, what: string): Error {
   return retryable('redis_unavailable', `${what}: ${(error as Error).message}`, { cause: error });

@@ -353,11 +353,37 @@ export async function redisBehindRelay(
   t: CleanupContext,
   connectionName: string,
   socketTimeoutMs: number,
-): Promise<{ redis: Redis; blackhole: (direction: 'both' | 'replies') => void }> {
+): Promise<{
+  redis: Redis;
+  blackhole: (direction: 'both' | 'replies') => void;
+  failAfterApplied: (call: () => Promise<unknown>) => Promise<unknown>;
+}> {
   const server = await privateRedis(t);
   const relay = await blackholingRelay(t, server.url);
   const redis = createRedis({ url: relay.url }, { connectionName, socketTimeoutMs });
   onCleanup(t, () => redis.disconnect());
   await waitForRedis(redis);
-  return { redis, blackhole: relay.blackhole };
+  return {
+    redis,
+    blackhole: relay.blackhole,
+    /**
+     * Runs `call` so that Redis carries it out but its caller sees it fail: its answer is dropped,
+     * then the connection closed under it. Resolves with what `call` was rejected with, once the
+     * client is connected again.
+     */
+    async failAfterApplied(call) {
+      relay.blackhole('replies');
+      const calling = call().then(
+        () => {
+          throw new Error('the call succeeded; it was to fail after Redis had carried it out');
+        },
+        (error: unknown) => error,
+      );
+      await new Promise((resolve) => setTimeout(resolve, 300));
+      redis.disconnect();
+      const failure = await calling;
+      await redis.connect();
+      return failure;
+    },
+  };
 }

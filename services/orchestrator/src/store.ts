@@ -7,7 +7,14 @@ import { randomUUID } from 'node:crypto';
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { MeshEventAttributes } from '@mesh/envelope';
 import { retryable } from '@mesh/errors';
-import { Coalescer, defineScript, withRedis, type Redis, type Script } from '@mesh/redis';
+import {
+  Coalescer,
+  defineScript,
+  retryInBackground,
+  withRedis,
+  type Redis,
+  type Script,
+} from '@mesh/redis';
 import type { Budget, PlannedStage } from './templates.ts';
 
 export const taskStatuses = [
@@ -116,6 +123,8 @@ end
 if redis.call('GET', KEYS[2]) == ARGV[2] then return 1 end
 return 0
 `;
+/** How long a task lock holds without being released: its holder died, or Redis lost its answer. */
+const lockTtlMs = 30_000;
 const releaseLock = `if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end return 0`;
 // KEYS: the task's lock, the task, its final marker. ARGV: token, ttl ms. Takes the lock and reads
 // the task in one round trip: {1, task JSON} when taken, {1, nil, final type or nil} when taken and
@@ -332,16 +341,23 @@ export class TaskStore {
   async #withRedisLock<T>(id: string, fn: LockedWork<T>): Promise<T> {
     const key = `${this.#prefix}lock:task:${id}`;
     const token = randomUUID();
-    const deadline = Date.now() + 30_000;
+    const deadline = Date.now() + lockTtlMs;
     let state: TaskState | undefined;
     let ended: string | undefined;
     for (;;) {
-      const reply = (await withRedis('could not lock a task', () =>
-        this.#lockAndRead(
-          [key, `${this.#prefix}task:${id}`, `${this.#prefix}final:${id}`],
-          [token, 30_000],
-        ),
-      )) as [number, string | null | undefined, string | null | undefined];
+      let reply: [number, string | null | undefined, string | null | undefined];
+      try {
+        reply = (await withRedis('could not lock a task', () =>
+          this.#lockAndRead(
+            [key, `${this.#prefix}task:${id}`, `${this.#prefix}final:${id}`],
+            [token, lockTtlMs],
+          ),
+        )) as typeof reply;
+      } catch (error) {
+        // Redis may have taken the lock for this call before its answer was lost.
+        this.#releaseWhenBack(key, token);
+        throw error;
+      }
       if (reply[0] === 1) {
         state = typeof reply[1] === 'string' ? this.#parse(reply[1]) : undefined;
         ended = typeof reply[2] === 'string' ? reply[2] : undefined;
@@ -356,9 +372,17 @@ export class TaskStore {
     } finally {
       // Not awaited: the next holder in this process asks on the same connection, after this
       // command, so Redis has released the lock by then; a replica polling for it sees it soon.
-      // A release that fails leaves the lock to expire.
-      void this.#releaseLock([key], [token]).catch(() => undefined);
+      this.#releaseWhenBack(key, token);
     }
+  }
+
+  /**
+   * Gives the lock back, again while Redis does not answer (`retryInBackground`). A lock left held
+   * (its call's answer lost, or its release) would hold every event of the task for the rest of
+   * its 30 s once Redis is back.
+   */
+  #releaseWhenBack(key: string, token: string): void {
+    retryInBackground(() => this.#releaseLock([key], [token]), lockTtlMs);
   }
 
   /**

@@ -5,6 +5,7 @@
 import { test } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
 import assert from 'node:assert/strict';
+import { isMeshError } from '@mesh/errors';
 import { createRedis, waitForRedis } from '@mesh/redis';
 import { meshEnv, onCleanup, redisBehindRelay, testRedis, waitFor } from '@mesh/testkit';
 import { TaskStore, type EventSummary, type TaskState } from '../src/index.ts';
@@ -482,4 +483,20 @@ test('a task lock whose reply was lost with its connection is held by the call t
     'again',
     'and it was released after',
   );
+});
+
+test('a task lock whose call failed after Redis took it is given back once Redis answers, not left to lapse', async (t) => {
+  // No socket timeout here: the client's own disconnect fails the call instead.
+  const { redis, failAfterApplied } = await redisBehindRelay(t, 'orchestrator-lost-lock-test', 0);
+  const store = new TaskStore(redis, { prefix: 'mesh:', ttlMs: 60_000 });
+  // Redis takes the lock; its answer is lost, and the call fails with its connection.
+  const failure = await failAfterApplied(() =>
+    store.withLock('t1', () => Promise.resolve('not run')),
+  );
+  assert.ok(isMeshError(failure) && failure.code === 'redis_unavailable', String(failure));
+
+  const started = performance.now();
+  assert.equal(await store.withLock('t1', () => Promise.resolve('ran')), 'ran');
+  const took = performance.now() - started;
+  assert.ok(took < 3_000, `took ${Math.round(took)} ms; the lock lapses by itself only after 30 s`);
 });
