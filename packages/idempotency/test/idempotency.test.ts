@@ -6,6 +6,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { isMeshError } from '@mesh/errors';
+import { resultWithin } from '@mesh/kafka';
 import { evictionRisk } from '@mesh/redis';
 import { onCleanup, redisBehindRelay, testRedis } from '@mesh/testkit';
 import { IdempotencyStore, type Lease } from '../src/index.ts';
@@ -166,13 +167,12 @@ test('claims on a connection that went dead without closing are made again on a 
   );
   const idempotency = new IdempotencyStore(redis, { leaseTtlMs: 30_000, doneTtlMs: 60_000 });
   claimed(await idempotency.claim('g', 'before'));
-  const within = <T>(work: Promise<T>): Promise<T> =>
-    Promise.race([
-      work,
-      sleep(socketTimeoutMs + 5_000).then(() => {
-        throw new Error('no answer: the command waits on the dead connection');
-      }),
-    ]);
+  const noAnswer = Symbol('no answer');
+  const within = async <T>(work: Promise<T>): Promise<T> => {
+    const answer = await resultWithin<T | typeof noAnswer>(work, socketTimeoutMs + 5_000, noAnswer);
+    if (answer === noAnswer) throw new Error('no answer: the command waits on the dead connection');
+    return answer;
+  };
 
   // Nothing gets through: the claim never reached Redis, and is sent again on a new connection.
   blackhole('both');

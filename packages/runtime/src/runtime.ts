@@ -284,8 +284,9 @@ export class MeshRuntime {
     const watch = this.#watch;
     if (watch === undefined || this.#closed) return;
     const failing = readinessChecks.filter((check) => !report[check]);
+    const failingNow = failing.join();
+    if (failingNow === watch.failing) return;
     const now = Date.now();
-    if (failing.join() === watch.failing) return;
     if (failing.length === 0) {
       const seconds = Math.round((now - watch.since) / 100) / 10;
       this.log.info(
@@ -299,7 +300,7 @@ export class MeshRuntime {
       );
     }
     if (watch.failing === '') watch.since = now;
-    watch.failing = failing.join();
+    watch.failing = failingNow;
   }
 
   /** Whether the registry answers; asked at most every 5 s, the answer shared meanwhile. */
