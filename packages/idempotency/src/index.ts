@@ -209,13 +209,14 @@ export class IdempotencyStore {
     });
   }
 
-  /** Gives the lease up so that a retry may claim the event at once. @throws MeshError `redis_unavailable`. */
+  /**
+   * Gives the lease up so that a retry may claim the event at once. Never throws: when Redis does not
+   * answer, the lease is given back in the background once it does (it would otherwise hold the
+   * event's next delivery until it lapses).
+   */
   async release(lease: Lease): Promise<void> {
-    try {
-      await this.#release([lease.key], [lease.token]);
-    } catch (error) {
-      throw redisFailure(error, 'could not release a lease');
-    }
+    const give = (): Promise<unknown> => this.#release([lease.key], [lease.token]);
+    await give().catch(() => retryInBackground(give, this.#options.leaseTtlMs));
   }
 
   /**

@@ -687,19 +687,19 @@ export class MeshConsumer {
       } catch (error) {
         const mesh = toMeshError(error);
         if (infraCodes.has(mesh.code)) {
-          if (lease !== undefined) await idempotency.release(lease).catch(() => undefined);
+          if (lease !== undefined) await idempotency.release(lease);
           throw mesh;
         }
         failure = terminal(mesh.code, `output of the handler was refused: ${mesh.message}`);
       }
     }
     if (failure === undefined) {
-      if (lease !== undefined) await idempotency.complete(lease, 'ok');
+      if (lease !== undefined) await this.#markDone(item, lease, 'ok');
       return;
     }
     if (infraCodes.has(failure.code) && failure.retryable) {
       // The handler hit an unreachable dependency of the mesh itself: try again in place.
-      if (lease !== undefined) await idempotency.release(lease).catch(() => undefined);
+      if (lease !== undefined) await idempotency.release(lease);
       throw failure;
     }
     const maxAttempts = this.#deps.config.maxAttempts;
@@ -721,7 +721,40 @@ export class MeshConsumer {
       failure,
       ctx.attempt >= maxAttempts && failure.retryable ? `after ${ctx.attempt} attempts: ` : '',
     );
-    if (lease !== undefined) await idempotency.complete(lease, 'dlq');
+    if (lease !== undefined) await this.#markDone(item, lease, 'dlq');
+  }
+
+  /**
+   * Writes the done marker of an event whose outcome Kafka has acknowledged. While Redis does not
+   * answer it is tried again here, not the event: run again, the event would wait for its own lease
+   * to lapse, then run its handler and write its outcome a second time.
+   */
+  async #markDone(item: Item, lease: Lease, outcome: 'ok' | 'dlq'): Promise<void> {
+    let backoff = 200;
+    for (;;) {
+      try {
+        await this.#deps.idempotency.complete(lease, outcome);
+        return;
+      } catch (error) {
+        this.#degradedSince ??= Date.now();
+        this.#deps.log.warn(
+          {
+            group: this.groupId,
+            topic: item.record.topic,
+            offset: item.record.offset,
+            err: safeDetail(toMeshError(error)),
+          },
+          'infrastructure unavailable; will mark this event done again (its outcome is written)',
+        );
+        if (item.tracker.revoked || this.#stopping) throw new Abandoned();
+        try {
+          await sleep(backoff, undefined, { signal: this.#abort.signal });
+        } catch {
+          throw new Abandoned();
+        }
+        backoff = Math.min(backoff * 2, 5_000);
+      }
+    }
   }
 
   /** Publishes the events (see `publishEvents`): a refused one is thrown, not rejected. */

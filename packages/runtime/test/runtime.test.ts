@@ -1,12 +1,12 @@
 /**
  * The consumer runtime against the real Kafka, registry and Redis.
  */
-import { test } from 'node:test';
+import { test, type TestContext } from 'node:test';
 import assert from 'node:assert/strict';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { newEvent, toKafka, type MeshEvent } from '@mesh/envelope';
 import { retryable, terminal } from '@mesh/errors';
-import { waitFor } from '@mesh/testkit';
+import { blackholingRelay, privateRedis, waitFor } from '@mesh/testkit';
 import type { HandlerContext } from '../src/index.ts';
 import { assigned, committedToEnd, completion, sampleData, startRuntime } from './helpers.ts';
 
@@ -200,6 +200,93 @@ test('handler results are produced and a redelivered event is not run again', as
   assert.equal(probe.header(result, 'ce_hopcount'), '1');
   assert.equal(probe.header(result, 'ce_agentpath'), 'echo');
   assert.equal(result.key?.toString(), 'task-idem');
+});
+
+/**
+ * A runtime whose Redis (a private one) is reached through a relay, and a handler that cuts that
+ * relay while it runs, for `cutForMs`: its event's outcome is written to Kafka while Redis cannot
+ * be reached, as when Redis restarts or fails over at that moment.
+ */
+async function runtimeLosingRedis(t: TestContext, vars: Record<string, string> = {}) {
+  const redis = await privateRedis(t);
+  const relay = await blackholingRelay(t, redis.url);
+  const harness = await startRuntime(t, { MESH_REDIS_URL: relay.url, ...vars });
+  let restored: number | undefined;
+  return {
+    ...harness,
+    cut: (forMs: number): void => {
+      const restore = relay.sever();
+      setTimeout(() => {
+        restore();
+        restored = performance.now();
+      }, forMs);
+    },
+    restoredAgo: (): number => (restored === undefined ? NaN : performance.now() - restored),
+  };
+}
+
+test('an event whose outcome is on Kafka while Redis is away is marked done once Redis is back, not run again', async (t) => {
+  const { runtime, probe, cut, restoredAgo } = await runtimeLosingRedis(t);
+  let runs = 0;
+  const consumer = await runtime.consume({
+    groupId: 'done-later',
+    topics: [runtime.topics.work('echo')],
+    handlers: {
+      'io.mesh.subtask.assigned': async (ctx: HandlerContext) => {
+        runs += 1;
+        if (runs === 1) cut(1_500);
+        return completion(runtime, ctx, { ok: true });
+      },
+    },
+  });
+  const event = assigned('echo', { n: 1 }, 'task-done-later');
+  await runtime.publish([{ topic: runtime.topics.work('echo'), event }]);
+  await committedToEnd(runtime, consumer.groupId, runtime.topics.work('echo'));
+  // Before, the event was tried again from the start: its own lease (30 s) held the new claim, and
+  // then the handler ran a second time.
+  assert.ok(
+    restoredAgo() < 10_000,
+    `committed ${Math.round(restoredAgo())} ms after Redis was back`,
+  );
+  assert.equal(runs, 1, 'the handler ran once');
+  assert.equal(probe.on(runtime.topics.results).length, 1, 'one result');
+  assert.equal(
+    await runtime.redis.get(runtime.idempotency.key(consumer.groupId, event.id)),
+    'done:ok',
+  );
+});
+
+test('a retry written while Redis is away is written once, and its lease given back once Redis is back', async (t) => {
+  const { runtime, probe, cut, restoredAgo } = await runtimeLosingRedis(t, {
+    MESH_RETRY_TIERS: '1m',
+  });
+  let runs = 0;
+  const consumer = await runtime.consume({
+    groupId: 'release-later',
+    topics: [runtime.topics.work('echo')],
+    handlers: {
+      'io.mesh.subtask.assigned': async () => {
+        runs += 1;
+        if (runs === 1) cut(1_500);
+        throw retryable('rate_limited', 'provider said 429');
+      },
+    },
+  });
+  const event = assigned('echo', { n: 1 }, 'task-release-later');
+  await runtime.publish([{ topic: runtime.topics.work('echo'), event }]);
+  await committedToEnd(runtime, consumer.groupId, runtime.topics.work('echo'));
+  const key = runtime.idempotency.key(consumer.groupId, event.id);
+  // The retried delivery claims the event again at once instead of waiting for the lease to lapse.
+  await waitFor(async () => (await runtime.redis.exists(key)) === 0, {
+    timeout: 5_000,
+    message: 'the lease was not given back',
+  });
+  assert.ok(
+    restoredAgo() < 10_000,
+    `given back ${Math.round(restoredAgo())} ms after Redis was back`,
+  );
+  assert.equal(runs, 1, 'the handler ran once');
+  assert.equal(probe.on(runtime.topics.retry('1m')).length, 1, 'one retry');
 });
 
 test('retryable failures go through the retry tiers, then to mesh.dlq when attempts run out', async (t) => {

@@ -292,17 +292,28 @@ export async function privateRedis(
  * A TCP relay to the host and port of `targetUrl` (`url`: the same URL on the relay's port) whose
  * `blackhole` keeps its connections open but passes nothing more on them (`replies`: only what
  * comes back is dropped), as a NAT that forgot them or a proxy whose host failed over would: no
- * close, no reset. Connections made after it relay again. Closed when the test ends.
+ * close, no reset. Connections made after it relay again. `sever` instead closes every connection
+ * and refuses new ones until the function it returns is called, as a restart or a failover of the
+ * target would. Closed when the test ends.
  */
 export async function blackholingRelay(
   t: CleanupContext,
   targetUrl: string,
-): Promise<{ url: string; blackhole: (direction: 'both' | 'replies') => void }> {
+): Promise<{
+  url: string;
+  blackhole: (direction: 'both' | 'replies') => void;
+  sever: () => () => void;
+}> {
   const target = new URL(targetUrl);
   // Every open pair (closed at the end), and those still relaying (the next `blackhole`'s).
   const open = new Set<[Socket, Socket]>();
   const relaying = new Set<[Socket, Socket]>();
+  let severed = false;
   const server = createServer((client) => {
+    if (severed) {
+      client.destroy();
+      return;
+    }
     const upstream = connect({ host: target.hostname, port: Number(target.port) });
     const pair: [Socket, Socket] = [client, upstream];
     open.add(pair);
@@ -340,6 +351,16 @@ export async function blackholingRelay(
         }
       }
       relaying.clear();
+    },
+    sever(): () => void {
+      severed = true;
+      for (const [client, upstream] of open) {
+        client.destroy();
+        upstream.destroy();
+      }
+      return () => {
+        severed = false;
+      };
     },
   };
 }
