@@ -38,15 +38,19 @@ export async function startRuntime(
   return { runtime, probe };
 }
 
-/** Waits until `groupId` has committed `topic`'s only partition to its end: nothing left unfinished. */
+/** Waits until `groupId` has committed every partition of `topic` to its end: nothing left unfinished. */
 export async function committedToEnd(
   runtime: MeshRuntime,
   groupId: string,
   topic: string,
 ): Promise<void> {
-  await waitFor(async () => (await runtime.admin.lag(groupId, [topic]))[0]?.lag === 0, {
-    message: `${groupId} did not commit ${topic} to its end`,
-  });
+  await waitFor(
+    async () => {
+      const partitions = await runtime.admin.lag(groupId, [topic]);
+      return partitions.length > 0 && partitions.every((p) => p.lag === 0);
+    },
+    { message: `${groupId} did not commit ${topic} to its end` },
+  );
 }
 
 export const sampleData: Record<string, Record<string, unknown>> = {
