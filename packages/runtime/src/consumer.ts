@@ -681,20 +681,19 @@ export class MeshConsumer {
       metrics.addInflight(this.#service, agent, -1);
     }
     this.#finishingStarted(item);
-    if (failure === undefined) {
+    if (failure === undefined && result?.emit !== undefined) {
+      const emits = result.emit;
       try {
-        if (result?.emit !== undefined) await this.#emit(result.emit);
+        await this.#untilWritten(item, () => this.#emit(emits), lease);
       } catch (error) {
+        if (error instanceof Abandoned) throw error;
         const mesh = toMeshError(error);
-        if (infraCodes.has(mesh.code)) {
-          if (lease !== undefined) await idempotency.release(lease);
-          throw mesh;
-        }
         failure = terminal(mesh.code, `output of the handler was refused: ${mesh.message}`);
       }
     }
     if (failure === undefined) {
-      if (lease !== undefined) await this.#markDone(item, lease, 'ok');
+      if (lease !== undefined)
+        await this.#untilWritten(item, () => idempotency.complete(lease, 'ok'));
       return;
     }
     if (infraCodes.has(failure.code) && failure.retryable) {
@@ -702,54 +701,67 @@ export class MeshConsumer {
       if (lease !== undefined) await idempotency.release(lease);
       throw failure;
     }
+    const failed = failure;
     const maxAttempts = this.#deps.config.maxAttempts;
     const tiers = this.#deps.config.retryTiers;
     if (
-      failure.retryable &&
+      failed.retryable &&
       ctx.attempt < maxAttempts &&
       tiers.length > 0 &&
-      (await this.#retry(record, ctx.attempt, failure))
+      (await this.#untilWritten(item, () => this.#retry(record, ctx.attempt, failed), lease))
     ) {
       // The retried delivery carries the same id and must be able to claim it again.
       if (lease !== undefined) await idempotency.release(lease);
       return;
     }
-    const extra = this.#options.onTerminalFailure?.(ctx, failure) ?? [];
-    await this.#emit(extra);
-    await this.#deadLetter(
-      record,
-      failure,
-      ctx.attempt >= maxAttempts && failure.retryable ? `after ${ctx.attempt} attempts: ` : '',
+    const extra = this.#options.onTerminalFailure?.(ctx, failed) ?? [];
+    const prefix =
+      ctx.attempt >= maxAttempts && failed.retryable ? `after ${ctx.attempt} attempts: ` : '';
+    await this.#untilWritten(
+      item,
+      async () => {
+        await this.#emit(extra);
+        await this.#deadLetter(record, failed, prefix);
+      },
+      lease,
     );
-    if (lease !== undefined) await this.#markDone(item, lease, 'dlq');
+    if (lease !== undefined)
+      await this.#untilWritten(item, () => idempotency.complete(lease, 'dlq'));
   }
 
   /**
-   * Writes the done marker of an event whose outcome Kafka has acknowledged. While Redis does not
-   * answer it is tried again here, not the event: run again, the event would wait for its own lease
-   * to lapse, then run its handler and write its outcome a second time.
+   * Runs `write`, a part of the outcome of an event whose handler has run (its outputs, its retry or
+   * dead letter, its done marker), until Kafka, the registry and Redis take it: their faults are
+   * tried again here, not the event. Tried from the start, the event would run its handler again
+   * (an LLM call paid twice), after waiting out its own lease (30 s) where it still held one. Other
+   * errors are thrown. On shutdown or revocation the event is abandoned, and `giveBack`, the lease of
+   * an outcome not yet written, released so that the next owner does not wait it out.
    */
-  async #markDone(item: Item, lease: Lease, outcome: 'ok' | 'dlq'): Promise<void> {
+  async #untilWritten<T>(item: Item, write: () => Promise<T>, giveBack?: Lease): Promise<T> {
     let backoff = 200;
     for (;;) {
       try {
-        await this.#deps.idempotency.complete(lease, outcome);
-        return;
+        return await write();
       } catch (error) {
+        const mesh = toMeshError(error);
+        if (!infraCodes.has(mesh.code)) throw error;
         this.#degradedSince ??= Date.now();
         this.#deps.log.warn(
           {
             group: this.groupId,
             topic: item.record.topic,
             offset: item.record.offset,
-            err: safeDetail(toMeshError(error)),
+            err: safeDetail(mesh),
           },
-          'infrastructure unavailable; will mark this event done again (its outcome is written)',
+          "infrastructure unavailable; will write this event's outcome again",
         );
-        if (item.tracker.revoked || this.#stopping) throw new Abandoned();
-        try {
-          await sleep(backoff, undefined, { signal: this.#abort.signal });
-        } catch {
+        let abandoned = item.tracker.revoked || this.#stopping;
+        if (!abandoned)
+          await sleep(backoff, undefined, { signal: this.#abort.signal }).catch(() => {
+            abandoned = true;
+          });
+        if (abandoned) {
+          if (giveBack !== undefined) await this.#deps.idempotency.release(giveBack);
           throw new Abandoned();
         }
         backoff = Math.min(backoff * 2, 5_000);

@@ -6,7 +6,7 @@ import assert from 'node:assert/strict';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { newEvent, toKafka, type MeshEvent } from '@mesh/envelope';
 import { retryable, terminal } from '@mesh/errors';
-import { blackholingRelay, privateRedis, waitFor } from '@mesh/testkit';
+import { blackholingRelay, onCleanup, privateRedis, waitFor } from '@mesh/testkit';
 import type { HandlerContext } from '../src/index.ts';
 import { assigned, committedToEnd, completion, sampleData, startRuntime } from './helpers.ts';
 
@@ -287,6 +287,54 @@ test('a retry written while Redis is away is written once, and its lease given b
   );
   assert.equal(runs, 1, 'the handler ran once');
   assert.equal(probe.on(runtime.topics.retry('1m')).length, 1, 'one retry');
+});
+
+test('outputs Kafka refuses for a while are written again in place: the handler does not run again', async (t) => {
+  const { runtime, probe } = await startRuntime(t);
+  const admin = runtime.kafka.admin();
+  await admin.connect();
+  onCleanup(t, () => admin.disconnect());
+  // The broker refuses a record written before its own clock reads (`INVALID_TIMESTAMP`, as it
+  // would for a producer whose clock is behind), which the producer reports as `kafka_unavailable`;
+  // the topic's default (no limit) takes them again.
+  const recordsFromThePast = (value: string) =>
+    admin.alterConfigs({
+      validateOnly: false,
+      resources: [
+        {
+          type: 2, // ConfigResourceTypes.TOPIC
+          name: runtime.topics.results,
+          configEntries: [{ name: 'message.timestamp.before.max.ms', value }],
+        },
+      ],
+    });
+  await recordsFromThePast('0');
+  let runs = 0;
+  const consumer = await runtime.consume({
+    groupId: 'write-again',
+    topics: [runtime.topics.work('echo')],
+    handlers: {
+      'io.mesh.subtask.assigned': async (ctx: HandlerContext) => {
+        runs += 1;
+        return completion(runtime, ctx, { ok: true });
+      },
+    },
+  });
+  const event = assigned('echo', { n: 1 }, 'task-write-again');
+  await runtime.publish([{ topic: runtime.topics.work('echo'), event }]);
+  await waitFor(() => consumer.degradedSince !== undefined, {
+    timeout: 60_000,
+    message: 'the refused outputs were never reported',
+  });
+  await recordsFromThePast(String(2n ** 63n - 1n));
+  await committedToEnd(runtime, consumer.groupId, runtime.topics.work('echo'));
+  // Before, the event was tried again from the start, and its handler ran again each time.
+  assert.equal(runs, 1, 'the handler ran once');
+  assert.equal(probe.on(runtime.topics.results).length, 1, 'one result');
+  assert.equal(
+    await runtime.redis.get(runtime.idempotency.key(consumer.groupId, event.id)),
+    'done:ok',
+  );
 });
 
 test('retryable failures go through the retry tiers, then to mesh.dlq when attempts run out', async (t) => {
