@@ -22,9 +22,20 @@ export async function probeTopics(kafka: Kafka, topics: string[]): Promise<Topic
     heartbeatIntervalMs: 500,
   });
   const records: ConsumedRecord[] = [];
+  // The last offset kept of each partition. Committing nothing, the probe reads a partition from its
+  // start again whenever its group is rebalanced (a broker restart moves the coordinator): a record
+  // read again is not a record written again, and is not kept twice.
+  const last = new Map<string, number>();
   await consumer.start(topics, {
-    take: (_topic, _partition, batch) => {
-      records.push(...batch);
+    take: (topic, partition, batch) => {
+      const key = `${topic}:${partition}`;
+      const after = last.get(key) ?? -1;
+      for (const record of batch) {
+        const offset = Number(record.offset);
+        if (offset <= after) continue;
+        records.push(record);
+        last.set(key, offset);
+      }
       return batch.length;
     },
     assigned: () => undefined,
