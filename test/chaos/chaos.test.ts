@@ -216,6 +216,15 @@ async function tallies(mesh: Mesh): Promise<{ runs: Map<string, number>; effects
   return { runs, effects };
 }
 
+/**
+ * How many subtasks the agent ran more than once. An outage does not call for it: only a worker
+ * that loses its partition, or stops, before it could write a subtask's outcome runs it again.
+ */
+async function reruns(mesh: Mesh): Promise<string> {
+  const { runs } = await tallies(mesh);
+  return `${[...runs.values()].filter((n) => n > 1).length} of ${runs.size} subtasks ran again`;
+}
+
 /** The idempotency keys of subtasks the worker groups had completed (done markers). */
 async function completedSubtasks(mesh: Mesh): Promise<Set<string>> {
   const done = new Set<string>();
@@ -307,7 +316,8 @@ test('the Kafka broker stopped and restarted mid-load: nothing lost, services re
     dlq: dlqCount(mesh),
     notes:
       `${restarted.length === 0 ? 'no service restarted' : `exited: ${restarted.join(', ')}`}; ` +
-      `readyz 503 within ${Math.round(Math.max(...probes.map((p) => p.ms)))} ms`,
+      `readyz 503 within ${Math.round(Math.max(...probes.map((p) => p.ms)))} ms; ` +
+      (await reruns(mesh)),
   });
   assert.deepEqual(restarted, [], `every service survived the broker outage\n${mesh.tails(30)}`);
   assert.equal(outcome.lost, 0, await explainLost(mesh, ids));
@@ -354,7 +364,7 @@ test('Redis stopped and restarted mid-load: consumption stops (readyz red), resu
     tasks: ids.length,
     ...outcome,
     dlq: dlqCount(mesh),
-    notes: `readyz ${red.join('/')} while down; ${progressWhileDown} outcomes while down`,
+    notes: `readyz ${red.join('/')} while down; ${progressWhileDown} outcomes while down; ${await reruns(mesh)}`,
   });
   assert.ok(
     progressWhileDown <= 5,
