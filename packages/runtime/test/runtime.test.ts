@@ -203,9 +203,9 @@ test('handler results are produced and a redelivered event is not run again', as
 });
 
 /**
- * A runtime whose Redis (a private one) is reached through a relay, and a handler that cuts that
- * relay while it runs, for `cutForMs`: its event's outcome is written to Kafka while Redis cannot
- * be reached, as when Redis restarts or fails over at that moment.
+ * A runtime whose Redis (a private one) is reached through a relay that a handler cuts while it runs
+ * (`cut(forMs)`): the event's outcome is then written to Kafka while Redis cannot be reached, as
+ * when Redis restarts or fails over at that moment.
  */
 async function runtimeLosingRedis(t: TestContext, vars: Record<string, string> = {}) {
   const redis = await privateRedis(t);
@@ -249,6 +249,7 @@ test('an event whose outcome is on Kafka while Redis is away is marked done once
     `committed ${Math.round(restoredAgo())} ms after Redis was back`,
   );
   assert.equal(runs, 1, 'the handler ran once');
+  await waitFor(() => probe.on(runtime.topics.results).length > 0, { message: 'no result' });
   assert.equal(probe.on(runtime.topics.results).length, 1, 'one result');
   assert.equal(
     await runtime.redis.get(runtime.idempotency.key(consumer.groupId, event.id)),
@@ -286,6 +287,7 @@ test('a retry written while Redis is away is written once, and its lease given b
     `given back ${Math.round(restoredAgo())} ms after Redis was back`,
   );
   assert.equal(runs, 1, 'the handler ran once');
+  await waitFor(() => probe.on(runtime.topics.retry('1m')).length > 0, { message: 'no retry' });
   assert.equal(probe.on(runtime.topics.retry('1m')).length, 1, 'one retry');
 });
 
@@ -309,6 +311,26 @@ test('outputs Kafka refuses for a while are written again in place: the handler 
       ],
     });
   await recordsFromThePast('0');
+  // A record is refused only when the broker checks it a millisecond or more after it was stamped,
+  // so every record here is large (700 kB): copying and checking it takes longer than that. The
+  // broker applies a topic's new setting a moment after it accepted it: a sentinel record (not the
+  // event's result) is written until it is refused.
+  const large = 'x'.repeat(700_000);
+  await waitFor(
+    () =>
+      runtime.producer
+        .send([
+          { topic: runtime.topics.results, key: null, value: Buffer.from(large), headers: {} },
+        ])
+        .then(
+          () => false,
+          () => true,
+        ),
+    { message: 'the broker kept taking records from the past' },
+  );
+  const event = assigned('echo', { n: 1 }, 'task-write-again');
+  const results = () =>
+    probe.on(runtime.topics.results).filter((r) => probe.header(r, 'ce_causationid') === event.id);
   let runs = 0;
   const consumer = await runtime.consume({
     groupId: 'write-again',
@@ -316,21 +338,20 @@ test('outputs Kafka refuses for a while are written again in place: the handler 
     handlers: {
       'io.mesh.subtask.assigned': async (ctx: HandlerContext) => {
         runs += 1;
-        return completion(runtime, ctx, { ok: true });
+        return completion(runtime, ctx, { large });
       },
     },
   });
-  const event = assigned('echo', { n: 1 }, 'task-write-again');
   await runtime.publish([{ topic: runtime.topics.work('echo'), event }]);
   await waitFor(() => consumer.degradedSince !== undefined, {
-    timeout: 60_000,
     message: 'the refused outputs were never reported',
   });
   await recordsFromThePast(String(2n ** 63n - 1n));
   await committedToEnd(runtime, consumer.groupId, runtime.topics.work('echo'));
   // Before, the event was tried again from the start, and its handler ran again each time.
   assert.equal(runs, 1, 'the handler ran once');
-  assert.equal(probe.on(runtime.topics.results).length, 1, 'one result');
+  await waitFor(() => results().length > 0, { message: 'no result' });
+  assert.equal(results().length, 1, 'one result');
   assert.equal(
     await runtime.redis.get(runtime.idempotency.key(consumer.groupId, event.id)),
     'done:ok',
