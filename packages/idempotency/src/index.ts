@@ -99,6 +99,8 @@ export interface IdempotencyOptions {
 interface Held {
   renewedAt: number;
   lost: boolean;
+  /** Its renewals fail (Redis does not answer) since the last one that did not. */
+  failing: boolean;
   onLost: ((reason: string) => void) | undefined;
 }
 
@@ -238,12 +240,14 @@ export class IdempotencyStore {
   }
 
   /**
-   * Renews the lease every third of its TTL until `unhold`. `onLost` is called once if it cannot be
-   * renewed. One timer serves every lease of this store: most events finish long before their
+   * Renews the lease every third of its TTL until `unhold`. `onLost` is called once if the lease
+   * was lost (expired and taken over), and once for each spell of renewals that fail (Redis does not
+   * answer), not at every attempt: a Redis outage would otherwise log every running handler three
+   * times a TTL. One timer serves every lease of this store: most events finish long before their
    * first renewal is due, and a timer per event was a measurable share of the runtime's CPU.
    */
   hold(lease: Lease, onLost?: (reason: string) => void): void {
-    this.#held.set(lease, { renewedAt: Date.now(), lost: false, onLost });
+    this.#held.set(lease, { renewedAt: Date.now(), lost: false, failing: false, onLost });
     this.#renewal ??= setInterval(() => this.#renewDue(), this.#renewEveryMs / 2).unref();
   }
 
@@ -264,12 +268,17 @@ export class IdempotencyStore {
       entry.renewedAt = now;
       this.renew(lease).then(
         (held) => {
+          entry.failing = false;
           if (!held && !entry.lost) {
             entry.lost = true;
             entry.onLost?.('lease expired and was taken over');
           }
         },
-        (error: unknown) => entry.onLost?.((error as Error).message),
+        (error: unknown) => {
+          if (entry.failing) return;
+          entry.failing = true;
+          entry.onLost?.((error as Error).message);
+        },
       );
     }
   }

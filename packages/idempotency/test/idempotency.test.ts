@@ -7,8 +7,15 @@ import assert from 'node:assert/strict';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { isMeshError } from '@mesh/errors';
 import { resultWithin } from '@mesh/kafka';
-import { evictionRisk } from '@mesh/redis';
-import { onCleanup, redisBehindRelay, testRedis } from '@mesh/testkit';
+import { createRedis, evictionRisk, waitForRedis } from '@mesh/redis';
+import {
+  blackholingRelay,
+  onCleanup,
+  privateRedis,
+  redisBehindRelay,
+  testRedis,
+  waitFor,
+} from '@mesh/testkit';
 import { IdempotencyStore, type Lease } from '../src/index.ts';
 
 async function store(t: Parameters<typeof onCleanup>[0], leaseTtlMs: number) {
@@ -73,6 +80,32 @@ test('a lease taken over while its handler runs is reported lost, once', async (
     (reason) => lost.push(reason),
   );
   assert.deepEqual(lost, ['lease expired and was taken over']);
+});
+
+test('renewals that fail while Redis is away are reported once, not at every attempt', async (t) => {
+  const server = await privateRedis(t);
+  const relay = await blackholingRelay(t, server.url);
+  const redis = createRedis({ url: relay.url }, { connectionName: 'idem-renewal-test' });
+  onCleanup(t, () => redis.disconnect());
+  await waitForRedis(redis);
+  const idempotency = new IdempotencyStore(redis, { leaseTtlMs: 600, doneTtlMs: 60_000 });
+  const lease = claimed(await idempotency.claim('g', 'away'));
+  const lost: string[] = [];
+  await idempotency.withRenewal(
+    lease,
+    async () => {
+      // Renewals are due every 200 ms: about seven fail while Redis cannot be reached.
+      const restore = relay.sever();
+      await sleep(1_500);
+      restore();
+      // Back, the lease has lapsed (600 ms): the next renewal finds it gone.
+      await waitFor(() => lost.length >= 2, { timeout: 5_000, message: lost.join('\n') });
+    },
+    (reason) => lost.push(reason),
+  );
+  assert.equal(lost.length, 2, lost.join('\n'));
+  assert.match(lost[0] ?? '', /could not renew a lease/);
+  assert.equal(lost[1], 'lease expired and was taken over');
 });
 
 test('claims and done markers made together go to Redis as one script call, each answered on its own', async (t) => {
