@@ -520,17 +520,7 @@ export class MeshConsumer {
         if (error instanceof Abandoned) return false;
         // Tried again from the start: the handler may run again, so the event is running again.
         this.#finishingEnded(item);
-        const mesh = toMeshError(error);
-        this.#degradedSince ??= Date.now();
-        this.#deps.log.warn(
-          {
-            group: this.groupId,
-            topic: item.record.topic,
-            offset: item.record.offset,
-            err: safeDetail(mesh),
-          },
-          'infrastructure unavailable; will retry this event',
-        );
+        this.#infraFault(item, toMeshError(error), 'will retry this event');
         if (item.tracker.revoked && this.#stopping) return false;
         try {
           await sleep(backoff, undefined, { signal: this.#abort.signal });
@@ -540,6 +530,20 @@ export class MeshConsumer {
         backoff = Math.min(backoff * 2, 5_000);
       }
     }
+  }
+
+  /** A dependency of the mesh failed `item`'s processing: the consumer is degraded until an event succeeds. */
+  #infraFault(item: Item, mesh: MeshError, next: string): void {
+    this.#degradedSince ??= Date.now();
+    this.#deps.log.warn(
+      {
+        group: this.groupId,
+        topic: item.record.topic,
+        offset: item.record.offset,
+        err: safeDetail(mesh),
+      },
+      `infrastructure unavailable; ${next}`,
+    );
   }
 
   async #processOnce(item: Item): Promise<void> {
@@ -745,16 +749,7 @@ export class MeshConsumer {
       } catch (error) {
         const mesh = toMeshError(error);
         if (!infraCodes.has(mesh.code)) throw error;
-        this.#degradedSince ??= Date.now();
-        this.#deps.log.warn(
-          {
-            group: this.groupId,
-            topic: item.record.topic,
-            offset: item.record.offset,
-            err: safeDetail(mesh),
-          },
-          "infrastructure unavailable; will write this event's outcome again",
-        );
+        this.#infraFault(item, mesh, "will write this event's outcome again");
         let abandoned = item.tracker.revoked || this.#stopping;
         if (!abandoned)
           await sleep(backoff, undefined, { signal: this.#abort.signal }).catch(() => {
