@@ -90,6 +90,13 @@ export interface Lease {
   readonly idempotencyKey: string;
 }
 
+/** Why a held lease may no longer keep other members off its event. */
+export type LeaseTrouble =
+  /** It expired and another holder took it: the event may run twice. */
+  | { kind: 'lost'; reason: string }
+  /** Its renewals fail (Redis does not answer): it lapses at the end of its TTL unless one gets through. */
+  | { kind: 'unrenewed'; reason: string };
+
 export interface IdempotencyOptions {
   leaseTtlMs: number;
   doneTtlMs: number;
@@ -101,7 +108,7 @@ interface Held {
   lost: boolean;
   /** Its renewals fail (Redis does not answer) since the last one that did not. */
   failing: boolean;
-  onLost: ((reason: string) => void) | undefined;
+  onTrouble: ((trouble: LeaseTrouble) => void) | undefined;
 }
 
 export class IdempotencyStore {
@@ -222,16 +229,15 @@ export class IdempotencyStore {
   }
 
   /**
-   * Runs `work` while renewing the lease every third of its TTL (`hold`, then `unhold`). `onLost`
-   * is called once if the lease cannot be renewed (the caller should treat its result as possibly
-   * duplicated).
+   * Runs `work` while renewing the lease every third of its TTL (`hold`, then `unhold`), reporting
+   * to `onTrouble` as `hold` does.
    */
   async withRenewal<T>(
     lease: Lease,
     work: () => Promise<T>,
-    onLost?: (reason: string) => void,
+    onTrouble?: (trouble: LeaseTrouble) => void,
   ): Promise<T> {
-    this.hold(lease, onLost);
+    this.hold(lease, onTrouble);
     try {
       return await work();
     } finally {
@@ -240,14 +246,14 @@ export class IdempotencyStore {
   }
 
   /**
-   * Renews the lease every third of its TTL until `unhold`. `onLost` is called once if the lease
-   * was lost (expired and taken over), and once for each spell of renewals that fail (Redis does not
-   * answer), not at every attempt: a Redis outage would otherwise log every running handler three
-   * times a TTL. One timer serves every lease of this store: most events finish long before their
+   * Renews the lease every third of its TTL until `unhold`. `onTrouble` is called once if the lease
+   * was lost (expired and taken over: the caller should treat its result as possibly duplicated),
+   * and once for each spell of renewals that fail (Redis does not answer), not at every attempt: a
+   * Redis outage would otherwise log every running handler three times a TTL. One timer serves every lease of this store: most events finish long before their
    * first renewal is due, and a timer per event was a measurable share of the runtime's CPU.
    */
-  hold(lease: Lease, onLost?: (reason: string) => void): void {
-    this.#held.set(lease, { renewedAt: Date.now(), lost: false, failing: false, onLost });
+  hold(lease: Lease, onTrouble?: (trouble: LeaseTrouble) => void): void {
+    this.#held.set(lease, { renewedAt: Date.now(), lost: false, failing: false, onTrouble });
     this.#renewal ??= setInterval(() => this.#renewDue(), this.#renewEveryMs / 2).unref();
   }
 
@@ -271,13 +277,13 @@ export class IdempotencyStore {
           entry.failing = false;
           if (!held && !entry.lost) {
             entry.lost = true;
-            entry.onLost?.('lease expired and was taken over');
+            entry.onTrouble?.({ kind: 'lost', reason: 'lease expired and was taken over' });
           }
         },
         (error: unknown) => {
           if (entry.failing) return;
           entry.failing = true;
-          entry.onLost?.((error as Error).message);
+          entry.onTrouble?.({ kind: 'unrenewed', reason: (error as Error).message });
         },
       );
     }

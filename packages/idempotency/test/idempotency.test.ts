@@ -16,7 +16,7 @@ import {
   testRedis,
   waitFor,
 } from '@mesh/testkit';
-import { IdempotencyStore, type Lease } from '../src/index.ts';
+import { IdempotencyStore, type Lease, type LeaseTrouble } from '../src/index.ts';
 
 async function store(t: Parameters<typeof onCleanup>[0], leaseTtlMs: number) {
   const { redis, prefix: keyPrefix } = await testRedis(t, 'idem');
@@ -49,7 +49,7 @@ test('one holder at a time; done is final; a released event can be claimed again
 test('a lease is renewed while its handler runs past the TTL, then lapses when nobody renews it', async (t) => {
   const { idempotency } = await store(t, 600);
   const lease = claimed(await idempotency.claim('g', 'long'));
-  const lost: string[] = [];
+  const lost: LeaseTrouble[] = [];
   await idempotency.withRenewal(
     lease,
     async () => {
@@ -59,7 +59,7 @@ test('a lease is renewed while its handler runs past the TTL, then lapses when n
         assert.equal((await idempotency.claim('g', 'long')).state, 'leased', `held at ${i}`);
       }
     },
-    (reason) => lost.push(reason),
+    (trouble) => lost.push(trouble),
   );
   assert.deepEqual(lost, [], 'the lease was never lost');
   await sleep(900);
@@ -69,7 +69,7 @@ test('a lease is renewed while its handler runs past the TTL, then lapses when n
 test('a lease taken over while its handler runs is reported lost, once', async (t) => {
   const { redis, idempotency } = await store(t, 600);
   const lease = claimed(await idempotency.claim('g', 'stolen'));
-  const lost: string[] = [];
+  const lost: LeaseTrouble[] = [];
   await idempotency.withRenewal(
     lease,
     async () => {
@@ -77,9 +77,9 @@ test('a lease taken over while its handler runs is reported lost, once', async (
       await redis.set(lease.key, 'lease:someone-else', 'PX', 10_000);
       await sleep(1_200);
     },
-    (reason) => lost.push(reason),
+    (trouble) => lost.push(trouble),
   );
-  assert.deepEqual(lost, ['lease expired and was taken over']);
+  assert.deepEqual(lost, [{ kind: 'lost', reason: 'lease expired and was taken over' }]);
 });
 
 test('renewals that fail while Redis is away are reported once, not at every attempt', async (t) => {
@@ -90,7 +90,7 @@ test('renewals that fail while Redis is away are reported once, not at every att
   await waitForRedis(redis);
   const idempotency = new IdempotencyStore(redis, { leaseTtlMs: 600, doneTtlMs: 60_000 });
   const lease = claimed(await idempotency.claim('g', 'away'));
-  const lost: string[] = [];
+  const lost: LeaseTrouble[] = [];
   await idempotency.withRenewal(
     lease,
     async () => {
@@ -99,13 +99,15 @@ test('renewals that fail while Redis is away are reported once, not at every att
       await sleep(1_500);
       restore();
       // Back, the lease has lapsed (600 ms): the next renewal finds it gone.
-      await waitFor(() => lost.length >= 2, { timeout: 5_000, message: lost.join('\n') });
+      await waitFor(() => lost.length >= 2, { timeout: 5_000, message: JSON.stringify(lost) });
     },
-    (reason) => lost.push(reason),
+    (trouble) => lost.push(trouble),
   );
-  assert.equal(lost.length, 2, lost.join('\n'));
-  assert.match(lost[0] ?? '', /could not renew a lease/);
-  assert.equal(lost[1], 'lease expired and was taken over');
+  assert.equal(lost.length, 2, JSON.stringify(lost));
+  // First the failing spell (the lease may still be ours), then the lapse found once Redis is back.
+  assert.equal(lost[0]?.kind, 'unrenewed');
+  assert.match(lost[0]?.reason ?? '', /could not renew a lease/);
+  assert.deepEqual(lost[1], { kind: 'lost', reason: 'lease expired and was taken over' });
 });
 
 test('claims and done markers made together go to Redis as one script call, each answered on its own', async (t) => {

@@ -26,7 +26,7 @@ import {
   type MeshEvent,
 } from '@mesh/envelope';
 import { failureClassOf, safeDetail, terminal, toMeshError, type MeshError } from '@mesh/errors';
-import type { Claim, IdempotencyStore, Lease } from '@mesh/idempotency';
+import type { Claim, IdempotencyStore, Lease, LeaseTrouble } from '@mesh/idempotency';
 import {
   isRecordTooLarge,
   leaveTimeoutMs,
@@ -618,7 +618,7 @@ export class MeshConsumer {
       claim.state === 'claimed' ? claim.lease : await this.#claimAgain(item, event, claim);
     if (lease === undefined) return;
     // Renewed while the handler runs and its outcome is written.
-    this.#deps.idempotency.hold(lease, (reason) => this.#leaseLost(event, reason));
+    this.#deps.idempotency.hold(lease, (trouble) => this.#leaseTrouble(event, trouble));
     try {
       await this.#handle(item, event, handler, lease);
     } finally {
@@ -626,10 +626,12 @@ export class MeshConsumer {
     }
   }
 
-  #leaseLost(event: MeshEvent, reason: string): void {
+  #leaseTrouble(event: MeshEvent, { kind, reason }: LeaseTrouble): void {
     this.#deps.log.warn(
-      { group: this.groupId, id: event.id, reason },
-      'lease lost while the handler ran',
+      { group: this.groupId, id: event.id, reason, leaseTtlMs: this.#deps.idempotency.leaseTtlMs },
+      kind === 'lost'
+        ? 'lease lost while the event ran: another member may run it too'
+        : 'lease not renewed while the event runs: it lapses after its TTL unless Redis answers',
     );
   }
 
