@@ -71,6 +71,9 @@ function statusOf(error: unknown): number | undefined {
   return undefined;
 }
 
+// What `ping` asks the registry for (Confluent 5.5+, Apicurio's ccompat API).
+const PING_PATH = '/schemas/types';
+
 const strictUtf8 = new TextDecoder('utf-8', { fatal: true });
 
 export class ContractRegistry {
@@ -167,13 +170,17 @@ export class ContractRegistry {
     return { status: response.status, json };
   }
 
-  /** Answers when the registry serves its API. @throws MeshError `registry_unavailable`. */
+  /**
+   * Answers when the registry serves its API to these credentials. It asks for the schema types, a
+   * fixed answer of a few bytes: readiness probes every few seconds from each replica would fetch a
+   * shared registry's whole subject list. @throws MeshError `registry_unavailable`.
+   */
   async ping(): Promise<void> {
-    const { status } = await this.#request('GET', '/subjects');
+    const { status } = await this.#request('GET', PING_PATH);
     if (status !== 200)
       throw retryable(
         'registry_unavailable',
-        `schema registry answered ${status} to GET /subjects`,
+        `schema registry answered ${status} to GET ${PING_PATH}`,
       );
   }
 
