@@ -39,3 +39,20 @@ test('broker errors kafkajs retries or answers by rejoining are warnings; the re
     ['warn', 'warn', 'warn', 'error', 'error', 'error'],
   );
 });
+
+test('a broker that refuses every connection is logged once per kind of line, not at every retry', async () => {
+  const lines: { level: string; message: string; extra: Record<string, unknown> }[] = [];
+  const kafka = createKafka({
+    brokers: ['127.0.0.1:1'],
+    clientId: 't',
+    log: (level, message, extra) => lines.push({ level, message, extra }),
+  });
+  // kafkajs connects five times here, and logs each refusal and each failed seed broker.
+  const admin = kafka.admin({ retry: { retries: 4, initialRetryTime: 20, maxRetryTime: 50 } });
+  await assert.rejects(admin.connect(), /ECONNREFUSED/);
+  const refused = lines.filter((l) => /^Connection error: connect ECONNREFUSED/.test(l.message));
+  assert.equal(refused.length, 1, lines.map((l) => l.message).join('\n'));
+  assert.equal(refused[0]?.level, 'error');
+  assert.equal(refused[0]?.extra.suppressed, undefined, 'the first says nothing was held back');
+  assert.equal(lines.filter((l) => /^Failed to connect to seed broker/.test(l.message)).length, 1);
+});

@@ -1,6 +1,7 @@
 import { createRequire } from 'node:module';
 import { Kafka, logLevel, type ISocketFactory, type KafkaConfig, type SASLOptions } from 'kafkajs';
 import { certificateFault, MeshError, retryable } from '@mesh/errors';
+import { RepeatedLines } from '@mesh/telemetry';
 
 /** How to reach the brokers. SASL and TLS are optional; both are needed for most managed clusters. */
 export interface KafkaConnection {
@@ -73,6 +74,15 @@ function kafkajsLogLevel(
   return levelNames[level];
 }
 
+/**
+ * What makes two kafkajs lines the same for `RepeatedLines`: their text and where they come from,
+ * not their time, retry count or stack.
+ */
+function kafkajsLineKind(level: logLevel, message: string, extra: Record<string, unknown>): string {
+  const { error, broker, groupId, topic } = extra;
+  return JSON.stringify([level, message, error, broker, groupId, topic]);
+}
+
 /** Builds the one kafkajs client a process uses. Throws nothing: connecting happens on first use. */
 export function createKafka(connection: KafkaConnection): Kafka {
   const config: KafkaConfig = {
@@ -82,12 +92,18 @@ export function createKafka(connection: KafkaConnection): Kafka {
     requestTimeout: connection.requestTimeoutMs ?? 30_000,
     retry: { initialRetryTime: 200, retries: 8, maxRetryTime: 5_000 },
     logLevel: logLevel.ERROR,
-    logCreator:
-      () =>
-      ({ level, log }) => {
+    logCreator: () => {
+      // A broker that is down is logged once per connection attempt and retry (twelve lines a
+      // second from one idle service): each kind once per window.
+      const repeats = new RepeatedLines();
+      return ({ level, log }) => {
         const { message, ...extra } = log;
-        connection.log?.(kafkajsLogLevel(level, String(message), extra), String(message), extra);
-      },
+        const text = String(message);
+        const admitted = repeats.admit(kafkajsLineKind(level, text, extra));
+        if (admitted === undefined) return;
+        connection.log?.(kafkajsLogLevel(level, text, extra), text, { ...extra, ...admitted });
+      };
+    },
   };
   if (connection.ssl !== undefined) config.ssl = connection.ssl;
   if (connection.sasl !== undefined) config.sasl = connection.sasl as SASLOptions;
