@@ -37,7 +37,7 @@ import {
   type OutgoingRecord,
   type TopicPartition,
 } from '@mesh/kafka';
-import type { Logger, MeshMetrics } from '@mesh/telemetry';
+import { RepeatedLines, type Logger, type MeshMetrics } from '@mesh/telemetry';
 import { publishEvents, type Emit, type PublishDeps } from './publish.ts';
 import { PartitionTracker } from './tracker.ts';
 import type { TopicNames } from './topics.ts';
@@ -196,6 +196,8 @@ export class MeshConsumer {
   readonly #keyQueues = new Map<string, Item[]>();
   readonly #abort = new AbortController();
   readonly #service: string;
+  /** Its infrastructure warnings: one per fault and window, not one per event and attempt. */
+  readonly #faults = new RepeatedLines();
   #pending = 0;
   #finishing = 0;
   #stopping = false;
@@ -535,12 +537,16 @@ export class MeshConsumer {
   /** A dependency of the mesh failed `item`'s processing: the consumer is degraded until an event succeeds. */
   #infraFault(item: Item, mesh: MeshError, next: string): void {
     this.#degradedSince ??= Date.now();
+    const err = safeDetail(mesh);
+    const admitted = this.#faults.admit(`${next}\u0000${err}`);
+    if (admitted === undefined) return;
     this.#deps.log.warn(
       {
         group: this.groupId,
         topic: item.record.topic,
         offset: item.record.offset,
-        err: safeDetail(mesh),
+        err,
+        ...admitted,
       },
       `infrastructure unavailable; ${next}`,
     );
@@ -626,9 +632,21 @@ export class MeshConsumer {
     }
   }
 
+  /**
+   * A lost lease is told for each event (it may run twice); renewals Redis does not answer, once per
+   * window for all of them: every running event's fail alike.
+   */
   #leaseTrouble(event: MeshEvent, { kind, reason }: LeaseTrouble): void {
+    const admitted = kind === 'lost' ? {} : this.#faults.admit(`${kind}\u0000${reason}`);
+    if (admitted === undefined) return;
     this.#deps.log.warn(
-      { group: this.groupId, id: event.id, reason, leaseTtlMs: this.#deps.idempotency.leaseTtlMs },
+      {
+        group: this.groupId,
+        id: event.id,
+        reason,
+        leaseTtlMs: this.#deps.idempotency.leaseTtlMs,
+        ...admitted,
+      },
       kind === 'lost'
         ? 'lease lost while the event ran: another member may run it too'
         : 'lease not renewed while the event runs: it lapses after its TTL unless Redis answers',

@@ -17,7 +17,7 @@ import {
   type HandlerContext,
   type MeshRuntime,
 } from '@mesh/runtime';
-import type { Logger } from '@mesh/telemetry';
+import { RepeatedLines, type Logger } from '@mesh/telemetry';
 import {
   admit,
   deadlineMs,
@@ -244,12 +244,17 @@ export class Aggregator {
 
   /** Starts the deadline timer: every `tickMs`, decides the stages whose deadline passed. */
   start(): void {
+    // A round fails every tick while Redis is away: logged once per fault and window.
+    const failures = new RepeatedLines();
     const loop = (): void => {
       if (this.#stopped) return;
       this.#tick = this.tick()
-        .catch((error: unknown) =>
-          this.#log.warn({ err: safeDetail(error) }, 'deadline round failed; will retry'),
-        )
+        .catch((error: unknown) => {
+          const err = safeDetail(error);
+          const admitted = failures.admit(err);
+          if (admitted !== undefined)
+            this.#log.warn({ err, ...admitted }, 'deadline round failed; will retry');
+        })
         .finally(() => {
           this.#tick = undefined;
           if (!this.#stopped) this.#timer = setTimeout(loop, this.#options.tickMs);

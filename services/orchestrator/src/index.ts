@@ -3,7 +3,9 @@
  * templates, stage dispatch, approvals, cancel, budgets, deadlines and the task-state projection.
  */
 import { setTimeout as sleep } from 'node:timers/promises';
+import { safeDetail } from '@mesh/errors';
 import type { ServiceDefinition } from '@mesh/service';
+import { RepeatedLines } from '@mesh/telemetry';
 import { Orchestrator } from './orchestrator.ts';
 import { registerDashboard } from './dashboard.ts';
 import { registerTaskRoutes } from './routes.ts';
@@ -99,6 +101,7 @@ export const orchestratorService: ServiceDefinition = {
     })();
     let ticking = false;
     let forgotAt = 0;
+    const roundFailures = new RepeatedLines();
     const timer = setInterval(() => {
       if (ticking) return;
       ticking = true;
@@ -107,9 +110,13 @@ export const orchestratorService: ServiceDefinition = {
       const forgetting = now - forgotAt < 60_000 ? undefined : store.forgetExpired(now);
       if (forgetting !== undefined) forgotAt = now;
       Promise.all([orchestrator.tickDeadlines(now), forgetting])
-        .catch((error: unknown) =>
-          runtime.log.warn({ err: String(error) }, 'deadline round failed; will retry'),
-        )
+        .catch((error: unknown) => {
+          // It fails every tick while Redis is away: logged once per fault and window.
+          const err = safeDetail(error);
+          const admitted = roundFailures.admit(err);
+          if (admitted !== undefined)
+            runtime.log.warn({ err, ...admitted }, 'deadline round failed; will retry');
+        })
         .finally(() => {
           ticking = false;
         });
