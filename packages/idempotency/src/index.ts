@@ -249,8 +249,9 @@ export class IdempotencyStore {
    * Renews the lease every third of its TTL until `unhold`. `onTrouble` is called once if the lease
    * was lost (expired and taken over: the caller should treat its result as possibly duplicated),
    * and once for each spell of renewals that fail (Redis does not answer), not at every attempt: a
-   * Redis outage would otherwise log every running handler three times a TTL. One timer serves every lease of this store: most events finish long before their
-   * first renewal is due, and a timer per event was a measurable share of the runtime's CPU.
+   * Redis outage would otherwise log every running handler three times a TTL. One timer serves
+   * every lease of this store: most events finish long before their first renewal is due, and a
+   * timer per event was a measurable share of the runtime's CPU.
    */
   hold(lease: Lease, onTrouble?: (trouble: LeaseTrouble) => void): void {
     this.#held.set(lease, { renewedAt: Date.now(), lost: false, failing: false, onTrouble });

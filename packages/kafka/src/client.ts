@@ -93,8 +93,8 @@ export function createKafka(connection: KafkaConnection): Kafka {
     retry: { initialRetryTime: 200, retries: 8, maxRetryTime: 5_000 },
     logLevel: logLevel.ERROR,
     logCreator: () => {
-      // A broker that is down is logged once per connection attempt and retry (twelve lines a
-      // second from one idle service): each kind once per window.
+      // kafkajs logs a broker that is down at every connection attempt and retry (several lines a
+      // second from one idle service): each kind of line is let through once per window.
       const repeats = new RepeatedLines();
       return ({ level, log }) => {
         const { message, ...extra } = log;

@@ -538,16 +538,10 @@ export class MeshConsumer {
   #infraFault(item: Item, mesh: MeshError, next: string): void {
     this.#degradedSince ??= Date.now();
     const err = safeDetail(mesh);
-    const admitted = this.#faults.admit(`${next}\u0000${err}`);
-    if (admitted === undefined) return;
-    this.#deps.log.warn(
-      {
-        group: this.groupId,
-        topic: item.record.topic,
-        offset: item.record.offset,
-        err,
-        ...admitted,
-      },
+    this.#faults.warn(
+      this.#deps.log,
+      `${next}\u0000${err}`,
+      { group: this.groupId, topic: item.record.topic, offset: item.record.offset, err },
       `infrastructure unavailable; ${next}`,
     );
   }
@@ -637,20 +631,21 @@ export class MeshConsumer {
    * window for all of them: every running event's fail alike.
    */
   #leaseTrouble(event: MeshEvent, { kind, reason }: LeaseTrouble): void {
-    const admitted = kind === 'lost' ? {} : this.#faults.admit(`${kind}\u0000${reason}`);
-    if (admitted === undefined) return;
-    this.#deps.log.warn(
-      {
-        group: this.groupId,
-        id: event.id,
-        reason,
-        leaseTtlMs: this.#deps.idempotency.leaseTtlMs,
-        ...admitted,
-      },
-      kind === 'lost'
-        ? 'lease lost while the event ran: another member may run it too'
-        : 'lease not renewed while the event runs: it lapses after its TTL unless Redis answers',
-    );
+    const fields = {
+      group: this.groupId,
+      id: event.id,
+      reason,
+      leaseTtlMs: this.#deps.idempotency.leaseTtlMs,
+    };
+    if (kind === 'lost')
+      this.#deps.log.warn(fields, 'lease lost while the event ran: another member may run it too');
+    else
+      this.#faults.warn(
+        this.#deps.log,
+        `${kind}\u0000${reason}`,
+        fields,
+        'lease not renewed while the event runs: it lapses after its TTL unless Redis answers',
+      );
   }
 
   /**

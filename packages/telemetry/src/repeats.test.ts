@@ -1,5 +1,6 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
+import { pino } from 'pino';
 import { RepeatedLines } from './repeats.ts';
 
 test('a line that repeats is logged once per window, the next one with how many were held back', () => {
@@ -36,4 +37,25 @@ test('kinds are remembered up to a bound; beyond it a new kind is logged, never 
   now += 1_000;
   assert.deepEqual(repeats.admit('new'), {});
   assert.equal(repeats.admit('new'), undefined);
+});
+
+test('warn logs through pino once per window, with the fields and the count held back', () => {
+  const written: Record<string, unknown>[] = [];
+  const log = pino(
+    { level: 'info' },
+    { write: (line: string) => written.push(JSON.parse(line) as Record<string, unknown>) },
+  );
+  let now = 0;
+  const repeats = new RepeatedLines(1_000, () => now);
+  for (let i = 0; i < 5; i += 1) {
+    repeats.warn(log, 'down', { err: 'redis_unavailable: down' }, 'round failed');
+    now += 300;
+  }
+  assert.deepEqual(
+    written.map(({ level, msg, err, suppressed }) => ({ level, msg, err, suppressed })),
+    [
+      { level: 40, msg: 'round failed', err: 'redis_unavailable: down', suppressed: undefined },
+      { level: 40, msg: 'round failed', err: 'redis_unavailable: down', suppressed: 3 },
+    ],
+  );
 });

@@ -1,3 +1,5 @@
+import type { Logger } from 'pino';
+
 /**
  * Holds back log lines that repeat. While Kafka, Redis or the registry is away every retry fails the
  * same way: kafkajs logs each refused connection, a timer each failed round, a consumer each event
@@ -41,6 +43,12 @@ export class RepeatedLines {
     if (this.#kinds.size < RepeatedLines.maxKinds)
       this.#kinds.set(kind, { loggedAt: now, held: 0 });
     return {};
+  }
+
+  /** Logs `message` at warn with `fields`, unless a line of `kind` was logged within the window. */
+  warn(log: Logger, kind: string, fields: Record<string, unknown>, message: string): void {
+    const admitted = this.admit(kind);
+    if (admitted !== undefined) log.warn({ ...fields, ...admitted }, message);
   }
 
   /** Forgets the kinds whose window has passed: what they held back is then never reported. */

@@ -251,9 +251,7 @@ export class Aggregator {
       this.#tick = this.tick()
         .catch((error: unknown) => {
           const err = safeDetail(error);
-          const admitted = failures.admit(err);
-          if (admitted !== undefined)
-            this.#log.warn({ err, ...admitted }, 'deadline round failed; will retry');
+          failures.warn(this.#log, err, { err }, 'deadline round failed; will retry');
         })
         .finally(() => {
           this.#tick = undefined;

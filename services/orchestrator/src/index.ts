@@ -113,9 +113,7 @@ export const orchestratorService: ServiceDefinition = {
         .catch((error: unknown) => {
           // It fails every tick while Redis is away: logged once per fault and window.
           const err = safeDetail(error);
-          const admitted = roundFailures.admit(err);
-          if (admitted !== undefined)
-            runtime.log.warn({ err, ...admitted }, 'deadline round failed; will retry');
+          roundFailures.warn(runtime.log, err, { err }, 'deadline round failed; will retry');
         })
         .finally(() => {
           ticking = false;
