@@ -199,7 +199,7 @@ function exitedServices(mesh: Mesh): string[] {
 
 /**
  * The warnings and errors the services logged, and how often the most repeated of them was logged
- * (the same service, message, error and origin). An outage is told once per window, not at every
+ * (the same service, message, error, event and origin). An outage is told once per window, not at every
  * retry of every event, connection and timer.
  */
 function loggedTrouble(mesh: Mesh): { lines: number; mostRepeated: number; line: string } {
@@ -209,7 +209,13 @@ function loggedTrouble(mesh: Mesh): { lines: number; mostRepeated: number; line:
   for (const service of mesh.services.values()) {
     const kinds = new Map<string, number>();
     for (const text of service.output) {
-      let entry: { level?: number; msg?: string; err?: unknown; kafka?: Record<string, unknown> };
+      let entry: {
+        level?: number;
+        msg?: string;
+        err?: unknown;
+        id?: string;
+        kafka?: Record<string, unknown>;
+      };
       try {
         entry = JSON.parse(text) as typeof entry;
       } catch {
@@ -218,7 +224,8 @@ function loggedTrouble(mesh: Mesh): { lines: number; mostRepeated: number; line:
       if ((entry.level ?? 0) < 40) continue;
       lines += 1;
       const { error, groupId, broker, topic } = entry.kafka ?? {};
-      const kind = `${service.name}: ${entry.msg ?? ''} ${JSON.stringify([entry.err, error, groupId, broker, topic])}`;
+      // A line about one event (a lost lease) is not a repeat of the same line about another.
+      const kind = `${service.name}: ${entry.msg ?? ''} ${JSON.stringify([entry.err, entry.id, error, groupId, broker, topic])}`;
       const count = (kinds.get(kind) ?? 0) + 1;
       kinds.set(kind, count);
       if (count > mostRepeated) [mostRepeated, line] = [count, kind];
