@@ -49,7 +49,7 @@ test('one holder at a time; done is final; a released event can be claimed again
 test('a lease is renewed while its handler runs past the TTL, then lapses when nobody renews it', async (t) => {
   const { idempotency } = await store(t, 600);
   const lease = claimed(await idempotency.claim('g', 'long'));
-  const lost: LeaseTrouble[] = [];
+  const troubles: LeaseTrouble[] = [];
   await idempotency.withRenewal(
     lease,
     async () => {
@@ -59,9 +59,9 @@ test('a lease is renewed while its handler runs past the TTL, then lapses when n
         assert.equal((await idempotency.claim('g', 'long')).state, 'leased', `held at ${i}`);
       }
     },
-    (trouble) => lost.push(trouble),
+    (trouble) => troubles.push(trouble),
   );
-  assert.deepEqual(lost, [], 'the lease was never lost');
+  assert.deepEqual(troubles, [], 'the lease was never lost');
   await sleep(900);
   claimed(await idempotency.claim('g', 'long'));
 });
@@ -69,7 +69,7 @@ test('a lease is renewed while its handler runs past the TTL, then lapses when n
 test('a lease taken over while its handler runs is reported lost, once', async (t) => {
   const { redis, idempotency } = await store(t, 600);
   const lease = claimed(await idempotency.claim('g', 'stolen'));
-  const lost: LeaseTrouble[] = [];
+  const troubles: LeaseTrouble[] = [];
   await idempotency.withRenewal(
     lease,
     async () => {
@@ -77,9 +77,9 @@ test('a lease taken over while its handler runs is reported lost, once', async (
       await redis.set(lease.key, 'lease:someone-else', 'PX', 10_000);
       await sleep(1_200);
     },
-    (trouble) => lost.push(trouble),
+    (trouble) => troubles.push(trouble),
   );
-  assert.deepEqual(lost, [{ kind: 'lost', reason: 'lease expired and was taken over' }]);
+  assert.deepEqual(troubles, [{ kind: 'lost', reason: 'lease expired and was taken over' }]);
 });
 
 test('renewals that fail while Redis is away are reported once, not at every attempt', async (t) => {
@@ -90,7 +90,7 @@ test('renewals that fail while Redis is away are reported once, not at every att
   await waitForRedis(redis);
   const idempotency = new IdempotencyStore(redis, { leaseTtlMs: 600, doneTtlMs: 60_000 });
   const lease = claimed(await idempotency.claim('g', 'away'));
-  const lost: LeaseTrouble[] = [];
+  const troubles: LeaseTrouble[] = [];
   await idempotency.withRenewal(
     lease,
     async () => {
@@ -99,15 +99,18 @@ test('renewals that fail while Redis is away are reported once, not at every att
       await sleep(1_500);
       restore();
       // Back, the lease has lapsed (600 ms): the next renewal finds it gone.
-      await waitFor(() => lost.length >= 2, { timeout: 5_000, message: JSON.stringify(lost) });
+      await waitFor(() => troubles.length >= 2, {
+        timeout: 5_000,
+        message: JSON.stringify(troubles),
+      });
     },
-    (trouble) => lost.push(trouble),
+    (trouble) => troubles.push(trouble),
   );
-  assert.equal(lost.length, 2, JSON.stringify(lost));
+  assert.equal(troubles.length, 2, JSON.stringify(troubles));
   // First the failing spell (the lease may still be ours), then the lapse found once Redis is back.
-  assert.equal(lost[0]?.kind, 'unrenewed');
-  assert.match(lost[0]?.reason ?? '', /could not renew a lease/);
-  assert.deepEqual(lost[1], { kind: 'lost', reason: 'lease expired and was taken over' });
+  assert.equal(troubles[0]?.kind, 'unrenewed');
+  assert.match(troubles[0]?.reason ?? '', /could not renew a lease/);
+  assert.deepEqual(troubles[1], { kind: 'lost', reason: 'lease expired and was taken over' });
 });
 
 test('claims and done markers made together go to Redis as one script call, each answered on its own', async (t) => {
