@@ -355,6 +355,19 @@ test('the Kafka broker stopped and restarted mid-load: nothing lost, services re
       probe.status === 503 && probe.kafka === false && probe.ms < readinessWaitMs + 1_000,
       `readyz with the broker stopped: ${JSON.stringify(probe)}`,
     );
+  // Every consumer rejoins its group once the broker is back. A member that crashed while the
+  // broker was away rejoining under a new member id waited for its old id's session (30 s) to end.
+  const brokerBack = performance.now();
+  await waitFor(
+    async () => {
+      const statuses = await Promise.all(
+        [...mesh.services.values()].map(async (s) => (await fetch(`${s.url}/readyz`)).status),
+      );
+      return statuses.every((status) => status === 200);
+    },
+    { timeout: 60_000, interval: 250, message: 'readyz did not go green on every service' },
+  );
+  const readyAfterMs = performance.now() - brokerBack;
   const ids = await loading;
   const outcome = await settle(mesh, ids);
   const restarted = exitedServices(mesh);
@@ -366,10 +379,16 @@ test('the Kafka broker stopped and restarted mid-load: nothing lost, services re
     dlq: dlqCount(mesh),
     notes:
       `${restarted.length === 0 ? 'no service restarted' : `exited: ${restarted.join(', ')}`}; ` +
-      `readyz 503 within ${Math.round(Math.max(...probes.map((p) => p.ms)))} ms; ` +
+      `readyz 503 within ${Math.round(Math.max(...probes.map((p) => p.ms)))} ms, ` +
+      `200 again ${(readyAfterMs / 1_000).toFixed(1)} s after the broker; ` +
       `${await reruns(mesh)}; ${troubleNote(trouble)}`,
   });
   assert.deepEqual(restarted, [], `every service survived the broker outage\n${mesh.tails(30)}`);
+  assert.ok(
+    readyAfterMs < 20_000,
+    `every consumer back in its group well within a session timeout (30 s) of the broker's return, ` +
+      `not after it: ${Math.round(readyAfterMs)} ms\n${mesh.tails(30)}`,
+  );
   assertToldOnce(trouble);
   assert.equal(outcome.lost, 0, await explainLost(mesh, ids));
   assert.equal(outcome.duplicates, 0);

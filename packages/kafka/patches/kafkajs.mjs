@@ -68,8 +68,19 @@
  *    sends through a relay that stops passing anything: each send lands once, a request timeout
  *    later.
  *
- * 11. A produce request copied each message whole (a spread) to hand five of its fields to the
+ * 12. A produce request copied each message whole (a spread) to hand five of its fields to the
  *    record encoder; it now hands over those five.
+ *
+ * 13. A consumer that crashed while the broker was away (the coordinator gone, connections refused)
+ *    could not leave its group, and its restart joined under a new member id. The group kept the
+ *    old id until its session timed out (30 s, counted afresh when a restarted broker loads the
+ *    group), and its rebalance waited for it: after a 20 s outage of the local stack's broker no
+ *    member consumed for 30 s after the broker was back, and stopping a service in that time took
+ *    5 s (its leave waited on the join). The restart now rejoins under the id it was not able to
+ *    give back, as the Java client keeps its id across coordinator changes; an id the group no
+ *    longer knows is answered UNKNOWN_MEMBER_ID, on which kafkajs joins afresh. The reliability
+ *    suite's broker outage times it: every service ready 29.6 s after the broker was back before,
+ *    3.2 s after.
  *
  * Idempotent: an already patched file is left alone. Any other content (a different kafkajs) stops
  * the install with a message, so the patch can never be silently half-applied.
@@ -668,6 +679,45 @@ module.exports = crc32C
       )
     }
 `,
+  },
+  {
+    file: 'src/consumer/index.js',
+    from: `  let consumerGroup = null
+  let restartTimeout = null
+`,
+    to: `  let consumerGroup = null
+  let restartTimeout = null
+  /* mesh-patch: the member id a crashed member had not given back (see onCrash) */
+  let meshRejoinMemberId = null
+`,
+  },
+  {
+    file: 'src/consumer/index.js',
+    from: `      runner = new Runner({
+        logger: rootLogger,
+        consumerGroup,`,
+    to: `      /* mesh-patch: a restart after a crash rejoins as the member it was, as the Java client
+         does, so the group does not wait for that member's session to expire (see onCrash) */
+      if (meshRejoinMemberId) consumerGroup.memberId = meshRejoinMemberId
+      meshRejoinMemberId = null
+
+      runner = new Runner({
+        logger: rootLogger,
+        consumerGroup,`,
+  },
+  {
+    file: 'src/consumer/index.js',
+    from: `      await disconnect()
+
+      const getOriginalCause = error => {`,
+    to: `      /* mesh-patch: a crash with the broker away cannot leave the group, which keeps the member
+         until its session times out and has its rebalance wait for it. The id that was not given
+         back (leave() clears it when it succeeds) is kept for the restart (13 in the header). */
+      const meshCrashedGroup = consumerGroup
+      await disconnect()
+      meshRejoinMemberId = meshCrashedGroup ? meshCrashedGroup.memberId : null
+
+      const getOriginalCause = error => {`,
   },
 ];
 
