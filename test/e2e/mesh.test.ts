@@ -7,6 +7,7 @@ import { spawn } from 'node:child_process';
 import { readFile } from 'node:fs/promises';
 import { fileURLToPath } from 'node:url';
 import { newEvent } from '@mesh/envelope';
+import { topicSpecs } from '@mesh/runtime';
 import { freePort, onCleanup, pythonWith, waitFor } from '@mesh/testkit';
 import { getJson, kcat, outcomesOf, postJson, root, startMesh } from '../support/mesh.ts';
 
@@ -728,6 +729,57 @@ test('an ended task is kept for MESH_TASK_RETENTION: then it reads as ended and 
   assert.match(String(body.message), forgotten(taskId));
   const running = await getJson(`${orchestrator}/v1/tasks?status=running,accepted`);
   assert.deepEqual(running.body.tasks, [], 'no task was planned again');
+  assert.equal(outcomesOf(mesh, taskId).length, 1, 'exactly one final state');
+});
+
+test('a POST whose request Kafka did not take leaves no task behind, and its retry with the same key runs it once', async (t) => {
+  const mesh = await startMesh(t, {
+    services: ['orchestrator', 'worker', 'aggregator'],
+    vars: { MESH_TEMPLATES_DIR: templates },
+  });
+  const orchestrator = mesh.url('orchestrator');
+  const { client } = mesh;
+  const requests = topicSpecs(client.config, []).find(
+    (spec) => spec.topic === client.topics.requests,
+  );
+  assert.ok(requests !== undefined);
+  // The request cannot be written: its topic is gone (the producer refuses it, `not_found`).
+  await client.admin.deleteTopics([requests.topic]);
+  await waitFor(async () => !(await client.admin.listTopics()).includes(requests.topic), {
+    message: 'the requests topic was not deleted',
+  });
+  const asked = { input: { text: 'sent again' }, idempotencyKey: 'sent-again' };
+  const refused = await postJson(`${orchestrator}/v1/tasks`, asked);
+  assert.equal(refused.status, 404, JSON.stringify(refused.body));
+  assert.match(String(refused.body.message), /does not exist; nothing of this send was written/);
+  const accepted = await getJson(`${orchestrator}/v1/tasks?status=accepted`);
+  assert.deepEqual(accepted.body.tasks, [], 'no task is left accepted that nothing would ever run');
+
+  await client.admin.ensureTopics([requests]);
+  // The same request again: the key names the task of the first POST, whose request is now written.
+  const retried = await waitFor(
+    async () => {
+      const response = await postJson(`${orchestrator}/v1/tasks`, asked);
+      return response.status === 200 ? response : undefined;
+    },
+    { timeout: 30_000, message: 'the POST was not taken once the topic was back' },
+  );
+  assert.equal(retried.body.repeated, true);
+  assert.equal(retried.body.status, 'accepted');
+  const taskId = String(retried.body.taskId);
+  const outcome = await waitFor(() => outcomesOf(mesh, taskId)[0], {
+    timeout: 60_000,
+    message: `the retried task never ended\n${mesh.tails()}`,
+  });
+  assert.equal(outcome.type, 'io.mesh.task.completed', JSON.stringify(outcome.data));
+  const again = await postJson(`${orchestrator}/v1/tasks`, asked);
+  assert.deepEqual(again.body, { taskId, status: 'completed', repeated: true });
+  const { body } = await getJson(`${orchestrator}/v1/tasks?limit=10`);
+  assert.deepEqual(
+    (body.tasks as { id: string }[]).map((task) => task.id),
+    [taskId],
+    'one task for the key',
+  );
   assert.equal(outcomesOf(mesh, taskId).length, 1, 'exactly one final state');
 });
 

@@ -94,43 +94,75 @@ export function registerTaskRoutes(
       data.idempotencyKey ??
       (typeof headerKey === 'string' && headerKey.length > 0 ? headerKey.slice(0, 200) : undefined);
     const taskId = randomUUID();
+    const requestData = { ...data, ...(idempotencyKey === undefined ? {} : { idempotencyKey }) };
     if (idempotencyKey !== undefined) {
       const bound = await store.bindIdempotencyKey(idempotencyKey, taskId);
-      if (bound !== taskId)
-        return reply.code(200).send({
-          taskId: bound,
-          status:
-            (await store.get(bound))?.status ??
-            // Ended and no longer kept: io.mesh.task.completed → completed.
-            (await store.finalOf(bound))?.replace('io.mesh.task.', '') ??
-            'accepted',
-          repeated: true,
-        });
+      if (bound !== taskId) {
+        const status =
+          (await store.get(bound))?.status ??
+          // Ended and no longer kept: io.mesh.task.completed → completed.
+          ((await store.finalOf(bound))?.replace('io.mesh.task.', '') as TaskStatus | undefined);
+        // Not applied by the orchestrator yet: the earlier POST may have failed before its request
+        // reached Kafka (and then answered an error), so it is published again under the task's id.
+        // Should both be written, the orchestrator applies a task's request once (docs/services.md).
+        if (status === undefined) await accept(bound, requestData, 'missing');
+        else if (status === 'accepted') await accept(bound, requestData, 'filed');
+        return reply
+          .code(200)
+          .send({ taskId: bound, status: status ?? 'accepted', repeated: true });
+      }
     }
-    const event = newEvent({
-      type: 'io.mesh.task.requested',
-      source,
-      id: taskId,
-      data: { ...data, ...(idempotencyKey === undefined ? {} : { idempotencyKey }) },
-    });
-    const now = new Date().toISOString();
-    await store.put({
-      id: taskId,
-      status: 'accepted',
-      template: (data as { template?: string }).template ?? '',
-      createdAt: now,
-      updatedAt: now,
-      input: {},
-      budget: {},
-      usage: { promptTokens: 0, completionTokens: 0, costUsd: 0, steps: 0 },
-      stages: {},
-    });
-    await runtime.publish([{ topic: runtime.topics.requests, event }]);
+    await accept(taskId, requestData, 'new');
     return reply
       .code(202)
       .header('location', `/v1/tasks/${taskId}`)
       .send({ taskId, status: 'accepted' });
   });
+
+  /**
+   * Files the task as accepted (`new`: a fresh id; `missing`: a key's task without a state, which
+   * the orchestrator may be filing right now; `filed`: already) and publishes its request. When the
+   * publish fails, a task still only accepted is removed again: its request may not be on Kafka, and
+   * nothing would ever run it (should it be there after all, the orchestrator files it anew when it
+   * applies it). The client gets the error and may send the task again; with the same idempotency
+   * key it stays one task.
+   */
+  async function accept(
+    taskId: string,
+    data: Record<string, unknown>,
+    state: 'new' | 'missing' | 'filed',
+  ): Promise<void> {
+    const event = newEvent({ type: 'io.mesh.task.requested', source, id: taskId, data });
+    if (state !== 'filed') {
+      const now = new Date().toISOString();
+      const accepted: TaskState = {
+        id: taskId,
+        status: 'accepted',
+        template: (data as { template?: string }).template ?? '',
+        createdAt: now,
+        updatedAt: now,
+        input: {},
+        budget: {},
+        usage: { promptTokens: 0, completionTokens: 0, costUsd: 0, steps: 0 },
+        stages: {},
+      };
+      if (state === 'new') await store.put(accepted);
+      else
+        await store.withLock(taskId, async (existing, ended) => {
+          if (existing === undefined && ended === undefined) await store.put(accepted);
+        });
+    }
+    try {
+      await runtime.publish([{ topic: runtime.topics.requests, event }]);
+    } catch (error) {
+      await store
+        .withLock(taskId, async (existing) => {
+          if (existing?.status === 'accepted') await store.drop(taskId);
+        })
+        .catch(() => undefined);
+      throw error;
+    }
+  }
 
   // Newest first. `status` (comma-separated) and `olderThan` (a duration: 10m, 2h) find the tasks
   // that are stuck; each unfinished one says which stages it waits on, since when, for which agents.
