@@ -11,7 +11,8 @@ import type { MeshMetrics, Logger } from '@mesh/telemetry';
 
 export interface ReadinessReport {
   ready: boolean;
-  [component: string]: boolean;
+  /** Each check (true when it passed), and details such as what a stalled consumer waits on. */
+  [check: string]: boolean | string | undefined;
 }
 
 export interface HttpOptions {

@@ -205,6 +205,8 @@ export class MeshConsumer {
   #committing: Promise<boolean> | undefined;
   #drained: (() => void) | undefined;
   #degradedSince: number | undefined;
+  /** What the dependency said at the last such failure, while the consumer is degraded. */
+  #degradedBy: string | undefined;
   /** Partitions with records fetched but not yet admitted. */
   readonly #backlogged = new Set<PartitionTracker>();
   #assignments = 0;
@@ -254,14 +256,20 @@ export class MeshConsumer {
     return this.#pending;
   }
 
-  /** Joined and not stuck on an infrastructure fault. */
-  get healthy(): boolean {
-    return this.#consumer.healthy && this.#degradedSince === undefined;
-  }
-
   /** When processing first failed on Kafka, Redis or the registry being unreachable, if it still does. */
   get degradedSince(): number | undefined {
     return this.#degradedSince;
+  }
+
+  /**
+   * Why the consumer is not healthy, undefined when it is: out of its group, or the last error of
+   * the dependency its events wait on (a Redis that answers PING but refuses writes is ready by
+   * every other check).
+   */
+  get unhealthyBecause(): string | undefined {
+    if (!this.#consumer.healthy) return `${this.groupId} is out of its group`;
+    if (this.#degradedSince !== undefined) return `${this.groupId} waits on ${this.#degradedBy}`;
+    return undefined;
   }
 
   async start(): Promise<void> {
@@ -517,6 +525,7 @@ export class MeshConsumer {
       try {
         await this.#processOnce(item);
         this.#degradedSince = undefined;
+        this.#degradedBy = undefined;
         return true;
       } catch (error) {
         if (error instanceof Abandoned) return false;
@@ -538,6 +547,7 @@ export class MeshConsumer {
   #infraFault(item: Item, mesh: MeshError, next: string): void {
     this.#degradedSince ??= Date.now();
     const err = safeDetail(mesh);
+    this.#degradedBy = err;
     this.#faults.warn(
       this.#deps.log,
       `${next}\u0000${err}`,

@@ -43,6 +43,8 @@ export interface Readiness {
   redis: boolean;
   registry: boolean;
   consumers: boolean;
+  /** When `consumers` is false: which consumer is out of its group, or what its events wait on. */
+  stalled?: string;
 }
 
 export class MeshRuntime {
@@ -236,13 +238,15 @@ export class MeshRuntime {
       this.#registryReachable(),
       this.producer.connected ? resultWithin(this.#askKafka(), readinessWaitMs, false) : false,
     ]);
-    const consumers = this.#consumers.every((c) => c.healthy);
-    const report = {
+    const stalled = this.#consumers.flatMap((c) => c.unhealthyBecause ?? []);
+    const consumers = stalled.length === 0;
+    const report: Readiness = {
       ready: redis && registry && kafka && consumers,
       kafka,
       redis,
       registry,
       consumers,
+      ...(consumers ? {} : { stalled: stalled.join('; ') }),
     };
     this.#noteReadiness(look, report);
     return report;
@@ -296,7 +300,13 @@ export class MeshRuntime {
     } else {
       this.log.warn(
         { readiness: report },
-        `not ready: ${failing.map((check) => notReadyBecause[check]).join('; ')}`,
+        `not ready: ${failing
+          .map((check) =>
+            check === 'consumers'
+              ? `consumers stalled: ${report.stalled ?? ''}`
+              : notReadyBecause[check],
+          )
+          .join('; ')}`,
       );
     }
     if (watch.failing === '') watch.since = now;
@@ -369,12 +379,11 @@ export const readinessWatchMs = 10_000;
 
 const readinessChecks = ['kafka', 'redis', 'registry', 'consumers'] as const;
 
-/** What each failed readiness check means, for the log line that says the service is not ready. */
-const notReadyBecause: Record<(typeof readinessChecks)[number], string> = {
+/** What each failed readiness check means in the not-ready line (a stalled consumer says its own: `stalled`). */
+const notReadyBecause: Record<Exclude<(typeof readinessChecks)[number], 'consumers'>, string> = {
   kafka: `Kafka did not answer within ${readinessWaitMs / 1_000} s`,
   redis: `Redis did not answer a PING within ${readinessWaitMs / 1_000} s`,
   registry: `the schema registry did not answer within ${readinessWaitMs / 1_000} s`,
-  consumers: 'a consumer is out of its group or waiting on an unreachable dependency',
 };
 
 /**

@@ -8,7 +8,8 @@ import { test } from 'node:test';
 import { pino } from 'pino';
 import { meshEnv, privateRedis, testConfig, waitFor } from '@mesh/testkit';
 import { testRuntime } from '@mesh/testkit/runtime';
-import { readinessWaitMs } from '../src/index.ts';
+import { readinessWaitMs, type HandlerContext } from '../src/index.ts';
+import { assigned, completion, startRuntime } from './helpers.ts';
 
 test('readiness answers within its wait when Redis stops answering, and is ready again when it answers', async (t) => {
   const redis = await privateRedis(t);
@@ -117,4 +118,51 @@ test('a watched runtime logs once that it is not ready, naming Redis, and once t
     'mesh_ready names the failing check while Redis is paused',
   );
   assert.deepEqual(await readyGauge(), { kafka: 1, redis: 1, registry: 1, consumers: 1 });
+});
+
+test('a Redis that answers PING but refuses writes: readiness names the stalled consumer and the refusal', async (t) => {
+  const redis = await privateRedis(t);
+  const { runtime } = await startRuntime(t, { MESH_REDIS_URL: redis.url });
+  let runs = 0;
+  const consumer = await runtime.consume({
+    groupId: 'refused-writes',
+    topics: [runtime.topics.work('echo')],
+    handlers: {
+      'io.mesh.subtask.assigned': async (ctx: HandlerContext) => {
+        runs += 1;
+        return completion(runtime, ctx, {});
+      },
+    },
+  });
+  await waitFor(async () => (await runtime.readiness()).ready, {
+    message: 'the runtime never became ready',
+  });
+  // Full, as a Redis at its maxmemory with the default policy (noeviction) is: every write refused.
+  await runtime.redis.config('SET', 'maxmemory', '1');
+  await runtime.publish([
+    { topic: runtime.topics.work('echo'), event: assigned('echo', { n: 1 }) },
+  ]);
+  const stalled = await waitFor(
+    async () => {
+      const report = await runtime.readiness();
+      return report.consumers ? undefined : report;
+    },
+    { timeout: 30_000, message: 'readiness never reported the stalled consumer' },
+  );
+  assert.equal(stalled.ready, false);
+  assert.equal(stalled.redis, true, 'Redis answers PING');
+  assert.match(
+    stalled.stalled ?? '',
+    new RegExp(`^${consumer.groupId} waits on redis_unavailable: .*OOM command not allowed`),
+  );
+  assert.equal(runs, 0, 'the handler did not run without its claim');
+
+  await runtime.redis.config('SET', 'maxmemory', '0');
+  await waitFor(async () => (await runtime.readiness()).ready, {
+    timeout: 30_000,
+    message: 'not ready again once Redis took writes',
+  });
+  const report = await runtime.readiness();
+  assert.equal(report.stalled, undefined);
+  assert.equal(runs, 1, 'the event ran once Redis took writes');
 });
