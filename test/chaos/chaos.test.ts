@@ -191,6 +191,13 @@ async function explainLost(mesh: Mesh, ids: string[]): Promise<string> {
 }
 
 /** The services whose process has exited (none should, in an outage of Kafka, Redis or the registry). */
+/** Each service's `/readyz` status, asked at once. */
+function readyzStatuses(mesh: Mesh): Promise<number[]> {
+  return Promise.all(
+    [...mesh.services.values()].map(async (s) => (await fetch(`${s.url}/readyz`)).status),
+  );
+}
+
 function exitedServices(mesh: Mesh): string[] {
   return [...mesh.services.values()]
     .filter((s) => s.child.exitCode !== null || s.child.signalCode !== null)
@@ -358,15 +365,11 @@ test('the Kafka broker stopped and restarted mid-load: nothing lost, services re
   // Every consumer rejoins its group once the broker is back. A member that crashed while the
   // broker was away rejoining under a new member id waited for its old id's session (30 s) to end.
   const brokerBack = performance.now();
-  await waitFor(
-    async () => {
-      const statuses = await Promise.all(
-        [...mesh.services.values()].map(async (s) => (await fetch(`${s.url}/readyz`)).status),
-      );
-      return statuses.every((status) => status === 200);
-    },
-    { timeout: 60_000, interval: 250, message: 'readyz did not go green on every service' },
-  );
+  await waitFor(async () => (await readyzStatuses(mesh)).every((status) => status === 200), {
+    timeout: 60_000,
+    interval: 250,
+    message: 'readyz did not go green on every service',
+  });
   const readyAfterMs = performance.now() - brokerBack;
   const ids = await loading;
   const outcome = await settle(mesh, ids);
@@ -407,9 +410,7 @@ test('Redis stopped and restarted mid-load: consumption stops (readyz red), resu
   t.after(() => startComponent('redis'));
   const red = await waitFor(
     async () => {
-      const statuses = await Promise.all(
-        [...mesh.services.values()].map(async (s) => (await fetch(`${s.url}/readyz`)).status),
-      );
+      const statuses = await readyzStatuses(mesh);
       return statuses.every((status) => status === 503) ? statuses : undefined;
     },
     { timeout: 15_000, message: 'readyz did not go red on every service' },
@@ -418,15 +419,9 @@ test('Redis stopped and restarted mid-load: consumption stops (readyz red), resu
   await sleep(4_000);
   const progressWhileDown = mesh.probe.on(mesh.client.topics.outputs).length - outputsWhileDown;
   await startComponent('redis');
-  await waitFor(
-    async () =>
-      (
-        await Promise.all(
-          [...mesh.services.values()].map(async (s) => (await fetch(`${s.url}/readyz`)).status),
-        )
-      ).every((s) => s === 200),
-    { timeout: 30_000 },
-  );
+  await waitFor(async () => (await readyzStatuses(mesh)).every((status) => status === 200), {
+    timeout: 30_000,
+  });
   const ids = await loading;
   const outcome = await settle(mesh, ids);
   const trouble = loggedTrouble(mesh);

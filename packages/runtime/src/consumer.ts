@@ -204,9 +204,8 @@ export class MeshConsumer {
   #commitTimer: NodeJS.Timeout | undefined;
   #committing: Promise<boolean> | undefined;
   #drained: (() => void) | undefined;
-  #degradedSince: number | undefined;
-  /** What the dependency said at the last such failure, while the consumer is degraded. */
-  #degradedBy: string | undefined;
+  /** Since when processing fails on a dependency, and what it said the last time, while it does. */
+  #degraded: { since: number; by: string } | undefined;
   /** Partitions with records fetched but not yet admitted. */
   readonly #backlogged = new Set<PartitionTracker>();
   #assignments = 0;
@@ -258,7 +257,7 @@ export class MeshConsumer {
 
   /** When processing first failed on Kafka, Redis or the registry being unreachable, if it still does. */
   get degradedSince(): number | undefined {
-    return this.#degradedSince;
+    return this.#degraded?.since;
   }
 
   /**
@@ -268,7 +267,7 @@ export class MeshConsumer {
    */
   get unhealthyBecause(): string | undefined {
     if (!this.#consumer.healthy) return `${this.groupId} is out of its group`;
-    if (this.#degradedSince !== undefined) return `${this.groupId} waits on ${this.#degradedBy}`;
+    if (this.#degraded !== undefined) return `${this.groupId} waits on ${this.#degraded.by}`;
     return undefined;
   }
 
@@ -524,8 +523,7 @@ export class MeshConsumer {
       if (this.#abort.signal.aborted) return false;
       try {
         await this.#processOnce(item);
-        this.#degradedSince = undefined;
-        this.#degradedBy = undefined;
+        this.#degraded = undefined;
         return true;
       } catch (error) {
         if (error instanceof Abandoned) return false;
@@ -545,9 +543,8 @@ export class MeshConsumer {
 
   /** A dependency of the mesh failed `item`'s processing: the consumer is degraded until an event succeeds. */
   #infraFault(item: Item, mesh: MeshError, next: string): void {
-    this.#degradedSince ??= Date.now();
     const err = safeDetail(mesh);
-    this.#degradedBy = err;
+    this.#degraded = { since: this.#degraded?.since ?? Date.now(), by: err };
     this.#faults.warn(
       this.#deps.log,
       `${next}\u0000${err}`,

@@ -79,7 +79,12 @@ export type FailureReason =
   | 'hop_limit_exceeded'
   | 'cycle_detected';
 
-const emptyUsage = (): Usage => ({ promptTokens: 0, completionTokens: 0, costUsd: 0, steps: 0 });
+export const emptyUsage = (): Usage => ({
+  promptTokens: 0,
+  completionTokens: 0,
+  costUsd: 0,
+  steps: 0,
+});
 
 function attributesOf(event: MeshEvent): Omit<MeshEventAttributes, 'extensions'> {
   const { data: _data, extensions: _extensions, ...attributes } = event;

@@ -16,7 +16,7 @@ import {
   type TaskStatus,
   type TaskStore,
 } from './store.ts';
-import { source } from './orchestrator.ts';
+import { emptyUsage, source } from './orchestrator.ts';
 
 const idParams = {
   type: 'object',
@@ -143,7 +143,7 @@ export function registerTaskRoutes(
         updatedAt: now,
         input: {},
         budget: {},
-        usage: { promptTokens: 0, completionTokens: 0, costUsd: 0, steps: 0 },
+        usage: emptyUsage(),
         stages: {},
       };
       if (state === 'new') await store.put(accepted);
