@@ -331,17 +331,40 @@ test('kill -9 each service in turn mid-load: every task ends exactly once, no co
   );
 });
 
+/** A `POST /v1/tasks` of a tally task under `key`: its status, answer, Retry-After and time. */
+async function postTask(mesh: Mesh, key: string, n: number) {
+  const asked = performance.now();
+  const response = await fetch(`${mesh.url('orchestrator')}/v1/tasks`, {
+    method: 'POST',
+    headers: { 'content-type': 'application/json', 'idempotency-key': key },
+    body: JSON.stringify({ template: 'tally', input: { n } }),
+  });
+  const body = (await response.json()) as { taskId?: string; error?: string; message?: string };
+  return {
+    status: response.status,
+    body,
+    retryAfter: response.headers.get('retry-after'),
+    ms: performance.now() - asked,
+  };
+}
+
 test('the Kafka broker stopped and restarted mid-load: nothing lost, services recover without a restart', async (t) => {
   await requireLocalStack();
-  const mesh = await chaosMesh(t);
+  const publishTimeoutMs = 2_000;
+  const mesh = await chaosMesh(t, { MESH_HTTP_PUBLISH_TIMEOUT: `${publishTimeoutMs}ms` });
   const loading = load(mesh, 200, 25);
   // Observed at once so a failure while other steps run is reported by `await loading`.
   loading.catch(() => undefined);
   await sleep(3_000);
   let probes: { service: string; status: number; kafka: unknown; ms: number }[];
+  // A client's POST while the broker is away answers 503 at the publish timeout, not when kafkajs
+  // gives up (about 40 s); the same POST again once Kafka is back runs the task once.
+  const key = `chaos-outage-${Date.now()}`;
+  let postedWhileAway: Awaited<ReturnType<typeof postTask>>;
   try {
     await stopComponent('kafka');
     const stopped = performance.now();
+    const posting = postTask(mesh, key, 100_000);
     await sleep(1_000);
     // Every service says so, within its probe's bound: waiting for kafkajs to give up (about 20 s)
     // would time Kubernetes' probe out instead of answering 503.
@@ -353,10 +376,22 @@ test('the Kafka broker stopped and restarted mid-load: nothing lost, services re
         return { service, status: response.status, kafka, ms: performance.now() - asked };
       }),
     );
+    postedWhileAway = await posting;
     await sleep(Math.max(0, 5_000 - (performance.now() - stopped)));
   } finally {
     await startComponent('kafka');
   }
+  assert.ok(
+    postedWhileAway.status === 503 &&
+      postedWhileAway.body.error === 'kafka_unavailable' &&
+      postedWhileAway.retryAfter !== null &&
+      postedWhileAway.ms < publishTimeoutMs + 1_500,
+    `POST /v1/tasks with the broker stopped: ${JSON.stringify(postedWhileAway)}`,
+  );
+  assert.match(
+    postedWhileAway.body.message ?? '',
+    /withdrawn, nothing was written|may still be written/,
+  );
   for (const probe of probes)
     assert.ok(
       probe.status === 503 && probe.kafka === false && probe.ms < readinessWaitMs + 1_000,
@@ -371,7 +406,12 @@ test('the Kafka broker stopped and restarted mid-load: nothing lost, services re
     message: 'readyz did not go green on every service',
   });
   const readyAfterMs = performance.now() - brokerBack;
-  const ids = await loading;
+  const again = await postTask(mesh, key, 100_000);
+  assert.ok(
+    again.status === 200 && again.body.taskId !== undefined,
+    `the same POST with the broker back: ${JSON.stringify(again)}`,
+  );
+  const ids = [...(await loading), again.body.taskId];
   const outcome = await settle(mesh, ids);
   const restarted = exitedServices(mesh);
   const trouble = loggedTrouble(mesh);
@@ -383,6 +423,7 @@ test('the Kafka broker stopped and restarted mid-load: nothing lost, services re
     notes:
       `${restarted.length === 0 ? 'no service restarted' : `exited: ${restarted.join(', ')}`}; ` +
       `readyz 503 within ${Math.round(Math.max(...probes.map((p) => p.ms)))} ms, ` +
+      `POST 503 in ${(postedWhileAway.ms / 1_000).toFixed(1)} s, ` +
       `200 again ${(readyAfterMs / 1_000).toFixed(1)} s after the broker; ` +
       `${await reruns(mesh)}; ${troubleNote(trouble)}`,
   });

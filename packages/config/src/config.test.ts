@@ -71,7 +71,7 @@ describe('loadConfig defaults', () => {
     assert.equal(config.maxEventBytes, 1_048_576);
     assert.equal(config.shutdownTimeoutMs, 30_000);
     assert.equal(config.apiToken, undefined);
-    assert.deepEqual(config.http, { host: '0.0.0.0', port: 8082 });
+    assert.deepEqual(config.http, { host: '0.0.0.0', port: 8082, publishTimeoutMs: 10_000 });
     assert.equal(config.logLevel, 'info');
     assert.equal(config.lagIntervalMs, 5_000);
     for (const [name, value] of Object.entries(required)) assert.equal(config.env[name], value);

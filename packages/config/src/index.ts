@@ -187,6 +187,11 @@ export const variables = {
     kind: { type: 'int', min: 0, max: 65_535 },
     doc: 'HTTP port; each service has its own default.',
   },
+  MESH_HTTP_PUBLISH_TIMEOUT: {
+    kind: { type: 'duration', minMs: 100, maxMs: 600_000 },
+    default: '10s',
+    doc: 'How long an HTTP write (POST /v1/tasks, cancel, approve, deny, a dead-letter replay) waits for Kafka to take its event before it answers 503 kafka_unavailable with Retry-After; an event not yet sent by then is withdrawn and never written.',
+  },
   MESH_LOG_LEVEL: {
     kind: { type: 'enum', values: ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] },
     default: 'info',
@@ -441,7 +446,8 @@ export interface MeshConfig {
   maxEventBytes: number;
   shutdownTimeoutMs: number;
   apiToken?: string;
-  http: { host: string; port: number };
+  /** MESH_HTTP_PUBLISH_TIMEOUT: how long an HTTP write waits for Kafka. */
+  http: { host: string; port: number; publishTimeoutMs: number };
   logLevel: string;
   lagIntervalMs: number;
   /** The raw validated MESH_* values, for service-specific variables. */
@@ -681,6 +687,7 @@ export function loadConfig(env: NodeJS.ProcessEnv, options: LoadOptions): MeshCo
     http: {
       host: get('MESH_HTTP_HOST') ?? '0.0.0.0',
       port: mesh.MESH_HTTP_PORT === undefined ? options.defaultHttpPort : int('MESH_HTTP_PORT'),
+      publishTimeoutMs: duration('MESH_HTTP_PUBLISH_TIMEOUT'),
     },
     logLevel: get('MESH_LOG_LEVEL') ?? 'info',
     lagIntervalMs: duration('MESH_LAG_INTERVAL'),

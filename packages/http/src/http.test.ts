@@ -24,6 +24,12 @@ function server(overrides: Partial<HttpOptions> = {}) {
   app.get('/v1/leaky', async () => {
     throw new MeshError('conflict', 'cannot reach redis://:hunter2@cache:6379 now');
   });
+  app.get('/v1/away', async () => {
+    throw new MeshError('kafka_unavailable', 'produce failed: Connection error');
+  });
+  app.get('/v1/limited', async () => {
+    throw new MeshError('rate_limited', 'too many', { retryAfterMs: 12_300 });
+  });
   app.get('/v1/crash', async () => {
     throw new Error('internal detail password=hunter2');
   });
@@ -102,6 +108,19 @@ describe('errors', () => {
     const response = await app.inject({ method: 'GET', url: '/v1/missing' });
     assert.equal(response.statusCode, 404);
     assert.deepEqual(response.json(), { error: 'not_found', message: 'task t-1 not found' });
+  });
+
+  test('a retryable 503 or 429 says when to try again; other errors do not', async (t) => {
+    const { app } = server();
+    t.after(() => app.close());
+    const away = await app.inject({ method: 'GET', url: '/v1/away' });
+    assert.equal(away.statusCode, 503);
+    assert.equal(away.headers['retry-after'], '5', 'the default for a dependency away');
+    const limited = await app.inject({ method: 'GET', url: '/v1/limited' });
+    assert.equal(limited.statusCode, 429);
+    assert.equal(limited.headers['retry-after'], '13', "the error's own time, rounded up");
+    const missing = await app.inject({ method: 'GET', url: '/v1/missing' });
+    assert.equal(missing.headers['retry-after'], undefined);
   });
 
   test('secrets in a MeshError message are masked', async (t) => {

@@ -37,6 +37,9 @@ export function tokenMatches(header: string | undefined, token: string): boolean
 export type WriteGuard = (request: FastifyRequest, reply: FastifyReply) => Promise<void>;
 
 /** Builds the server with the common routes; the caller adds its own and listens. */
+/** The Retry-After of a retryable error that names no time of its own. */
+const defaultRetryAfterMs = 5_000;
+
 export function createHttpServer(options: HttpOptions): {
   app: FastifyInstance;
   requireToken: WriteGuard;
@@ -59,6 +62,12 @@ export function createHttpServer(options: HttpOptions): {
   };
   app.setErrorHandler((error, _request, reply) => {
     if (isMeshError(error)) {
+      // A dependency away (503) or a limit (429): when to try again, for clients and proxies.
+      if (error.retryable && (error.statusCode === 503 || error.statusCode === 429))
+        void reply.header(
+          'retry-after',
+          String(Math.max(1, Math.ceil((error.retryAfterMs ?? defaultRetryAfterMs) / 1_000))),
+        );
       void reply
         .code(error.statusCode)
         .send({ error: error.code, message: safeDetail(error.message) });

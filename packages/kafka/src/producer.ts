@@ -33,6 +33,16 @@ interface Pending {
   reject: (error: Error) => void;
 }
 
+export interface SendOptions {
+  /**
+   * Gives the send up when it aborts: a send still queued is withdrawn (nothing of it is written);
+   * one already in a produce request cannot be, and may yet be written. Either way the send rejects
+   * with `kafka_unavailable` (retryable), `details.written` false or `'unknown'`. For a caller that
+   * must answer in time (an HTTP request); the runtime's own sends wait for the broker instead.
+   */
+  signal?: AbortSignal;
+}
+
 const recentlyMissingMs = 10_000;
 
 /**
@@ -175,10 +185,13 @@ export class MeshProducer {
 
   /**
    * Resolves once every record is acknowledged by all in-sync replicas.
-   * @throws MeshError `kafka_unavailable` (retryable): nothing may be assumed written.
+   * @throws MeshError `kafka_unavailable` (retryable): nothing may be assumed written, unless
+   *   `details.written` is false (a send `options.signal` withdrew before it was sent).
    */
-  send(records: OutgoingRecord[]): Promise<void> {
+  send(records: OutgoingRecord[], options: SendOptions = {}): Promise<void> {
     if (records.length === 0) return Promise.resolve();
+    const { signal } = options;
+    if (signal?.aborted === true) return Promise.reject(givenUp(signal, false));
     let bytes = 0;
     for (const record of records) {
       const size = recordBytes(record);
@@ -197,7 +210,24 @@ export class MeshProducer {
       bytes += size;
     }
     return new Promise<void>((resolve, reject) => {
-      this.#queue.push({ records, bytes, resolve, reject });
+      const pending: Pending = { records, bytes, resolve, reject };
+      if (signal !== undefined) {
+        const abandon = (): void => {
+          const queued = this.#queue.indexOf(pending);
+          if (queued >= 0) this.#queue.splice(queued, 1);
+          reject(givenUp(signal, queued >= 0 ? false : 'unknown'));
+        };
+        signal.addEventListener('abort', abandon, { once: true });
+        pending.resolve = () => {
+          signal.removeEventListener('abort', abandon);
+          resolve();
+        };
+        pending.reject = (error) => {
+          signal.removeEventListener('abort', abandon);
+          reject(error);
+        };
+      }
+      this.#queue.push(pending);
       if (!this.#flushing) {
         // An idle producer waits for the end of this turn of the event loop before it writes, so
         // that the sends of every handler this turn finished go out in one request, not the first
@@ -312,6 +342,24 @@ export class MeshProducer {
       return false;
     });
   }
+}
+
+/** The error of a send its signal gave up: `written` false when it was withdrawn from the queue. */
+function givenUp(signal: AbortSignal, written: false | 'unknown'): Error {
+  const reason = signal.reason as { name?: unknown; message?: unknown } | undefined;
+  const why =
+    reason?.name === 'TimeoutError'
+      ? 'its deadline passed'
+      : reason?.name !== 'AbortError' && typeof reason?.message === 'string'
+        ? reason.message
+        : 'the send was given up';
+  return retryable(
+    'kafka_unavailable',
+    written === false
+      ? `Kafka did not take the records in time (${why}); they were withdrawn, nothing was written`
+      : `Kafka did not acknowledge the records in time (${why}); they may still be written`,
+    { details: { written } },
+  );
 }
 
 /** True when a send was refused because a record is too large for Kafka (and would be again). */

@@ -4,7 +4,7 @@
  */
 import type { EventCodec } from '@mesh/contracts';
 import type { MeshEvent, OutgoingMessage } from '@mesh/envelope';
-import type { MeshProducer, OutgoingRecord } from '@mesh/kafka';
+import type { MeshProducer, OutgoingRecord, SendOptions } from '@mesh/kafka';
 import type { MeshMetrics } from '@mesh/telemetry';
 
 export interface Emit {
@@ -28,15 +28,20 @@ export interface PublishDeps {
  *   cached) for an event its contract refuses, and nothing is sent; rejects with
  *   `kafka_unavailable` or `registry_unavailable` (retryable).
  */
-export function publishEvents(deps: PublishDeps, emits: readonly Emit[]): Promise<void> {
+export function publishEvents(
+  deps: PublishDeps,
+  emits: readonly Emit[],
+  options?: SendOptions,
+): Promise<void> {
   if (emits.length === 0) return Promise.resolve();
   const records: OutgoingRecord[] = [];
   for (const { topic, event } of emits) {
     const encoding = deps.codec.encodeNow(event);
-    if (encoding instanceof Promise) return publishAfterLookup(deps, emits, records, encoding);
+    if (encoding instanceof Promise)
+      return publishAfterLookup(deps, emits, records, encoding, options);
     records.push(recordOf(topic, encoding));
   }
-  return deps.producer.send(records).then(() => countProduced(deps, emits));
+  return deps.producer.send(records, options).then(() => countProduced(deps, emits));
 }
 
 /** `publishEvents` on from the first event whose schema is being fetched (`encoding`). */
@@ -45,13 +50,14 @@ async function publishAfterLookup(
   emits: readonly Emit[],
   records: OutgoingRecord[],
   encoding: Promise<OutgoingMessage>,
+  options: SendOptions | undefined,
 ): Promise<void> {
   const first = records.length;
   for (let i = first; i < emits.length; i += 1) {
     const { topic, event } = emits[i] as Emit;
     records.push(recordOf(topic, await (i === first ? encoding : deps.codec.encodeNow(event))));
   }
-  await deps.producer.send(records);
+  await deps.producer.send(records, options);
   countProduced(deps, emits);
 }
 

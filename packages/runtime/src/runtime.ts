@@ -14,6 +14,7 @@ import {
   createKafka,
   resultWithin,
   type Kafka,
+  type SendOptions,
 } from '@mesh/kafka';
 import { createRedis, evictionRisk, pingRedis, type Redis } from '@mesh/redis';
 import {
@@ -208,9 +209,20 @@ export class MeshRuntime {
     return `${this.config.topicPrefix}${name}`;
   }
 
-  /** Encodes and publishes events, resolving once Kafka acknowledged all of them (acks=all). */
-  async publish(emits: readonly Emit[]): Promise<void> {
-    await publishEvents(this.#publishing, emits);
+  /**
+   * Encodes and publishes events, resolving once Kafka acknowledged all of them (acks=all).
+   * `options.signal` gives them up (see `SendOptions`): an HTTP write answers in time.
+   */
+  async publish(emits: readonly Emit[], options?: SendOptions): Promise<void> {
+    await publishEvents(this.#publishing, emits, options);
+  }
+
+  /**
+   * Send options for the write of an HTTP request: given up after MESH_HTTP_PUBLISH_TIMEOUT, so that
+   * the request answers 503 instead of waiting out a broker outage (see `SendOptions`).
+   */
+  httpWrite(): SendOptions {
+    return { signal: AbortSignal.timeout(this.config.http.publishTimeoutMs) };
   }
 
   /**

@@ -96,6 +96,25 @@ async function topicWithProducer(
   return { kafka, admin, topic, producer };
 }
 
+/** The values of the first `count` records of `topic`, read by a consumer group of its own. */
+async function valuesOf(kafka: Kafka, topic: string, count: number): Promise<string[]> {
+  const seen: string[] = [];
+  const consumer = new GroupConsumer(kafka, { groupId: `smoke-${randomUUID()}` });
+  await consumer.start([topic], {
+    take: (_t, _p, records) => {
+      for (const r of records) seen.push(r.value?.toString() ?? '');
+      return records.length;
+    },
+    assigned: () => undefined,
+  });
+  try {
+    await waitFor(() => seen.length >= count, { message: 'records not consumed' });
+  } finally {
+    await consumer.stop();
+  }
+  return seen;
+}
+
 /** A fresh one-partition topic holding `count` records m0, m1, … with keys 0, 1, …. */
 async function topicWithRecords(t: Parameters<typeof onCleanup>[0], name: string, count: number) {
   const fixture = await topicWithProducer(t, name);
@@ -176,22 +195,8 @@ test('kafka: the sends of one event-loop turn go out in one produce request, in 
   const [end] = await admin.endOffsets(topic);
   assert.equal(end?.high, 50);
 
-  const seen: string[] = [];
-  const consumer = new GroupConsumer(kafka, { groupId: `smoke-${randomUUID()}` });
-  await consumer.start([topic], {
-    take: (_t, _p, records) => {
-      for (const r of records) seen.push(r.value?.toString() ?? '');
-      return records.length;
-    },
-    assigned: () => undefined,
-  });
-  try {
-    await waitFor(() => seen.length === 50, { message: 'records not consumed' });
-  } finally {
-    await consumer.stop();
-  }
   assert.deepEqual(
-    seen,
+    await valuesOf(kafka, topic, 50),
     Array.from({ length: 50 }, (_, i) => `m${i}`),
   );
 });
@@ -651,6 +656,65 @@ test('kafka: a send on a connection that stopped passing anything, without closi
     );
   const [partition] = await admin.endOffsets(topic);
   assert.equal(partition?.high, 3, 'three records, none written twice');
+});
+
+test('kafka: a send its signal gives up answers at once: withdrawn while queued, "may still be written" once sent', async (t) => {
+  const env = await meshEnv();
+  const { kafka, admin, topic } = await topicWithProducer(t, 'smoke-given-up');
+  const relay = await blackholingRelay(t, `kafka://${env.MESH_KAFKA_BROKERS.split(',')[0] ?? ''}`);
+  const relayPort = Number(new URL(relay.url).port);
+  const producer = disposable(
+    t,
+    new MeshProducer(
+      createKafka({
+        brokers: env.MESH_KAFKA_BROKERS.split(','),
+        clientId: 'smoke-given-up',
+        requestTimeoutMs: 2_000,
+        socketFactory: ({ onConnect }) =>
+          connect({ host: '127.0.0.1', port: relayPort }, onConnect),
+      }),
+    ),
+    (p) => p.disconnect(),
+  );
+  await producer.connect();
+  const records = (value: string) => [{ topic, key: 'k', value: Buffer.from(value), headers: {} }];
+  await producer.send(records('before'));
+
+  // The broker stops answering: the next send's request waits on the dead connection, and the one
+  // after it waits in the queue (one request in flight per producer).
+  relay.blackhole('both');
+  const failure = (written: false | 'unknown', text: RegExp) => (error: unknown) => {
+    assert.ok(isMeshError(error), String(error));
+    assert.equal(error.code, 'kafka_unavailable');
+    assert.equal(error.retryable, true);
+    assert.equal(error.details?.written, written);
+    assert.match(error.message, text);
+    return true;
+  };
+  const started = performance.now();
+  const inRequest = assert.rejects(
+    producer.send(records('in-request'), { signal: AbortSignal.timeout(800) }),
+    failure('unknown', /its deadline passed.*may still be written/),
+  );
+  const requestsBefore = producer.requests;
+  await waitFor(() => producer.requests > requestsBefore, {
+    interval: 5,
+    message: 'the first send never went into a request',
+  });
+  const queued = assert.rejects(
+    producer.send(records('queued'), { signal: AbortSignal.timeout(800) }),
+    failure(false, /its deadline passed.*withdrawn, nothing was written/),
+  );
+  await Promise.all([inRequest, queued]);
+  const took = performance.now() - started;
+  assert.ok(took < 1_800, `answered after ${Math.round(took)} ms, at the deadline (800 ms)`);
+
+  // The request in flight is made again on a new connection after its 2 s timeout and written; the
+  // withdrawn send never is. A send after it goes out once the broker answers again.
+  await producer.send(records('after'));
+  assert.deepEqual(await valuesOf(kafka, topic, 3), ['before', 'in-request', 'after']);
+  const [end] = await admin.endOffsets(topic);
+  assert.equal(end?.high, 3, 'nothing else written');
 });
 
 test('registry: JSON Schema in the Confluent wire format, and BACKWARD refuses an incompatible change', async () => {

@@ -411,9 +411,10 @@ export class Triage {
     if (group !== undefined && letter.eventId !== undefined)
       await this.#store.forgetDone(this.#runtime.idempotency.key(group, letter.eventId));
     try {
-      await this.#runtime.producer.send([
-        { topic: target, key: letter.key, value: Buffer.from(letter.value, 'base64'), headers },
-      ]);
+      await this.#runtime.producer.send(
+        [{ topic: target, key: letter.key, value: Buffer.from(letter.value, 'base64'), headers }],
+        this.#runtime.httpWrite(),
+      );
     } catch (error) {
       this.metrics.replays.inc({ outcome: 'failed' });
       throw error;

@@ -153,7 +153,7 @@ export function registerTaskRoutes(
         });
     }
     try {
-      await runtime.publish([{ topic: runtime.topics.requests, event }]);
+      await runtime.publish([{ topic: runtime.topics.requests, event }], runtime.httpWrite());
     } catch (error) {
       await store
         .withLock(taskId, async (existing) => {
@@ -263,7 +263,7 @@ export function registerTaskRoutes(
         correlationid: id,
         data: { taskId: id, ...body },
       });
-      await runtime.publish([{ topic: runtime.topics.control, event }]);
+      await runtime.publish([{ topic: runtime.topics.control, event }], runtime.httpWrite());
       return reply.code(202).send({ taskId: id, status: 'cancelling' });
     },
   );
@@ -302,7 +302,7 @@ export function registerTaskRoutes(
             ...(body.comment === undefined ? {} : { comment: body.comment }),
           },
         });
-        await runtime.publish([{ topic: runtime.topics.control, event }]);
+        await runtime.publish([{ topic: runtime.topics.control, event }], runtime.httpWrite());
         return reply.code(202).send({
           taskId: id,
           gateId: gate.gate.id,
