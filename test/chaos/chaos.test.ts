@@ -331,12 +331,15 @@ test('kill -9 each service in turn mid-load: every task ends exactly once, no co
   );
 });
 
-/** A `POST /v1/tasks` of a tally task under `key`: its status, answer, Retry-After and time. */
-async function postTask(mesh: Mesh, key: string, n: number) {
+/** A `POST /v1/tasks` of a tally task, under `key` if given: its status, answer, Retry-After, time. */
+async function postTask(mesh: Mesh, key: string | undefined, n: number) {
   const asked = performance.now();
   const response = await fetch(`${mesh.url('orchestrator')}/v1/tasks`, {
     method: 'POST',
-    headers: { 'content-type': 'application/json', 'idempotency-key': key },
+    headers: {
+      'content-type': 'application/json',
+      ...(key === undefined ? {} : { 'idempotency-key': key }),
+    },
     body: JSON.stringify({ template: 'tally', input: { n } }),
   });
   const body = (await response.json()) as { taskId?: string; error?: string; message?: string };
@@ -457,13 +460,27 @@ test('Redis stopped and restarted mid-load: consumption stops (readyz red), resu
     { timeout: 15_000, message: 'readyz did not go red on every service' },
   );
   const outputsWhileDown = mesh.probe.on(mesh.client.topics.outputs).length;
+  // Intake needs Kafka, not Redis: a POST is accepted (its request is on Kafka) and runs once Redis
+  // is back. One with an idempotency key is refused, as the key cannot be checked.
+  const postedWhileDown = await postTask(mesh, undefined, 100_000);
+  const keyedWhileDown = await postTask(mesh, `chaos-redis-${Date.now()}`, 100_001);
   await sleep(4_000);
   const progressWhileDown = mesh.probe.on(mesh.client.topics.outputs).length - outputsWhileDown;
   await startComponent('redis');
   await waitFor(async () => (await readyzStatuses(mesh)).every((status) => status === 200), {
     timeout: 30_000,
   });
-  const ids = await loading;
+  assert.ok(
+    postedWhileDown.status === 202 && postedWhileDown.body.taskId !== undefined,
+    `POST /v1/tasks with Redis stopped: ${JSON.stringify(postedWhileDown)}`,
+  );
+  assert.ok(
+    keyedWhileDown.status === 503 &&
+      keyedWhileDown.body.error === 'redis_unavailable' &&
+      keyedWhileDown.retryAfter !== null,
+    `POST /v1/tasks with an idempotency key and Redis stopped: ${JSON.stringify(keyedWhileDown)}`,
+  );
+  const ids = [...(await loading), postedWhileDown.body.taskId];
   const outcome = await settle(mesh, ids);
   const trouble = loggedTrouble(mesh);
   rows.push({

@@ -6,9 +6,10 @@
 import { randomUUID } from 'node:crypto';
 import { newEvent } from '@mesh/envelope';
 import { loadContracts } from '@mesh/contracts';
-import { MeshError } from '@mesh/errors';
+import { MeshError, safeDetail } from '@mesh/errors';
 import type { ServiceContext } from '@mesh/service';
 import { parseDuration } from '@mesh/config';
+import { RepeatedLines } from '@mesh/telemetry';
 import {
   taskStatuses,
   terminalStatuses,
@@ -87,6 +88,8 @@ export function registerTaskRoutes(
     throw new Error('the contract io.mesh.task.requested is missing');
   const { $schema: _ignored, ...body } = requestSchema;
 
+  const unfiled = new RepeatedLines();
+
   app.post('/v1/tasks', { schema: { body }, preHandler: requireToken }, async (request, reply) => {
     const data = request.body as { idempotencyKey?: string };
     const headerKey = request.headers['idempotency-key'];
@@ -98,21 +101,23 @@ export function registerTaskRoutes(
     if (idempotencyKey !== undefined) {
       const bound = await store.bindIdempotencyKey(idempotencyKey, taskId);
       if (bound !== taskId) {
+        // The final marker first: it is claimed before the final event is published, and the state
+        // written after it, so a client that saw the outcome on mesh.outputs is not told `running`.
+        // It also answers for a task that ended and is no longer kept.
+        const [state, final] = await Promise.all([store.get(bound), store.finalOf(bound)]);
         const status =
-          (await store.get(bound))?.status ??
-          // Ended and no longer kept: io.mesh.task.completed → completed.
-          ((await store.finalOf(bound))?.replace('io.mesh.task.', '') as TaskStatus | undefined);
-        // Not applied by the orchestrator yet: the earlier POST may have failed before its request
-        // reached Kafka (and then answered an error), so it is published again under the task's id.
-        // Should both be written, the orchestrator applies a task's request once (docs/services.md).
-        if (status === undefined) await accept(bound, requestData, 'missing');
-        else if (status === 'accepted') await accept(bound, requestData, 'filed');
+          (final?.replace('io.mesh.task.', '') as TaskStatus | undefined) ?? state?.status;
+        // No state: the earlier POST failed before its request reached Kafka (and answered an
+        // error), or its filing failed after; published again under the task's id. Should both
+        // be written, the orchestrator applies a task's request once (docs/services.md). A task
+        // with a state has its request on Kafka: it is filed only once Kafka has it.
+        if (status === undefined) await accept(bound, requestData);
         return reply
           .code(200)
           .send({ taskId: bound, status: status ?? 'accepted', repeated: true });
       }
     }
-    await accept(taskId, requestData, 'new');
+    await accept(taskId, requestData);
     return reply
       .code(202)
       .header('location', `/v1/tasks/${taskId}`)
@@ -120,47 +125,41 @@ export function registerTaskRoutes(
   });
 
   /**
-   * Files the task as accepted (`new`: a fresh id; `missing`: a key's task without a state, which
-   * the orchestrator may be filing right now; `filed`: already) and publishes its request. When the
-   * publish fails, a task still only accepted is removed again: its request may not be on Kafka, and
-   * nothing would ever run it (should it be there after all, the orchestrator files it anew when it
-   * applies it). The client gets the error and may send the task again; with the same idempotency
-   * key it stays one task.
+   * Publishes the task's request, then files the task as `accepted` unless the orchestrator has
+   * applied it already. In that order, a task is never filed that nothing will run: a POST that
+   * fails, or a process that dies, before Kafka has the request leaves no state behind, and one
+   * that dies after it leaves the request, which the orchestrator files when it applies it. The
+   * filing only lets a GET see the task before that; when Redis refuses it, the task is still
+   * accepted (its request is on Kafka) and shows once the orchestrator applies it.
    */
-  async function accept(
-    taskId: string,
-    data: Record<string, unknown>,
-    state: 'new' | 'missing' | 'filed',
-  ): Promise<void> {
+  async function accept(taskId: string, data: Record<string, unknown>): Promise<void> {
     const event = newEvent({ type: 'io.mesh.task.requested', source, id: taskId, data });
-    if (state !== 'filed') {
-      const now = new Date().toISOString();
-      const accepted: TaskState = {
-        id: taskId,
-        status: 'accepted',
-        template: (data as { template?: string }).template ?? '',
-        createdAt: now,
-        updatedAt: now,
-        input: {},
-        budget: {},
-        usage: emptyUsage(),
-        stages: {},
-      };
-      if (state === 'new') await store.put(accepted);
-      else
-        await store.withLock(taskId, async (existing, ended) => {
-          if (existing === undefined && ended === undefined) await store.put(accepted);
-        });
-    }
+    await runtime.publish([{ topic: runtime.topics.requests, event }], runtime.httpWrite());
+    const now = new Date().toISOString();
+    const accepted: TaskState = {
+      id: taskId,
+      status: 'accepted',
+      template: (data as { template?: string }).template ?? '',
+      createdAt: event.time ?? now,
+      updatedAt: now,
+      input: {},
+      budget: {},
+      usage: emptyUsage(),
+      stages: {},
+    };
     try {
-      await runtime.publish([{ topic: runtime.topics.requests, event }], runtime.httpWrite());
+      await store.withLock(taskId, async (existing, ended) => {
+        if (existing === undefined && ended === undefined) await store.put(accepted);
+      });
     } catch (error) {
-      await store
-        .withLock(taskId, async (existing) => {
-          if (existing?.status === 'accepted') await store.drop(taskId);
-        })
-        .catch(() => undefined);
-      throw error;
+      // Every POST while Redis is away: told once per fault and window.
+      const err = safeDetail(error);
+      unfiled.warn(
+        runtime.log,
+        err,
+        { taskId, err },
+        'task accepted (its request is on Kafka) but not filed: it shows once the orchestrator applies it',
+      );
     }
   }
 

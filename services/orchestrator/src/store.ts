@@ -297,21 +297,6 @@ export class TaskStore {
     this.#storedStatus.set(state, state.status);
   }
 
-  /**
-   * Removes a task's state and its index entries. For a task accepted over HTTP whose request was
-   * not written to Kafka: the caller holds the task's lock and has read it still `accepted`.
-   */
-  async drop(id: string): Promise<void> {
-    await withRedis('could not drop a task', () =>
-      this.#redis
-        .multi()
-        .del(`${this.#prefix}task:${id}`)
-        .zrem(`${this.#prefix}tasks`, id)
-        .zrem(this.#statusKey('accepted'), id)
-        .exec(),
-    );
-  }
-
   #parse(text: string): TaskState {
     const state = JSON.parse(text) as TaskState;
     this.#storedStatus.set(state, state.status);
