@@ -153,6 +153,16 @@ redis.call('ZADD', KEYS[4], ARGV[3], ARGV[4])
 redis.call('ZADD', KEYS[5], ARGV[3], ARGV[4])
 for i = 6, #KEYS do redis.call('ZREM', KEYS[i], ARGV[4]) end
 return 1`;
+// Files a task accepted over HTTP unless it has a state or ended already (the orchestrator may have
+// applied its request first): atomic, so no lock is needed, and a state the orchestrator writes
+// after it replaces it. KEYS: the document, the final marker, the index of every task, the
+// accepted index. ARGV: the document, its TTL, the creation time (the score) and the id.
+const fileAccepted = `
+if redis.call('EXISTS', KEYS[1]) == 1 or redis.call('EXISTS', KEYS[2]) == 1 then return 0 end
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+redis.call('ZADD', KEYS[3], ARGV[3], ARGV[4])
+redis.call('ZADD', KEYS[4], ARGV[3], ARGV[4])
+return 1`;
 // Files tasks written before the status indexes existed. KEYS: the index of each of the ARGV[1]
 // statuses (in `taskStatuses` order), then the tasks. ARGV: their count, the statuses, then each
 // task's id and score. A task's status is read from its document in the same atomic step, so a state
@@ -209,6 +219,7 @@ export class TaskStore {
   readonly #lockAndRead: Script;
   readonly #indexTasks: Script;
   readonly #putTask: Script;
+  readonly #fileAccepted: Script;
   /** The status each state had when it was read from Redis (or last written): see `put`. */
   readonly #storedStatus = new WeakMap<TaskState, TaskStatus>();
   /** The status indexes hold every task (`indexStatuses` finished here or in another replica). */
@@ -233,6 +244,7 @@ export class TaskStore {
     this.#lockAndRead = defineScript(redis, 'meshTaskLockAndRead', lockAndRead, 3);
     this.#indexTasks = defineScript(redis, 'meshTaskIndexMany', indexTasks);
     this.#putTask = defineScript(redis, 'meshTaskPut', putTask);
+    this.#fileAccepted = defineScript(redis, 'meshTaskFileAccepted', fileAccepted);
     const record = defineScript(redis, 'meshTaskRecordMany', recordEvents);
     this.#records = new Coalescer(async (items) => {
       const keys: string[] = [];
@@ -295,6 +307,26 @@ export class TaskStore {
       ),
     );
     this.#storedStatus.set(state, state.status);
+  }
+
+  /**
+   * Files a task accepted over HTTP, whose request is on Kafka, unless the orchestrator has applied
+   * it already (it has a state, or it ended): false then.
+   */
+  async fileAccepted(state: TaskState): Promise<boolean> {
+    state.updatedAt = new Date().toISOString();
+    const filed = await withRedis('could not file a task', () =>
+      this.#fileAccepted(
+        [
+          `${this.#prefix}task:${state.id}`,
+          `${this.#prefix}final:${state.id}`,
+          `${this.#prefix}tasks`,
+          this.#statusKey('accepted'),
+        ],
+        [JSON.stringify(state), this.#ttlMs, Date.parse(state.createdAt), state.id],
+      ),
+    );
+    return filed === 1;
   }
 
   #parse(text: string): TaskState {

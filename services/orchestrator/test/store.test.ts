@@ -332,6 +332,39 @@ test('listing tasks: newest first, by status and age', async (t) => {
   assert.equal(await redis.zcard(`${prefix}tasks:by-status:awaiting_approval`), 0);
 });
 
+test('a task accepted over HTTP is filed once, never over a state the orchestrator wrote or a task that ended', async (t) => {
+  const {
+    redis,
+    prefix,
+    stores: [store],
+  } = await taskStores(t);
+  const now = Date.now();
+  const ids = async (status: TaskState['status']) =>
+    (await store.list({ limit: 10, status: [status] })).map((s) => s.id);
+
+  assert.equal(await store.fileAccepted(taskAged('new', 'accepted', 0, now)), true);
+  assert.deepEqual(await ids('accepted'), ['new']);
+  assert.equal((await store.get('new'))?.status, 'accepted');
+  assert.ok((await redis.pttl(`${prefix}task:new`)) > 50_000, 'kept for the TTL');
+  // The orchestrator applies the request: the state it writes replaces the filing, in its index.
+  await store.withLock('new', async (state) => {
+    assert.equal(state?.status, 'accepted');
+    await store.put({ ...state, status: 'running' });
+  });
+  assert.deepEqual(await ids('accepted'), []);
+  assert.deepEqual(await ids('running'), ['new']);
+
+  // Applied before the POST could file it: the filing is refused and the state left as it is.
+  await store.put(taskAged('applied', 'running', 0, now));
+  assert.equal(await store.fileAccepted(taskAged('applied', 'accepted', 0, now)), false);
+  assert.equal((await store.get('applied'))?.status, 'running');
+  // Ended and no longer kept (only its final marker is left): not filed again.
+  await redis.set(`${prefix}final:gone`, 'io.mesh.task.completed', 'PX', 60_000);
+  assert.equal(await store.fileAccepted(taskAged('gone', 'accepted', 0, now)), false);
+  assert.equal(await store.get('gone'), undefined);
+  assert.deepEqual(await ids('accepted'), []);
+});
+
 test('a stuck task is found behind any number of newer tasks, reading only its status', async (t) => {
   const {
     redis,
