@@ -36,10 +36,10 @@ export function tokenMatches(header: string | undefined, token: string): boolean
 
 export type WriteGuard = (request: FastifyRequest, reply: FastifyReply) => Promise<void>;
 
-/** Builds the server with the common routes; the caller adds its own and listens. */
 /** The Retry-After of a retryable error that names no time of its own. */
 const defaultRetryAfterMs = 5_000;
 
+/** Builds the server with the common routes; the caller adds its own and listens. */
 export function createHttpServer(options: HttpOptions): {
   app: FastifyInstance;
   requireToken: WriteGuard;

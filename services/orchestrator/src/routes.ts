@@ -148,9 +148,7 @@ export function registerTaskRoutes(
       stages: {},
     };
     try {
-      await store.withLock(taskId, async (existing, ended) => {
-        if (existing === undefined && ended === undefined) await store.put(accepted);
-      });
+      await store.fileAccepted(accepted);
     } catch (error) {
       // Every POST while Redis is away: told once per fault and window.
       const err = safeDetail(error);
