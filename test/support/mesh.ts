@@ -245,7 +245,7 @@ export async function postJson(
   url: string,
   body: unknown,
   token?: string,
-): Promise<{ status: number; body: Record<string, unknown> }> {
+): Promise<{ status: number; body: Record<string, unknown>; headers: Headers }> {
   const response = await fetch(url, {
     method: 'POST',
     headers: {
@@ -254,7 +254,11 @@ export async function postJson(
     },
     body: JSON.stringify(body),
   });
-  return { status: response.status, body: (await response.json()) as Record<string, unknown> };
+  return {
+    status: response.status,
+    body: (await response.json()) as Record<string, unknown>,
+    headers: response.headers,
+  };
 }
 
 export async function getJson(

@@ -346,13 +346,10 @@ export class MeshProducer {
 
 /** The error of a send its signal gave up: `written` false when it was withdrawn from the queue. */
 function givenUp(signal: AbortSignal, written: false | 'unknown'): Error {
-  const reason = signal.reason as { name?: unknown; message?: unknown } | undefined;
   const why =
-    reason?.name === 'TimeoutError'
+    (signal.reason as { name?: unknown } | undefined)?.name === 'TimeoutError'
       ? 'its deadline passed'
-      : reason?.name !== 'AbortError' && typeof reason?.message === 'string'
-        ? reason.message
-        : 'the send was given up';
+      : 'the send was given up';
   return retryable(
     'kafka_unavailable',
     written === false

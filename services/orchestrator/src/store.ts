@@ -314,7 +314,6 @@ export class TaskStore {
    * it already (it has a state, or it ended): false then.
    */
   async fileAccepted(state: TaskState): Promise<boolean> {
-    state.updatedAt = new Date().toISOString();
     const filed = await withRedis('could not file a task', () =>
       this.#fileAccepted(
         [
