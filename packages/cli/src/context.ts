@@ -108,7 +108,9 @@ export class CliContext {
       connectionTimeoutMs: Math.min(this.config.timeoutMs, 3_000),
       requestTimeoutMs: Math.max(this.config.timeoutMs, 10_000),
       log: (level, message, extra) => {
-        if (level !== 'error') return;
+        // A broker the network refused is a warning to a service (kafkajs tries again), and the
+        // reason a command line gives up.
+        if (level !== 'error' && !/^Connection (error|timeout)/.test(message)) return;
         const reason = oneLine(message.replace(/^.*Connection error: /, ''));
         this.#lastKafkaError = reason;
         // Every seed broker refused (or is not resolvable): kafkajs would retry for 20 s and more,

@@ -1,6 +1,16 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { createKafka } from './client.ts';
+import kafkajs from 'kafkajs';
+import { crashNeedsAction, createKafka } from './client.ts';
+
+const {
+  KafkaJSConnectionError,
+  KafkaJSGroupCoordinatorNotFound,
+  KafkaJSNonRetriableError,
+  KafkaJSNumberOfRetriesExceeded,
+  KafkaJSProtocolError,
+  KafkaJSSASLAuthenticationError,
+} = kafkajs;
 
 function sink(): {
   lines: { level: string; message: string }[];
@@ -52,7 +62,74 @@ test('a broker that refuses every connection is logged once per kind of line, no
   await assert.rejects(admin.connect(), /ECONNREFUSED/);
   const refused = lines.filter((l) => /^Connection error: connect ECONNREFUSED/.test(l.message));
   assert.equal(refused.length, 1, lines.map((l) => l.message).join('\n'));
-  assert.equal(refused[0]?.level, 'error');
+  // kafkajs tries again (another broker first): every rolling restart of a cluster does this.
+  assert.equal(refused[0]?.level, 'warn');
+  assert.equal(refused[0]?.extra.stack, undefined, 'no stack of kafkajs socket code');
   assert.equal(refused[0]?.extra.suppressed, undefined, 'the first says nothing was held back');
-  assert.equal(lines.filter((l) => /^Failed to connect to seed broker/.test(l.message)).length, 1);
+  const seed = lines.filter((l) => /^Failed to connect to seed broker/.test(l.message));
+  assert.deepEqual(
+    seed.map((l) => l.level),
+    ['warn'],
+  );
+  assert.deepEqual(
+    lines.filter((l) => l.level === 'error').map((l) => l.message),
+    [],
+    'a broker that is away is no error until a caller gives up on it',
+  );
+});
+
+test('a broker the network cannot reach is a warning; a certificate it cannot trust stays an error', () => {
+  const { lines, log } = sink();
+  const logger = createKafka({ brokers: ['127.0.0.1:1'], clientId: 't', log }).logger();
+  logger.error('Connection error: getaddrinfo ENOTFOUND kafka-0.kafka-headless', { stack: 's' });
+  logger.error('Connection error: read ECONNRESET', { stack: 's' });
+  logger.error('Connection timeout', {});
+  logger.error('Connection error: self-signed certificate in certificate chain', { stack: 's' });
+  logger.error('Connection error: write after end', {});
+  // The member reports every crash itself (GroupConsumer's `crashed`), at the level it deserves.
+  logger.error('Crash: KafkaJSNonRetriableError: Connection error: connect ECONNREFUSED', {
+    groupId: 'g',
+  });
+  logger.error('Restarting the consumer in 200ms', { groupId: 'g' });
+  // The producer says so before each retry of a send; one it gives up on fails the send.
+  logger.error(
+    'Failed to send messages: This server is not the leader for that topic-partition',
+    {},
+  );
+  logger.error('Failed to send messages: Connection error: connect ECONNREFUSED 10.0.0.1:9092', {});
+  assert.deepEqual(
+    lines.map((l) => l.level),
+    ['warn', 'warn', 'warn', 'error', 'error', 'debug', 'debug', 'warn', 'warn'],
+  );
+});
+
+test('a crash needs someone only when waiting does not mend it', () => {
+  // Built as kafkajs builds them (its typings omit the constructors' arguments).
+  const make = (error: unknown, ...args: unknown[]): Error =>
+    new (error as new (...a: unknown[]) => Error)(...args);
+  const refused = make(
+    KafkaJSConnectionError,
+    'Connection error: connect ECONNREFUSED 1.2.3.4:9092',
+  );
+  const gaveUp = make(KafkaJSNonRetriableError, refused, { cause: refused });
+  const loading = make(KafkaJSProtocolError, {
+    message: "The coordinator is loading and hence can't process requests for this group",
+    type: 'COORDINATOR_LOAD_IN_PROGRESS',
+    code: 14,
+    retriable: true,
+  });
+  const notAllowed = make(KafkaJSProtocolError, {
+    message: 'Not authorized to access group: Group authorization failed',
+    type: 'GROUP_AUTHORIZATION_FAILED',
+    code: 30,
+    retriable: false,
+  });
+  const retried = make(KafkaJSNumberOfRetriesExceeded, loading, { retryCount: 5, retryTime: 900 });
+  const login = make(KafkaJSSASLAuthenticationError, 'SASL SCRAM-SHA-256 authentication failed');
+  assert.equal(crashNeedsAction(gaveUp), false, 'every broker refused: it comes back');
+  assert.equal(crashNeedsAction(retried), false, 'a coordinator that loads: it comes back');
+  assert.equal(crashNeedsAction(make(KafkaJSGroupCoordinatorNotFound, 'no coordinator')), false);
+  assert.equal(crashNeedsAction(notAllowed), true, 'an ACL does not change by waiting');
+  assert.equal(crashNeedsAction(login), true);
+  assert.equal(crashNeedsAction(new TypeError('x is undefined')), true, "the mesh's own bug");
 });

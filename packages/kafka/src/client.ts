@@ -71,7 +71,54 @@ function kafkajsLogLevel(
   // The patched connection gives itself up after a request timed out; the retry reconnects.
   if (level === logLevel.ERROR && message.startsWith('Request timed out; closing the connection'))
     return 'warn';
+  if (level === logLevel.ERROR && unreachable(message)) return 'warn';
+  // kafkajs's producer says so only of errors it then retries (a broker away, a leader moved).
+  if (level === logLevel.ERROR && message.startsWith('Failed to send messages: ')) return 'warn';
+  // Every crash of a consumer reaches its `GroupConsumer`'s `crashed`, whose caller logs it at the
+  // level it deserves (`crashNeedsAction`): kafkajs's lines about it would tell it twice, as errors.
+  if (message.startsWith('Crash: ') || message.startsWith('Restarting the consumer in '))
+    return 'debug';
   return levelNames[level];
+}
+
+/**
+ * A kafkajs line about a broker the network did not let it reach — refused, reset, timed out, not
+ * resolvable (a broker pod restarting) — which kafkajs tries again, on another broker first: every
+ * rolling restart of the cluster does this. What it gives up on fails the call, which says so.
+ */
+function unreachable(message: string): boolean {
+  return (
+    /^(Connection error: |Failed to connect to seed broker|Connection timeout)/.test(message) &&
+    /\b(ECONNREFUSED|ECONNRESET|ETIMEDOUT|EHOSTUNREACH|ENETUNREACH|EPIPE|ENOTFOUND|EAI_AGAIN)\b|Connection timeout/.test(
+      message,
+    )
+  );
+}
+
+/** kafkajs errors that say a broker or coordinator is away or busy for now, not that a setting is wrong. */
+const transientErrors = new Set([
+  'KafkaJSConnectionError',
+  'KafkaJSConnectionClosedError',
+  'KafkaJSRequestTimeoutError',
+  'KafkaJSGroupCoordinatorNotFound',
+  'KafkaJSBrokerNotFound',
+  'KafkaJSNoBrokerAvailableError',
+]);
+
+/**
+ * Whether a consumer's crash needs someone: false when it is Kafka away or busy (a broker
+ * restarting, a coordinator loading or moving), which the member rides out by restarting and
+ * rejoining; true for a login or certificate the broker refuses, a fault the broker will not retry
+ * (not authorised), or an error that is not Kafka's at all (the mesh's own code).
+ */
+export function crashNeedsAction(error: Error): boolean {
+  if (connectFailure('the consumer', error).code !== 'kafka_unavailable') return true;
+  for (const e of causes(error)) {
+    if (transientErrors.has(e.name)) return false;
+    if (e.name === 'KafkaJSProtocolError' && (e as { retriable?: boolean }).retriable === true)
+      return false;
+  }
+  return true;
 }
 
 /**
@@ -101,7 +148,10 @@ export function createKafka(connection: KafkaConnection): Kafka {
         const text = String(message);
         const admitted = repeats.admit(kafkajsLineKind(level, text, extra));
         if (admitted === undefined) return;
-        connection.log?.(kafkajsLogLevel(level, text, extra), text, { ...extra, ...admitted });
+        const as = kafkajsLogLevel(level, text, extra);
+        // The stack of a refused connection is kafkajs's socket code, every time: not worth a page.
+        if (as !== levelNames[level]) delete extra.stack;
+        connection.log?.(as, text, { ...extra, ...admitted });
       };
     },
   };

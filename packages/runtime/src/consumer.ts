@@ -28,6 +28,7 @@ import {
 import { failureClassOf, safeDetail, terminal, toMeshError, type MeshError } from '@mesh/errors';
 import type { Claim, IdempotencyStore, Lease, LeaseTrouble } from '@mesh/idempotency';
 import {
+  crashNeedsAction,
   isRecordTooLarge,
   leaveTimeoutMs,
   resultWithin,
@@ -275,11 +276,7 @@ export class MeshConsumer {
     await this.#consumer.start(this.#options.topics, {
       take: (topic, partition, records, end) => this.#take(topic, partition, records, end),
       assigned: (partitions) => this.#assigned(partitions),
-      crashed: (error, restartInMs) =>
-        this.#deps.log.warn(
-          { group: this.groupId, err: safeDetail(error), restartInMs },
-          'consumer crashed; it restarts and rejoins',
-        ),
+      crashed: (error, restartInMs) => this.#crashed(error, restartInMs),
     });
     const interval = this.#options.commitIntervalMs ?? 200;
     this.#commitTimer = setInterval(() => void this.#commit(), interval);
@@ -321,6 +318,20 @@ export class MeshConsumer {
         { group: this.groupId },
         `Kafka did not answer within ${leaveTimeoutMs / 1_000} s: stopped without leaving the group, which drops the member after its session timeout`,
       );
+  }
+
+  /**
+   * A crash of the member is told once per window: a warning while it is Kafka away or busy (the
+   * member restarts and rejoins by itself, and /readyz says it is out of its group meanwhile), an
+   * error when it needs someone (a refused login, an error of the mesh's own code).
+   */
+  #crashed(error: Error, restartInMs: number): void {
+    const err = safeDetail(error);
+    const fields = { group: this.groupId, err, restartInMs };
+    const message = 'consumer crashed; it restarts and rejoins';
+    if (crashNeedsAction(error))
+      this.#faults.error(this.#deps.log, `crash\u0000${err}`, fields, message);
+    else this.#faults.warn(this.#deps.log, `crash\u0000${err}`, fields, message);
   }
 
   #trackerKey(topic: string, partition: number): string {

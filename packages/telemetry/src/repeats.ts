@@ -51,6 +51,12 @@ export class RepeatedLines {
     if (admitted !== undefined) log.warn({ ...fields, ...admitted }, message);
   }
 
+  /** The same at error: for a fault that needs someone, and repeats until it gets them. */
+  error(log: Logger, kind: string, fields: Record<string, unknown>, message: string): void {
+    const admitted = this.admit(kind);
+    if (admitted !== undefined) log.error({ ...fields, ...admitted }, message);
+  }
+
   /** Forgets the kinds whose window has passed: what they held back is then never reported. */
   #forgetQuiet(now: number): void {
     for (const [kind, seen] of this.#kinds)
