@@ -553,6 +553,7 @@ test('every Redis connection goes silent mid-load, without closing: the services
   const warned = [...mesh.services.values()].filter((s) =>
     s.output.some((line) => line.includes('not ready: Redis did not answer')),
   );
+  const trouble = loggedTrouble(mesh);
   rows.push({
     case: 'redis connections silent',
     tasks: ids.length,
@@ -561,8 +562,10 @@ test('every Redis connection goes silent mid-load, without closing: the services
     notes:
       `tasks ending again ${(resumed / 1_000).toFixed(1)} s after; ` +
       `${warned.length}/${mesh.services.size} services logged not ready (redis); ` +
-      `${restarted.length === 0 ? 'no service restarted' : `exited: ${restarted.join(', ')}`}`,
+      `${restarted.length === 0 ? 'no service restarted' : `exited: ${restarted.join(', ')}`}; ` +
+      troubleNote(trouble),
   });
+  assertNoErrors(trouble);
   assert.ok(
     resumed < redisSocketTimeoutMs + 15_000,
     `tasks ended again ${Math.round(resumed)} ms after the connections went silent`,
@@ -630,13 +633,15 @@ test('the schema registry killed (-9) and restarted mid-load: its ids survive, a
   const ids = await loading;
   const outcome = await settle(mesh, ids);
   const exited = exitedServices(mesh);
+  const trouble = loggedTrouble(mesh);
   rows.push({
     case: 'registry kill -9, 3s down',
     tasks: ids.length,
     ...outcome,
     dlq: dlqCount(mesh),
-    notes: `${Object.keys(after).length} contract ids kept; worker restarted after; ${mesh.probe.on(mesh.client.topics.outputs).length - outputsAtStop} outcomes since the kill`,
+    notes: `${Object.keys(after).length} contract ids kept; worker restarted after; ${mesh.probe.on(mesh.client.topics.outputs).length - outputsAtStop} outcomes since the kill; ${troubleNote(trouble)}`,
   });
+  assertNoErrors(trouble);
   assert.deepEqual(exited, [], `every service survived the registry outage\n${mesh.tails(30)}`);
   assert.equal(outcome.lost, 0, await explainLost(mesh, ids));
   assert.equal(outcome.duplicates, 0);
