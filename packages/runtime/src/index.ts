@@ -1,5 +1,6 @@
 export * from './consumer.ts';
 export type { Emit } from './publish.ts';
+export * from './rounds.ts';
 export * from './runtime.ts';
 export * from './topics.ts';
 export * from './tracker.ts';

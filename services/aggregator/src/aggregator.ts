@@ -12,12 +12,14 @@ import { deriveEvent, deterministicId, type MeshEvent } from '@mesh/envelope';
 import { isMeshError, retryable, safeDetail } from '@mesh/errors';
 import {
   dataBytes,
+  everyRound,
   maxEventDataBytes,
   type Emit,
   type HandlerContext,
   type MeshRuntime,
+  type Rounds,
 } from '@mesh/runtime';
-import { RepeatedLines, type Logger } from '@mesh/telemetry';
+import type { Logger } from '@mesh/telemetry';
 import {
   admit,
   deadlineMs,
@@ -51,7 +53,6 @@ interface ResultData {
 }
 
 export interface AggregatorOptions {
-  /** The sorted set of stage deadlines. */
   /** How often the timer looks for due stages. */
   tickMs: number;
   /**
@@ -82,9 +83,7 @@ export class Aggregator {
   readonly #options: AggregatorOptions;
   readonly #log: Logger;
   readonly #source: string;
-  #timer: NodeJS.Timeout | undefined;
-  #tick: Promise<void> | undefined;
-  #stopped = false;
+  #rounds: Rounds | undefined;
 
   constructor(runtime: MeshRuntime, options: AggregatorOptions) {
     this.#runtime = runtime;
@@ -244,28 +243,17 @@ export class Aggregator {
 
   /** Starts the deadline timer: every `tickMs`, decides the stages whose deadline passed. */
   start(): void {
-    // A round fails every tick while Redis is away: logged once per fault and window.
-    const failures = new RepeatedLines();
-    const loop = (): void => {
-      if (this.#stopped) return;
-      this.#tick = this.tick()
-        .catch((error: unknown) => {
-          const err = safeDetail(error);
-          failures.warn(this.#log, err, { err }, 'deadline round failed; will retry');
-        })
-        .finally(() => {
-          this.#tick = undefined;
-          if (!this.#stopped) this.#timer = setTimeout(loop, this.#options.tickMs);
-        });
-    };
-    this.#timer = setTimeout(loop, this.#options.tickMs);
+    this.#rounds ??= everyRound({
+      everyMs: this.#options.tickMs,
+      round: () => this.tick(),
+      log: this.#log,
+      what: 'deadline round',
+    });
   }
 
-  /** Stops the timer and waits for a round in progress. */
+  /** Stops the timer and waits a while for a round in progress (see `Rounds.stop`). */
   async stop(): Promise<void> {
-    this.#stopped = true;
-    clearTimeout(this.#timer);
-    await this.#tick;
+    await this.#rounds?.stop();
   }
 
   /**

@@ -3,9 +3,8 @@
  * templates, stage dispatch, approvals, cancel, budgets, deadlines and the task-state projection.
  */
 import { setTimeout as sleep } from 'node:timers/promises';
-import { safeDetail } from '@mesh/errors';
+import { everyRound } from '@mesh/runtime';
 import type { ServiceDefinition } from '@mesh/service';
-import { RepeatedLines } from '@mesh/telemetry';
 import { Orchestrator } from './orchestrator.ts';
 import { registerDashboard } from './dashboard.ts';
 import { registerTaskRoutes } from './routes.ts';
@@ -99,31 +98,22 @@ export const orchestratorService: ServiceDefinition = {
         }
       }
     })();
-    let ticking = false;
     let forgotAt = 0;
-    const roundFailures = new RepeatedLines();
-    const timer = setInterval(() => {
-      if (ticking) return;
-      ticking = true;
-      const now = Date.now();
-      // The index of expired tasks is trimmed once a minute: entries leave it a TTL after creation.
-      const forgetting = now - forgotAt < 60_000 ? undefined : store.forgetExpired(now);
-      if (forgetting !== undefined) forgotAt = now;
-      Promise.all([orchestrator.tickDeadlines(now), forgetting])
-        .catch((error: unknown) => {
-          // It fails every tick while Redis is away: logged once per fault and window.
-          const err = safeDetail(error);
-          roundFailures.warn(runtime.log, err, { err }, 'deadline round failed; will retry');
-        })
-        .finally(() => {
-          ticking = false;
-        });
-    }, 500);
-    timer.unref();
+    const rounds = everyRound({
+      everyMs: 500,
+      round: async () => {
+        const now = Date.now();
+        // The index of expired tasks is trimmed once a minute: entries leave it a TTL after creation.
+        const forgetting = now - forgotAt < 60_000 ? undefined : store.forgetExpired(now);
+        if (forgetting !== undefined) forgotAt = now;
+        await Promise.all([orchestrator.tickDeadlines(now), forgetting]);
+      },
+      log: runtime.log,
+      what: 'deadline round',
+    });
     return async () => {
-      clearInterval(timer);
       indexing.abort();
-      await stopDashboard();
+      await Promise.all([rounds.stop(), stopDashboard()]);
     };
   },
 };
