@@ -295,8 +295,10 @@ async function tallies(mesh: Mesh): Promise<{ runs: Map<string, number>; effects
 }
 
 /**
- * How many subtasks the agent ran more than once. An outage does not call for it: only a worker
- * that loses its partition, or stops, before it could write a subtask's outcome runs it again.
+ * How many subtasks the agent ran more than once. A Kafka or registry outage does not call for it:
+ * only a worker that loses its partition, or stops, before it could write a subtask's outcome runs
+ * it again. A Redis outage can: the tally agent counts its run and applies its effect in Redis, and
+ * a handler whose own call failed there is tried again (its effect is still applied once).
  */
 async function reruns(mesh: Mesh): Promise<string> {
   const { runs } = await tallies(mesh);
