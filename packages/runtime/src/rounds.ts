@@ -48,7 +48,7 @@ export function everyRound(options: RoundsOptions): Rounds {
   };
   timer = setTimeout(loop, options.everyMs).unref();
   return {
-    async stop(waitMs = 5_000) {
+    async stop(waitMs = 2_000) {
       stopped = true;
       clearTimeout(timer);
       if (running === undefined) return true;
