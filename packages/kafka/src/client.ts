@@ -149,7 +149,8 @@ export function createKafka(connection: KafkaConnection): Kafka {
         const admitted = repeats.admit(kafkajsLineKind(level, text, extra));
         if (admitted === undefined) return;
         const as = kafkajsLogLevel(level, text, extra);
-        // The stack of a refused connection is kafkajs's socket code, every time: not worth a page.
+        // A line told below kafkajs's level loses its stack: for a refused connection or a crash
+        // the service reports, it is kafkajs's socket or retry code, every time.
         if (as !== levelNames[level]) delete extra.stack;
         connection.log?.(as, text, { ...extra, ...admitted });
       };
