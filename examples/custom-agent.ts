@@ -23,8 +23,9 @@ const wordStats: Agent = async (input, ctx) => {
     // Terminal: retrying cannot help. The node fails (io.mesh.subtask.failed) and the event is
     // dead-lettered with the reason; anything else thrown is a retryable handler_error.
     throw terminal('handler_error', 'word-stats needs a non-empty input.text');
-  // A real agent would pass ctx.signal to its model or tool calls (aborted on the subtask's timeout
-  // or on shutdown), and ctx.idempotencyKey to any side effect that must happen once.
+  // A real agent would pass ctx.signal to its model or tool calls (aborted on the subtask's timeout,
+  // when its lease is lost, or on shutdown), and ctx.idempotencyKey to any side effect that must
+  // happen once.
   ctx.log.info({ chars: task.text.length }, 'counting words');
   const words = task.text.toLowerCase().match(/[\p{L}\p{N}']+/gu) ?? [];
   const counts = new Map<string, number>();

@@ -44,11 +44,13 @@ for i, key in ipairs(KEYS) do
 end
 return out
 `;
+// 1 when renewed; otherwise what the key holds instead ('' when nothing: it lapsed).
 const renewScript = `
-if redis.call('GET', KEYS[1]) == 'lease:' .. ARGV[1] then
+local v = redis.call('GET', KEYS[1])
+if v == 'lease:' .. ARGV[1] then
   return redis.call('PEXPIRE', KEYS[1], ARGV[2])
 end
-return 0
+return v or ''
 `;
 const completeScript = `
 local done = 0
@@ -92,7 +94,10 @@ export interface Lease {
 
 /** Why a held lease may no longer keep other members off its event. */
 export type LeaseTrouble =
-  /** It expired and another holder took it: the event may run twice. */
+  /**
+   * It is no longer this holder's: it expired and another holder took it (the event may run
+   * twice), or completed the event, or nobody holds it now (renewals failed past its TTL).
+   */
   | { kind: 'lost'; reason: string }
   /** Its renewals fail (Redis does not answer): it lapses at the end of its TTL unless one gets through. */
   | { kind: 'unrenewed'; reason: string };
@@ -193,11 +198,23 @@ export class IdempotencyStore {
 
   /** Extends the lease; false when it was lost (expired and taken over). @throws MeshError `redis_unavailable`. */
   async renew(lease: Lease): Promise<boolean> {
+    return (await this.#renewOrWhy(lease)) === undefined;
+  }
+
+  /** Extends the lease: undefined when it did, otherwise how it was lost. */
+  async #renewOrWhy(lease: Lease): Promise<string | undefined> {
+    let reply: unknown;
     try {
-      return (await this.#renew([lease.key], [lease.token, this.#options.leaseTtlMs])) === 1;
+      reply = await this.#renew([lease.key], [lease.token, this.#options.leaseTtlMs]);
     } catch (error) {
       throw redisFailure(error, 'could not renew a lease');
     }
+    if (reply === 1) return undefined;
+    if (typeof reply === 'string' && reply.startsWith('done:'))
+      return 'lease expired and another holder completed the event';
+    if (typeof reply === 'string' && reply.startsWith('lease:'))
+      return 'lease expired and was taken over';
+    return 'lease expired, and nobody holds it now';
   }
 
   /**
@@ -273,12 +290,12 @@ export class IdempotencyStore {
     for (const [lease, entry] of this.#held) {
       if (now - entry.renewedAt < this.#renewEveryMs) continue;
       entry.renewedAt = now;
-      this.renew(lease).then(
-        (held) => {
+      this.#renewOrWhy(lease).then(
+        (lost) => {
           entry.failing = false;
-          if (!held && !entry.lost) {
+          if (lost !== undefined && !entry.lost) {
             entry.lost = true;
-            entry.onTrouble?.({ kind: 'lost', reason: 'lease expired and was taken over' });
+            entry.onTrouble?.({ kind: 'lost', reason: lost });
           }
         },
         (error: unknown) => {

@@ -137,11 +137,21 @@ const infraCodes = new Set([
 /** Thrown inside processing when the work must be abandoned without an outcome (shutdown, revocation). */
 class Abandoned extends Error {}
 
+/** Thrown inside processing when a handler failed after its lease was lost: tried again from the claim. */
+class LeaseLost extends Error {}
+
 const intakeDecoding = { intake: true };
 
 interface ContextShared {
   log: Logger;
+  /** Aborted when the process stops past its drain timeout. */
   signal: AbortSignal;
+  /**
+   * The contexts whose handler asked for its signal and has not finished: each is aborted with the
+   * shared signal. Kept here rather than as a listener per event on the shared signal, which would
+   * pile up a thousand listeners on one long-lived signal.
+   */
+  watching: Set<Context>;
   /** The source of derived events: this service. */
   source: string;
 }
@@ -159,6 +169,11 @@ class Context implements HandlerContext {
   readonly idempotencyKey: string;
   readonly #shared: ContextShared;
   #log: Logger | undefined;
+  /** Made on first use of `signal`: most handlers never look at it. */
+  #own: AbortController | undefined;
+  #finished = false;
+  /** Why the lease of this event was lost while it ran, if it was. */
+  #lost: Error | undefined;
 
   constructor(shared: ContextShared, item: Item, event: MeshEvent, idempotencyKey: string) {
     this.#shared = shared;
@@ -170,8 +185,39 @@ class Context implements HandlerContext {
     this.idempotencyKey = idempotencyKey;
   }
 
+  /** Aborted when this event's lease is lost, or with the process's stop (`ContextShared.signal`). */
   get signal(): AbortSignal {
-    return this.#shared.signal;
+    if (this.#own === undefined) {
+      this.#own = new AbortController();
+      const shared = this.#shared.signal;
+      if (this.#lost !== undefined) this.#own.abort(this.#lost);
+      else if (shared.aborted) this.#own.abort(shared.reason);
+      else if (!this.#finished) this.#shared.watching.add(this);
+    }
+    return this.#own.signal;
+  }
+
+  /** The lease was lost while the handler ran: another member may run the event too. */
+  get leaseLost(): boolean {
+    return this.#lost !== undefined;
+  }
+
+  /** Aborts the handler's signal: its work may be running elsewhere now, and is not ours to finish. */
+  loseLease(reason: string): void {
+    if (this.#lost !== undefined) return;
+    this.#lost = new Error(`the lease of event ${this.event.id} was lost: ${reason}`);
+    this.#own?.abort(this.#lost);
+  }
+
+  /** The process stops past its drain timeout. */
+  abort(reason: unknown): void {
+    this.#own?.abort(reason);
+  }
+
+  /** The handler and its outcome are done: the process's stop no longer concerns it. */
+  finished(): void {
+    this.#finished = true;
+    this.#shared.watching.delete(this);
   }
 
   /** Made on first use: most handlers never log, and a child logger per event is not free. */
@@ -233,6 +279,7 @@ export class MeshConsumer {
     this.#contextShared = {
       log: deps.log,
       signal: this.#abort.signal,
+      watching: new Set(),
       source: `/mesh/${deps.config.service}`,
     };
     this.#consumer = deps.createGroupConsumer({
@@ -301,6 +348,7 @@ export class MeshConsumer {
       await resultWithin(drained, timeoutMs, undefined);
     }
     this.#abort.abort();
+    for (const ctx of this.#contextShared.watching) ctx.abort(this.#abort.signal.reason);
     clearInterval(this.#commitTimer);
     // Kafka gets a bounded time for the last commit and the leave: when it cannot be reached, what
     // was not committed is delivered again (the idempotency keys skip what completed) rather than
@@ -540,6 +588,8 @@ export class MeshConsumer {
         if (error instanceof Abandoned) return false;
         // Tried again from the start: the handler may run again, so the event is running again.
         this.#finishingEnded(item);
+        // Not a fault of a dependency: its claim waits for the member that holds the lease now.
+        if (error instanceof LeaseLost) continue;
         this.#infraFault(item, toMeshError(error), 'will retry this event');
         if (item.tracker.revoked && this.#stopping) return false;
         try {
@@ -609,12 +659,9 @@ export class MeshConsumer {
         const mesh = toMeshError(error);
         metrics.loopGuards.inc({ service: this.#service, failure: mesh.code });
         // The handler never runs, but the service may still owe a failure event (e.g. subtask.failed).
-        await this.#emit(
-          this.#options.onTerminalFailure?.(
-            new Context(this.#contextShared, item, event, `${this.groupId}:${event.id}`),
-            mesh,
-          ) ?? [],
-        );
+        const ctx = new Context(this.#contextShared, item, event, `${this.groupId}:${event.id}`);
+        ctx.finished();
+        await this.#emit(this.#options.onTerminalFailure?.(ctx, mesh) ?? []);
         await this.#deadLetter(record, mesh);
         return;
       }
@@ -628,19 +675,26 @@ export class MeshConsumer {
       }
     }
     if (!(this.#options.idempotency ?? true)) {
-      await this.#handle(item, event, handler, undefined);
+      const ctx = new Context(this.#contextShared, item, event, `${this.groupId}:${event.id}`);
+      try {
+        await this.#handle(item, ctx, handler, undefined);
+      } finally {
+        ctx.finished();
+      }
       return;
     }
     const claim = await this.#deps.idempotency.claim(this.groupId, event.id);
     const lease =
       claim.state === 'claimed' ? claim.lease : await this.#claimAgain(item, event, claim);
     if (lease === undefined) return;
+    const ctx = new Context(this.#contextShared, item, event, lease.idempotencyKey);
     // Renewed while the handler runs and its outcome is written.
-    this.#deps.idempotency.hold(lease, (trouble) => this.#leaseTrouble(event, trouble));
+    this.#deps.idempotency.hold(lease, (trouble) => this.#leaseTrouble(ctx, trouble));
     try {
-      await this.#handle(item, event, handler, lease);
+      await this.#handle(item, ctx, handler, lease);
     } finally {
       this.#deps.idempotency.unhold(lease);
+      ctx.finished();
     }
   }
 
@@ -648,16 +702,20 @@ export class MeshConsumer {
    * A lost lease is told for each event (it may run twice); renewals Redis does not answer, once per
    * window for all of them: every running event's fail alike.
    */
-  #leaseTrouble(event: MeshEvent, { kind, reason }: LeaseTrouble): void {
+  #leaseTrouble(ctx: Context, { kind, reason }: LeaseTrouble): void {
     const fields = {
       group: this.groupId,
-      id: event.id,
+      id: ctx.event.id,
       reason,
       leaseTtlMs: this.#deps.idempotency.leaseTtlMs,
     };
-    if (kind === 'lost')
-      this.#deps.log.warn(fields, 'lease lost while the event ran: another member may run it too');
-    else
+    if (kind === 'lost') {
+      this.#deps.log.warn(
+        fields,
+        "lease lost while the event ran: another member may run it too; the handler's signal is aborted",
+      );
+      ctx.loseLease(reason);
+    } else
       this.#faults.warn(
         this.#deps.log,
         `${kind}\u0000${reason}`,
@@ -689,19 +747,14 @@ export class MeshConsumer {
 
   async #handle(
     item: Item,
-    event: MeshEvent,
+    ctx: Context,
     handler: Handler,
     lease: Lease | undefined,
   ): Promise<void> {
     const { record } = item;
+    const { event } = ctx;
     const { metrics, idempotency } = this.#deps;
     const agent = this.#options.agentLabel?.(event) ?? event.agent ?? '';
-    const ctx = new Context(
-      this.#contextShared,
-      item,
-      event,
-      lease?.idempotencyKey ?? `${this.groupId}:${event.id}`,
-    );
     metrics.addInflight(this.#service, agent, 1);
     const started = performance.now();
     let result: HandlerResult | undefined | void;
@@ -718,6 +771,10 @@ export class MeshConsumer {
       metrics.addInflight(this.#service, agent, -1);
     }
     this.#finishingStarted(item);
+    // Its lease went to another member while it ran, and the handler gave up (it was told through
+    // its signal): no outcome of ours. The event is tried again from its claim, which waits for the
+    // other member's outcome, or for its lease to lapse if that member is gone too.
+    if (failure !== undefined && ctx.leaseLost) throw new LeaseLost();
     if (failure === undefined && result?.emit !== undefined) {
       const emits = result.emit;
       try {

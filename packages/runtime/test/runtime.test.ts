@@ -202,6 +202,68 @@ test('handler results are produced and a redelivered event is not run again', as
   assert.equal(result.key?.toString(), 'task-idem');
 });
 
+/** Resolves with the reason `signal` aborts with, or undefined if it has not within `ms`. */
+function abortedWithin(signal: AbortSignal, ms: number): Promise<unknown> {
+  if (signal.aborted) return Promise.resolve(signal.reason);
+  return new Promise((resolve) => {
+    const timer = setTimeout(() => resolve(undefined), ms);
+    signal.addEventListener('abort', () => {
+      clearTimeout(timer);
+      resolve(signal.reason);
+    });
+  });
+}
+
+test('a handler whose lease another member takes over is told through its signal; the event ends once, by whoever holds it', async (t) => {
+  const { runtime, probe } = await startRuntime(t, { MESH_LEASE_TTL: '1s' });
+  const groupId = runtime.groupId('lease');
+  const runs = new Map<string, number>();
+  const reasons: string[] = [];
+  const handlers = {
+    'io.mesh.subtask.assigned': async (ctx: HandlerContext) => {
+      const n = (runs.get(ctx.event.id) ?? 0) + 1;
+      runs.set(ctx.event.id, n);
+      if (n === 1) {
+        // Another member takes the lease over (as after ours lapsed): a renewal finds it gone.
+        const key = runtime.idempotency.key(groupId, ctx.event.id);
+        await runtime.redis.set(key, 'lease:another-member', 'PX', 1_500);
+        const reason = await abortedWithin(ctx.signal, 5_000);
+        reasons.push(reason instanceof Error ? reason.message : String(reason));
+        // The other member completes the second event; the first one it never finishes.
+        if ((ctx.event.data as { input: { n: number } }).input.n === 2)
+          await runtime.redis.set(key, 'done:ok', 'PX', 60_000);
+        ctx.signal.throwIfAborted();
+      }
+      return completion(runtime, ctx, { ok: true, run: n });
+    },
+  };
+  await runtime.consume({ groupId: 'lease', topics: [runtime.topics.work('echo')], handlers });
+  const abandoned = assigned('echo', { n: 1 }, 'task-lease-lapses');
+  const completedElsewhere = assigned('echo', { n: 2 }, 'task-lease-done');
+  await runtime.publish([
+    { topic: runtime.topics.work('echo'), event: abandoned },
+    { topic: runtime.topics.work('echo'), event: completedElsewhere },
+  ]);
+  await committedToEnd(runtime, groupId, runtime.topics.work('echo'));
+  assert.equal(reasons.length, 2, 'each handler was told');
+  for (const reason of reasons)
+    assert.match(reason, /^the lease of event \S+ was lost: lease expired and was taken over$/);
+  // The first: the other member's lease lapsed without an outcome, so this member ran it again.
+  assert.equal(runs.get(abandoned.id), 2);
+  // The second: the other member completed it, so nothing ran again and no result is ours.
+  assert.equal(runs.get(completedElsewhere.id), 1);
+  const results = probe.on(runtime.topics.results);
+  assert.deepEqual(
+    results.map((r) => probe.header(r, 'ce_causationid')),
+    [abandoned.id],
+    'one result, for the event no one else finished; the handlers that gave up wrote none',
+  );
+  const retried = runtime.config.retryTiers.flatMap((tier) =>
+    probe.on(runtime.topics.retry(tier.name)),
+  );
+  assert.deepEqual([retried.length, probe.on(runtime.topics.dlq).length], [0, 0]);
+});
+
 /**
  * A runtime whose Redis (a private one) is reached through a relay that a handler cuts while it runs
  * (`cut(forMs)`): the event's outcome is then written to Kafka while Redis cannot be reached, as
