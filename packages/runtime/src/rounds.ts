@@ -52,9 +52,8 @@ export function everyRound(options: RoundsOptions): Rounds {
       stopped = true;
       clearTimeout(timer);
       if (running === undefined) return true;
-      const under = running;
       return resultWithin(
-        under.then(() => true),
+        running.then(() => true),
         waitMs,
         false,
       );
