@@ -95,7 +95,7 @@ test('the dashboard shows lag rising while the worker is down and draining when 
     for (const id of ids)
       await waitFor(
         async () => (await getJson(`${orchestrator}/v1/tasks/${id}`)).body.status === 'completed',
-        { timeout: 60_000, message: `task ${id} did not complete\n${mesh.tails()}` },
+        { timeout: 60_000, message: () => `task ${id} did not complete\n${mesh.tails()}` },
       );
   };
   const warmup = [await post(), await post(), await post()];
@@ -219,7 +219,7 @@ test('the dashboard shows lag rising while the worker is down and draining when 
   await waitFor(async () => (await totalLag(page)) === 0, {
     timeout: 60_000,
     interval: 250,
-    message: `#total-lag never fell back to 0\n${mesh.tails()}`,
+    message: () => `#total-lag never fell back to 0\n${mesh.tails()}`,
   });
   const drainSeconds = (Date.now() - drainedAt) / 1_000;
   const after = (await lagOf(orchestrator)).groups.find((g) => g.group === workerGroup);

@@ -23,7 +23,7 @@ test('a DAG task completes with the structured output of its stages and a full c
   const taskId = String(posted.body.taskId);
   const outcome = await waitFor(() => outcomesOf(mesh, taskId)[0], {
     timeout: 60_000,
-    message: `no outcome\n${mesh.tails()}`,
+    message: () => `no outcome\n${mesh.tails()}`,
   });
   assert.equal(outcome.type, 'io.mesh.task.completed', JSON.stringify(outcome.data));
   const output = outcome.data.output as Record<string, Record<string, unknown>>;
@@ -72,7 +72,7 @@ test('an outside client: kcat publishes a structured CloudEvent and the task com
   const taskId = client.publishTask({ text: 'hello from kcat' });
   const outcome = await waitFor(() => outcomesOf(mesh, taskId)[0], {
     timeout: 60_000,
-    message: `no outcome\n${mesh.tails()}`,
+    message: () => `no outcome\n${mesh.tails()}`,
   });
   assert.equal(outcome.type, 'io.mesh.task.completed');
   assert.deepEqual((outcome.data.output as { echo: unknown }).echo, {
@@ -228,7 +228,7 @@ test('a planner agent plans the task at run time and the mesh runs its plan', as
   const taskId = String(body.taskId);
   const outcome = await waitFor(() => outcomesOf(mesh, taskId)[0], {
     timeout: 60_000,
-    message: `no outcome\n${mesh.tails()}`,
+    message: () => `no outcome\n${mesh.tails()}`,
   });
   assert.equal(outcome.type, 'io.mesh.task.completed', JSON.stringify(outcome.data));
   assert.match(JSON.stringify(outcome.data.output), /coral reefs/i);
@@ -300,7 +300,7 @@ test('an invalid plan fails the task with invalid_plan before anything of it is 
     const taskId = ids[i] ?? '';
     const outcome = await waitFor(() => outcomesOf(mesh, taskId)[0], {
       timeout: 60_000,
-      message: `no outcome for plan ${i}\n${mesh.tails()}`,
+      message: () => `no outcome for plan ${i}\n${mesh.tails()}`,
     });
     assert.equal(outcome.type, 'io.mesh.task.failed', JSON.stringify(outcome.data));
     assert.equal(outcome.data.reason, 'invalid_plan');
@@ -346,7 +346,7 @@ test('an agent nobody runs, named by a plan or a delegation, fails its task clea
   const outcome = (taskId: string) =>
     waitFor(() => outcomesOf(mesh, taskId)[0], {
       timeout: 60_000,
-      message: `no outcome for ${taskId}\n${mesh.tails()}`,
+      message: () => `no outcome for ${taskId}\n${mesh.tails()}`,
     });
 
   const invalid = await outcome(planned);
@@ -412,7 +412,7 @@ test('an agent of your own (examples/custom-agent.ts) runs in a worker of its ow
   const { body } = await postJson(`${mesh.url('orchestrator')}/v1/tasks`, request);
   const done = await waitFor(() => outcomesOf(mesh, String(body.taskId))[0], {
     timeout: 60_000,
-    message: `no outcome\n${mesh.tails()}`,
+    message: () => `no outcome\n${mesh.tails()}`,
   });
   assert.equal(done.type, 'io.mesh.task.completed', JSON.stringify(done.data));
   const words = request.input.text.toLowerCase().match(/[\p{L}\p{N}']+/gu) ?? [];
@@ -429,7 +429,7 @@ test('an agent of your own (examples/custom-agent.ts) runs in a worker of its ow
   });
   const failed = await waitFor(() => outcomesOf(mesh, String(bad.taskId))[0], {
     timeout: 60_000,
-    message: `no outcome\n${mesh.tails()}`,
+    message: () => `no outcome\n${mesh.tails()}`,
   });
   assert.equal(failed.type, 'io.mesh.task.failed', JSON.stringify(failed.data));
   assert.equal(failed.data.reason, 'stage_failed');
@@ -472,7 +472,7 @@ test('an agent in Python (examples/python-agent) joins the mesh through Kafka an
   });
   await waitFor(() => output.some((line) => line.includes('ready:')), {
     timeout: 60_000,
-    message: `the Python agent did not join its group: ${output.join(' | ')}`,
+    message: () => `the Python agent did not join its group: ${output.join(' | ')}`,
   });
 
   // Something it cannot read, ahead of the task: a dead letter with the reason, not a stall.
@@ -491,7 +491,7 @@ test('an agent in Python (examples/python-agent) joins the mesh through Kafka an
   const taskId = String(body.taskId);
   const done = await waitFor(() => outcomesOf(mesh, taskId)[0], {
     timeout: 60_000,
-    message: `no outcome\n${output.join('\n')}\n${mesh.tails()}`,
+    message: () => `no outcome\n${output.join('\n')}\n${mesh.tails()}`,
   });
   assert.equal(done.type, 'io.mesh.task.completed', JSON.stringify(done.data));
   const { text } = request.input;
@@ -557,7 +557,7 @@ test('results too large for one event fail their task with the reason, and nothi
   const ended = async (taskId: string) => {
     const outcome = await waitFor(() => outcomesOf(mesh, taskId)[0], {
       timeout: 60_000,
-      message: `task ${taskId} never ended\n${mesh.tails()}`,
+      message: () => `task ${taskId} never ended\n${mesh.tails()}`,
     });
     const state = (await getJson(`${mesh.url('orchestrator')}/v1/tasks/${taskId}`)).body;
     return { outcome, state, stages: state.stages as Record<string, { status: string }> };
@@ -614,7 +614,7 @@ test('a task past its deadline fails with deadline_exceeded, and its late result
   const started = Date.now();
   const outcome = await waitFor(() => outcomesOf(mesh, taskId)[0], {
     timeout: 30_000,
-    message: `no outcome\n${mesh.tails()}`,
+    message: () => `no outcome\n${mesh.tails()}`,
   });
   assert.equal(outcome.type, 'io.mesh.task.failed', JSON.stringify(outcome.data));
   assert.equal(outcome.data.reason, 'deadline_exceeded');
@@ -644,7 +644,7 @@ test('an ended task is kept for MESH_TASK_RETENTION: then it reads as ended and 
   await waitFor(
     async () =>
       (await getJson(`${orchestrator}/v1/tasks/${gated}`)).body.status === 'awaiting_approval',
-    { timeout: 30_000, message: `the task never reached its gate\n${mesh.tails()}` },
+    { timeout: 30_000, message: () => `the task never reached its gate\n${mesh.tails()}` },
   );
   await new Promise((resolve) => setTimeout(resolve, 4_000));
   const waiting = await getJson(`${orchestrator}/v1/tasks?status=awaiting_approval`);
@@ -660,7 +660,7 @@ test('an ended task is kept for MESH_TASK_RETENTION: then it reads as ended and 
   );
   const approved = await waitFor(() => outcomesOf(mesh, gated)[0], {
     timeout: 30_000,
-    message: `the approved task did not end\n${mesh.tails()}`,
+    message: () => `the approved task did not end\n${mesh.tails()}`,
   });
   assert.equal(approved.type, 'io.mesh.task.completed');
   const request = newEvent({
@@ -677,7 +677,7 @@ test('an ended task is kept for MESH_TASK_RETENTION: then it reads as ended and 
   for (const id of [taskId, postedId]) {
     const outcome = await waitFor(() => outcomesOf(mesh, id)[0], {
       timeout: 60_000,
-      message: `no outcome\n${mesh.tails()}`,
+      message: () => `no outcome\n${mesh.tails()}`,
     });
     assert.equal(outcome.type, 'io.mesh.task.completed');
   }
@@ -769,7 +769,7 @@ test('a POST whose request Kafka did not take leaves no task behind, and its ret
   const taskId = String(retried.body.taskId);
   const outcome = await waitFor(() => outcomesOf(mesh, taskId)[0], {
     timeout: 60_000,
-    message: `the retried task never ended\n${mesh.tails()}`,
+    message: () => `the retried task never ended\n${mesh.tails()}`,
   });
   assert.equal(outcome.type, 'io.mesh.task.completed', JSON.stringify(outcome.data));
   const again = await postJson(`${orchestrator}/v1/tasks`, asked);
@@ -803,7 +803,7 @@ test('kill -9 of the worker mid-task: the task still completes, exactly once on 
   for (const id of ids) {
     const outcome = await waitFor(() => outcomesOf(mesh, id)[0], {
       timeout: 90_000,
-      message: `task ${id} never finished\n${mesh.tails()}`,
+      message: () => `task ${id} never finished\n${mesh.tails()}`,
     });
     assert.equal(outcome.type, 'io.mesh.task.completed');
   }
@@ -868,7 +868,7 @@ test('a 429 storm from the fake LLM is absorbed: every task finishes, nothing on
   for (const id of ids) {
     const outcome = await waitFor(() => outcomesOf(mesh, id)[0], {
       timeout: 90_000,
-      message: `task ${id} did not finish\n${mesh.tails()}`,
+      message: () => `task ${id} did not finish\n${mesh.tails()}`,
     });
     assert.equal(outcome.type, 'io.mesh.task.completed', JSON.stringify(outcome.data));
   }

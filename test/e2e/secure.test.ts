@@ -35,7 +35,7 @@ test('over SASL_SSL (SCRAM-SHA-512), rediss:// and https: kcat publishes a task,
   const taskId = client.publishTask({ text: 'over TLS' });
   const outcome = await waitFor(() => outcomesOf(mesh, taskId)[0], {
     timeout: 60_000,
-    message: `no outcome\n${mesh.tails()}`,
+    message: () => `no outcome\n${mesh.tails()}`,
   });
   assert.equal(outcome.type, 'io.mesh.task.completed', JSON.stringify(outcome.data));
   assert.deepEqual((outcome.data.output as { echo: unknown }).echo, {

@@ -32,7 +32,7 @@ test('every event type round-trips through Kafka and the registry', async (t) =>
   );
   await runtime.publish(sent.map((event) => ({ topic: runtime.topics.control, event })));
   await waitFor(() => received.size === sent.length, {
-    message: `received ${received.size} of ${sent.length}`,
+    message: () => `received ${received.size} of ${sent.length}`,
   });
   for (const event of sent) {
     const got = received.get(event.type);
@@ -167,7 +167,7 @@ test('a work topic deleted and created again is consumed from its new start', as
   await publish([5, 6]);
   await waitFor(() => handled.includes(5) && handled.includes(6), {
     timeout: 60_000,
-    message: `the events of the new topic were not handled (handled ${handled.join(',')})`,
+    message: () => `the events of the new topic were not handled (handled ${handled.join(',')})`,
   });
   assert.deepEqual(handled.slice().sort(), [0, 1, 2, 3, 4, 5, 6]);
   await committedToEnd(runtime, runtime.groupId('recreated'), topic);
@@ -509,7 +509,7 @@ test('a poison message ends on mesh.dlq and the rest of its partition is process
     { topic: runtime.topics.work('echo'), event: assigned('echo', { n: 9 }, 'after') },
   ]);
   await waitFor(() => done.length === 8 && probe.on(runtime.topics.dlq).length === 2, {
-    message: `done ${done.length}, dlq ${probe.on(runtime.topics.dlq).length}`,
+    message: () => `done ${done.length}, dlq ${probe.on(runtime.topics.dlq).length}`,
   });
   assert.deepEqual([...done].sort(), [0, 1, 2, 4, 5, 6, 7, 9]);
   const classes = probe
@@ -545,7 +545,8 @@ test('large outputs: a turn of them goes out in several requests; one too large 
       probe.on(runtime.topics.results).length === 40 && probe.on(runtime.topics.dlq).length === 1,
     {
       timeout: 30_000,
-      message: `results ${probe.on(runtime.topics.results).length} of 40, dead letters ${probe.on(runtime.topics.dlq).length} of 1`,
+      message: () =>
+        `results ${probe.on(runtime.topics.results).length} of 40, dead letters ${probe.on(runtime.topics.dlq).length} of 1`,
     },
   );
   const dead = probe.on(runtime.topics.dlq)[0];
@@ -675,7 +676,8 @@ test('each malformed-input class ends on mesh.dlq with its failure class, the ha
   );
   await runtime.publish([{ topic, event: good }]);
   await waitFor(() => probe.on(runtime.topics.dlq).length === cases.length && handled === 1, {
-    message: `dlq ${probe.on(runtime.topics.dlq).length} of ${cases.length}, handled ${handled}`,
+    message: () =>
+      `dlq ${probe.on(runtime.topics.dlq).length} of ${cases.length}, handled ${handled}`,
   });
   for (const [name, , , failure] of cases) {
     const dead = probe.on(runtime.topics.dlq).find((r) => probe.header(r, 'x-case') === name);

@@ -162,7 +162,8 @@ export function testConfig(
 export interface WaitOptions {
   timeout?: number;
   interval?: number;
-  message?: string;
+  /** Said when the wait times out; a function is called then, so it can tell the state at that moment. */
+  message?: string | (() => string);
 }
 
 /**
@@ -185,7 +186,7 @@ export async function waitFor<T>(
     }
     if (Date.now() > deadline) {
       throw new Error(
-        `${options.message ?? 'waitFor timed out'} after ${options.timeout ?? 20_000} ms: ${(last as Error).message}`,
+        `${(typeof options.message === 'function' ? options.message() : options.message) ?? 'waitFor timed out'} after ${options.timeout ?? 20_000} ms: ${(last as Error).message}`,
         { cause: last },
       );
     }
