@@ -2,28 +2,11 @@
  * Crash safety of the runtime against the real stack: a consumer process killed with SIGKILL in the
  * middle of a batch loses nothing, and no event that was completed runs again.
  */
-import { test, type TestContext } from 'node:test';
+import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn, type ChildProcess } from 'node:child_process';
-import { fileURLToPath } from 'node:url';
 import { randomUUID } from 'node:crypto';
 import { waitFor } from '@mesh/testkit';
-import { assigned, committedToEnd, completion, startRuntime } from './helpers.ts';
-
-const fixture = fileURLToPath(new URL('./fixtures/worker-process.ts', import.meta.url));
-
-function startWorker(t: TestContext, env: NodeJS.ProcessEnv): Promise<ChildProcess> {
-  const child = spawn(process.execPath, [fixture], { env, stdio: ['ignore', 'pipe', 'inherit'] });
-  t.after(() => {
-    child.kill('SIGKILL');
-  });
-  return new Promise((resolve, reject) => {
-    child.stdout?.on('data', (chunk: Buffer) => {
-      if (chunk.toString().includes('ready')) resolve(child);
-    });
-    child.on('exit', (code) => reject(new Error(`worker exited with ${code} before it was ready`)));
-  });
-}
+import { assigned, committedToEnd, completion, startRuntime, startWorker } from './helpers.ts';
 
 test('kill -9 of a consumer mid-batch: nothing lost, nothing completed runs again', async (t) => {
   const { runtime, probe } = await startRuntime(t);
@@ -69,7 +52,7 @@ test('kill -9 of a consumer mid-batch: nothing lost, nothing completed runs agai
     new Set(probe.on(runtime.topics.results).map((r) => probe.header(r, 'ce_causationid') ?? ''));
   await waitFor(() => causes().size === total, {
     timeout: 120_000,
-    message: `results for ${causes().size} of ${total}`,
+    message: () => `results for ${causes().size} of ${total}`,
   });
 
   const runs = await Promise.all(

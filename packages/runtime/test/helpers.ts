@@ -3,6 +3,8 @@
  * stack, a probe on its outputs, and sample data for every event type.
  */
 import type { TestContext } from 'node:test';
+import { spawn, type ChildProcess } from 'node:child_process';
+import { fileURLToPath } from 'node:url';
 import { newEvent, type MeshEvent } from '@mesh/envelope';
 import {
   meshEnv,
@@ -166,4 +168,26 @@ export function completion(
       },
     ],
   };
+}
+
+const workerFixture = fileURLToPath(new URL('./fixtures/worker-process.ts', import.meta.url));
+
+/**
+ * A consumer process of the `echo` work topic (fixtures/worker-process.ts), resolved once it is
+ * consuming; killed with SIGKILL when the test ends if it is still running.
+ */
+export function startWorker(t: TestContext, env: NodeJS.ProcessEnv): Promise<ChildProcess> {
+  const child = spawn(process.execPath, [workerFixture], {
+    env,
+    stdio: ['ignore', 'pipe', 'inherit'],
+  });
+  t.after(() => {
+    child.kill('SIGKILL');
+  });
+  return new Promise((resolve, reject) => {
+    child.stdout?.on('data', (chunk: Buffer) => {
+      if (chunk.toString().includes('ready')) resolve(child);
+    });
+    child.on('exit', (code) => reject(new Error(`worker exited with ${code} before it was ready`)));
+  });
 }
