@@ -871,7 +871,7 @@ for (const [name, vars, expected] of [
     }).then(async (r) => ({ body: (await r.json()) as { taskId: string } }));
     const outcome = await waitFor(() => outcomesOf(mesh, body.taskId)[0], {
       timeout: 60_000,
-      message: mesh.tails(),
+      message: () => mesh.tails(),
     });
     const escalation = await waitFor(
       () =>

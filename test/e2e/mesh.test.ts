@@ -209,7 +209,7 @@ test('a task over its step budget fails with budget_exceeded', async (t) => {
   });
   const outcome = await waitFor(() => outcomesOf(mesh, String(body.taskId))[0], {
     timeout: 60_000,
-    message: mesh.tails(),
+    message: () => mesh.tails(),
   });
   assert.equal(outcome.type, 'io.mesh.task.failed');
   assert.equal(outcome.data.reason, 'budget_exceeded');

@@ -101,7 +101,7 @@ test('renewals that fail while Redis is away are reported once, not at every att
       // Back, the lease has lapsed (600 ms): the next renewal finds it gone.
       await waitFor(() => troubles.length >= 2, {
         timeout: 5_000,
-        message: JSON.stringify(troubles),
+        message: () => JSON.stringify(troubles),
       });
     },
     (trouble) => troubles.push(trouble),
