@@ -20,7 +20,7 @@ function sink(): {
   return { lines, log: (level, message) => lines.push({ level, message }) };
 }
 
-test('broker errors kafkajs retries or answers by rejoining are warnings; the rest stay errors', () => {
+test('broker errors kafkajs retries are warnings, the answers of a rebalance news; the rest stay errors', () => {
   const { lines, log } = sink();
   const kafka = createKafka({ brokers: ['127.0.0.1:1'], clientId: 't', log });
   const logger = kafka.logger();
@@ -32,9 +32,16 @@ test('broker errors kafkajs retries or answers by rejoining are warnings; the re
   logger.error('Response FindCoordinator(key: 10, version: 2)', {
     error: "The coordinator is loading and hence can't process requests for this group",
   });
-  // A member joined or left: kafkajs rejoins.
+  // A member joined or left: kafkajs rejoins, and a commit of the generation before fails until then.
   logger.error('Response Heartbeat(key: 12, version: 3)', {
     error: 'The group is rebalancing, so a rejoin is needed',
+  });
+  logger.error('Response OffsetCommit(key: 8, version: 5)', {
+    error: 'Specified group generation id is not valid',
+  });
+  // The coordinator forgot this member (it missed its session timeout): kafkajs rejoins.
+  logger.error('Response Heartbeat(key: 12, version: 3)', {
+    error: 'The coordinator is not aware of this member',
   });
   // Not retried: an authorization failure, an unknown answer, and a non-response error.
   logger.error('Response Produce(key: 0, version: 7)', {
@@ -46,7 +53,7 @@ test('broker errors kafkajs retries or answers by rejoining are warnings; the re
   });
   assert.deepEqual(
     lines.map((l) => l.level),
-    ['warn', 'warn', 'warn', 'error', 'error', 'error'],
+    ['warn', 'warn', 'info', 'info', 'warn', 'error', 'error', 'error'],
   );
 });
 

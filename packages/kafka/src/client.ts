@@ -34,27 +34,43 @@ const levelNames = {
   [logLevel.NOTHING]: 'debug',
 } as const;
 
+/** The broker's error codes, from kafkajs's protocol table (kafkajs is pinned and patched at install). */
+const errorCodes = (
+  createRequire(import.meta.url)('kafkajs/src/protocol/error.js') as {
+    errorCodes: { type: string; retriable: boolean; message: string }[];
+  }
+).errorCodes;
+
 /**
- * The messages of the broker's error codes that kafkajs handles by itself, from its protocol table
- * (kafkajs is pinned and patched at install, so this path is fixed): those it retries (a partition
+ * The messages of the codes that a group's members get whenever it rebalances, and answer by
+ * rejoining: a rebalance under way, and a heartbeat or commit of the generation before it. Every
+ * scale up or down, rolling update and restart of a member causes them; the runtime tells the
+ * partitions assigned after it.
+ */
+const rebalancing: ReadonlySet<string> = new Set(
+  errorCodes
+    .filter((code) => code.type === 'REBALANCE_IN_PROGRESS' || code.type === 'ILLEGAL_GENERATION')
+    .map((code) => code.message),
+);
+
+/**
+ * The messages of the other codes that kafkajs handles by itself: those it retries (a partition
  * whose leader moves, a group coordinator still loading after a restart, a topic created a moment
- * ago), and a rebalance in progress, which a member answers by rejoining (every scale up or down).
+ * ago), and a member the coordinator no longer knows (it missed its session timeout, or the
+ * coordinator moved), which rejoins.
  */
 const handledByKafkajs: ReadonlySet<string> = new Set(
-  (
-    createRequire(import.meta.url)('kafkajs/src/protocol/error.js') as {
-      errorCodes: { type: string; retriable: boolean; message: string }[];
-    }
-  ).errorCodes
-    .filter((code) => code.retriable || code.type === 'REBALANCE_IN_PROGRESS')
+  errorCodes
+    .filter((code) => code.retriable || code.type === 'UNKNOWN_MEMBER_ID')
     .map((code) => code.message),
 );
 
 /**
  * The level a kafkajs message is logged at. kafkajs logs every error answer of the broker at ERROR
- * ("Response Metadata(…)"), the ones it then handles too: those are warnings, or every deploy,
- * rebalance and leader election would page whoever alerts on errors. What kafkajs gives up on
- * still fails the call, and is reported by the caller.
+ * ("Response Metadata(…)"), the ones it then handles too: those are warnings, or every deploy and
+ * leader election would page whoever alerts on errors, and the answers of a rebalance are news, or
+ * every scale up or down would warn. What kafkajs gives up on still fails the call, and is
+ * reported by the caller.
  */
 function kafkajsLogLevel(
   level: logLevel,
@@ -64,10 +80,11 @@ function kafkajsLogLevel(
   if (
     level === logLevel.ERROR &&
     message.startsWith('Response ') &&
-    typeof extra.error === 'string' &&
-    handledByKafkajs.has(extra.error)
-  )
-    return 'warn';
+    typeof extra.error === 'string'
+  ) {
+    if (rebalancing.has(extra.error)) return 'info';
+    if (handledByKafkajs.has(extra.error)) return 'warn';
+  }
   // The patched connection gives itself up after a request timed out; the retry reconnects.
   if (level === logLevel.ERROR && message.startsWith('Request timed out; closing the connection'))
     return 'warn';
