@@ -221,11 +221,13 @@ function loggedTrouble(mesh: Mesh): {
   mostRepeated: number;
   line: string;
   errors: string[];
+  warnings: string[];
 } {
   let lines = 0;
   let mostRepeated = 0;
   let line = '';
   const errors: string[] = [];
+  const warnings: string[] = [];
   for (const service of mesh.services.values()) {
     const kinds = new Map<string, number>();
     for (const text of service.output) {
@@ -244,6 +246,7 @@ function loggedTrouble(mesh: Mesh): {
       if ((entry.level ?? 0) < 40) continue;
       lines += 1;
       if ((entry.level ?? 0) >= 50) errors.push(`${service.name}: ${text}`);
+      else warnings.push(`${service.name}: ${text}`);
       const { error, groupId, broker, topic } = entry.kafka ?? {};
       // A line about one event (a lost lease) is not a repeat of the same line about another.
       const kind = `${service.name}: ${entry.msg ?? ''} ${JSON.stringify([entry.err, entry.id, error, groupId, broker, topic])}`;
@@ -252,7 +255,7 @@ function loggedTrouble(mesh: Mesh): {
       if (count > mostRepeated) [mostRepeated, line] = [count, kind];
     }
   }
-  return { lines, mostRepeated, line, errors };
+  return { lines, mostRepeated, line, errors, warnings };
 }
 
 /**
@@ -352,6 +355,65 @@ test('kill -9 each service in turn mid-load: every task ends exactly once, no co
   assert.ok(
     doneBeforeWorkerKill.size > 0,
     'the worker was killed mid-load, after some subtasks completed',
+  );
+});
+
+/** Events a service consumed so far, from its `/metrics`: every topic and type. */
+async function consumedBy(url: string): Promise<number> {
+  const text = await (await fetch(`${url}/metrics`)).text();
+  let sum = 0;
+  for (const [, value] of text.matchAll(/^mesh_events_consumed_total\{[^}]*\} (\d+)$/gm))
+    sum += Number(value);
+  return sum;
+}
+
+test('every service scaled out to two replicas and back in mid-load: every task ends exactly once, no subtask runs twice', async (t) => {
+  await requireLocalStack();
+  // Subtasks take 300 ms, so some are running when their partition moves to or from a replica.
+  const mesh = await chaosMesh(t, {}, { MESH_AGENT_DELAY: '300ms' });
+  const loading = load(mesh, 300, 30);
+  loading.catch(() => undefined);
+  const scaled = ['orchestrator', 'worker', 'aggregator'] as const;
+  await sleep(2_000);
+  // Scaled out: each group shares its partitions with a second member, with work in flight.
+  await Promise.all(
+    scaled.map((name) => mesh.start(`${name}-2`, {}, `services/${name}/src/main.ts`)),
+  );
+  await sleep(3_000);
+  const replicaConsumed = await Promise.all(
+    scaled.map((name) => consumedBy(mesh.url(`${name}-2`))),
+  );
+  // Scaled in, mid-load: the replicas leave by SIGTERM, as in a scale-down or a rolling update.
+  await Promise.all(scaled.map((name) => mesh.kill(`${name}-2`, 'SIGTERM')));
+  const replicaExits = scaled.map((name) => mesh.services.get(`${name}-2`)?.child.exitCode);
+  const ids = await loading;
+  const outcome = await settle(mesh, ids);
+  const { runs, effects } = await tallies(mesh);
+  const ranAgain = [...runs].filter(([, n]) => n > 1).map(([key, n]) => `${key} ran ${n} times`);
+  const trouble = loggedTrouble(mesh);
+  rows.push({
+    case: 'scaled out and in',
+    tasks: ids.length,
+    ...outcome,
+    dlq: dlqCount(mesh),
+    notes: `replicas of ${scaled.join(', ')} consumed ${replicaConsumed.join(' / ')} events; ${runs.size} subtasks, ${ranAgain.length} ran again; ${troubleNote(trouble)}`,
+  });
+  assert.equal(outcome.lost, 0, `tasks without a final state\n${await explainLost(mesh, ids)}`);
+  assert.equal(outcome.duplicates, 0, 'a task had two final states');
+  assert.equal(outcome.completed, ids.length);
+  assert.deepEqual(ranAgain, [], 'a subtask ran twice');
+  assert.equal(effects, ids.length * 3, 'each subtask applied its side effect exactly once');
+  assert.ok(
+    replicaConsumed.every((n) => n > 0),
+    `each replica took partitions over and consumed events (${replicaConsumed.join(' / ')})`,
+  );
+  assert.deepEqual(replicaExits, [0, 0, 0], 'each replica drained and exited by itself');
+  assert.equal(dlqCount(mesh), 0, 'nothing dead-lettered');
+  // A scale out or in is routine: the rebalances it causes are news, not warnings.
+  assert.deepEqual(
+    [...trouble.errors, ...trouble.warnings],
+    [],
+    'scaling logs no warning or error',
   );
 });
 

@@ -44,7 +44,9 @@ export interface Mesh {
   kill(name: string, signal?: NodeJS.Signals): Promise<void>;
   /**
    * Starts a service (again), or with `script` (a path from the repository root) a process of your
-   * own under `name`, with the mesh's variables; resolves once its `/readyz` answers 200.
+   * own under `name`, with the mesh's variables; resolves once its `/readyz` answers 200. A script of
+   * a service (`services/<service>/src/main.ts`) under another name is a replica of that service,
+   * with its variables.
    */
   start(name: string, extraEnv?: Record<string, string>, script?: string): Promise<RunningProcess>;
   /**
@@ -98,7 +100,9 @@ export async function startMesh(t: TestContext, options: MeshOptions = {}): Prom
     script = `services/${name}/src/main.ts`,
   ): Promise<RunningProcess> => {
     const port = services.get(name)?.port ?? (await freePort());
-    const serviceVars = options.serviceVars?.[name as ServiceName];
+    // By the service the script runs, so that a second replica gets the variables of the first.
+    const service = /^services\/([^/]+)\//.exec(script)?.[1] as ServiceName | undefined;
+    const serviceVars = service === undefined ? undefined : options.serviceVars?.[service];
     const child = spawn(process.execPath, [script], {
       cwd: root,
       env: { ...env, ...serviceVars, ...extraEnv, MESH_HTTP_PORT: String(port) },
