@@ -136,6 +136,11 @@ const infraCodes = new Set([
 
 /** Thrown inside processing when the work must be abandoned without an outcome (shutdown, revocation). */
 class Abandoned extends Error {}
+/**
+ * How long a stop whose drain ran out waits for the handlers it then aborted to settle (those that
+ * heed their signal take a moment), before the last commit and the leave.
+ */
+const abortedSettleMs = 1_000;
 
 /** Thrown inside processing when a handler failed after its lease was lost: tried again from the claim. */
 class LeaseLost extends Error {}
@@ -343,12 +348,13 @@ export class MeshConsumer {
     this.#consumer.pause(
       [...this.#trackers.values()].map(({ topic, partition }) => ({ topic, partition })),
     );
-    if (this.#pending > 0) {
-      const drained = new Promise<void>((resolve) => (this.#drained = resolve));
-      await resultWithin(drained, timeoutMs, undefined);
-    }
+    await this.#untilDrained(timeoutMs);
     this.#abort.abort();
     for (const ctx of this.#contextShared.watching) ctx.abort(this.#abort.signal.reason);
+    // Handlers that heed their signal settle at once: their events are abandoned, and their leases
+    // given back, before the last commit and the leave, so the next member runs them without
+    // waiting the leases out.
+    await this.#untilDrained(abortedSettleMs);
     clearInterval(this.#commitTimer);
     // Kafka gets a bounded time for the last commit and the leave: when it cannot be reached, what
     // was not committed is delivered again (the idempotency keys skip what completed) rather than
@@ -366,6 +372,13 @@ export class MeshConsumer {
         { group: this.groupId },
         `Kafka did not answer within ${leaveTimeoutMs / 1_000} s: stopped without leaving the group, which drops the member after its session timeout`,
       );
+  }
+
+  /** Resolves once no event is running, or after `timeoutMs`. */
+  async #untilDrained(timeoutMs: number): Promise<void> {
+    if (this.#pending === 0) return;
+    const drained = new Promise<void>((resolve) => (this.#drained = resolve));
+    await resultWithin(drained, timeoutMs, undefined);
   }
 
   /**
@@ -775,6 +788,13 @@ export class MeshConsumer {
     // its signal): no outcome of ours. The event is tried again from its claim, which waits for the
     // other member's outcome, or for its lease to lapse if that member is gone too.
     if (failure !== undefined && ctx.leaseLost) throw new LeaseLost();
+    // Stopped by a stop whose drain ran out, not failed by the event: no outcome (a retry would
+    // spend an attempt, and on the last one dead-letter the event). Its lease is given back, its
+    // offset stays uncommitted, and the next member of the group runs it at once, at this attempt.
+    if (failure !== undefined && this.#abort.signal.aborted) {
+      if (lease !== undefined) await idempotency.release(lease);
+      throw new Abandoned();
+    }
     if (failure === undefined && result?.emit !== undefined) {
       const emits = result.emit;
       try {

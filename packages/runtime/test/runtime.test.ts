@@ -785,6 +785,53 @@ test('stop() drains running handlers and commits; a restarted member does not ru
   assert.equal(runs, 6, 'nothing drained before the stop ran again');
 });
 
+test('handlers still running when the drain of a stop runs out are aborted: their events are not retried or dead-lettered, and the next member runs them at once', async (t) => {
+  // The lease outlasts the test: a lease left held would make the next member wait it out.
+  const { runtime, probe } = await startRuntime(t, { MESH_PARTITIONS: '1', MESH_LEASE_TTL: '60s' });
+  const topic = runtime.topics.work('echo');
+  const runs = new Map<string, number>();
+  const handlers = {
+    'io.mesh.subtask.assigned': async (ctx: HandlerContext) => {
+      const n = (runs.get(ctx.event.id) ?? 0) + 1;
+      runs.set(ctx.event.id, n);
+      // An agent call longer than the drain, which gives up when its signal is aborted.
+      if (n === 1) await sleep(120_000, undefined, { signal: ctx.signal });
+      return completion(runtime, ctx, { run: n });
+    },
+  };
+  const first = await runtime.consume({ groupId: 'outlasted', topics: [topic], handlers });
+  const events = Array.from({ length: 3 }, (_, i) => assigned('echo', { i }, `outlasted-${i}`));
+  await runtime.publish(events.map((event) => ({ topic, event })));
+  await waitFor(() => runs.size === 3, { message: 'handlers did not start' });
+  await first.stop(1_000);
+  const stopped = Date.now();
+  await runtime.consume({ groupId: 'outlasted', topics: [topic], handlers });
+  await waitFor(() => probe.on(runtime.topics.results).length === 3, {
+    timeout: 30_000,
+    message: () =>
+      `results ${probe.on(runtime.topics.results).length} of 3, retried ${runtime.config.retryTiers
+        .map((tier) => probe.on(runtime.topics.retry(tier.name)).length)
+        .join('/')}, dead letters ${probe.on(runtime.topics.dlq).length}`,
+  });
+  const waited = Date.now() - stopped;
+  assert.deepEqual(
+    events.map((e) => runs.get(e.id)),
+    [2, 2, 2],
+    'each ran again on the next member',
+  );
+  assert.ok(waited < 20_000, `the next member did not wait out the leases (${waited} ms)`);
+  assert.deepEqual(
+    probe.on(runtime.topics.results).map((r) => probe.header(r, 'ce_meshattempt') ?? '1'),
+    ['1', '1', '1'],
+    'a stop spends no attempt',
+  );
+  const retried = runtime.config.retryTiers.flatMap((tier) =>
+    probe.on(runtime.topics.retry(tier.name)),
+  );
+  assert.equal(retried.length, 0, 'nothing went to a retry tier');
+  assert.equal(probe.on(runtime.topics.dlq).length, 0, 'nothing was dead-lettered');
+});
+
 test('a partition paused because it was full keeps flowing after a rebalance', async (t) => {
   // kafkajs keeps a pause across rebalances; the runtime must not forget a partition it paused.
   const { runtime } = await startRuntime(t, {

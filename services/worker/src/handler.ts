@@ -175,7 +175,11 @@ export function subtaskHandler(options: SubtaskHandlerOptions): {
           { cause: error },
         );
       if (ctx.signal.aborted && !isMeshError(error))
-        throw retryable('handler_error', `agent ${agentName} was stopped: the worker is stopping`);
+        // The runtime writes no outcome for it: the next member, or the lease's new holder, runs it.
+        throw retryable(
+          'handler_error',
+          `agent ${agentName} was stopped: the worker is stopping, or its lease was lost`,
+        );
       throw error;
     }
     const durationMs = Math.round((performance.now() - started) * 10) / 10;
