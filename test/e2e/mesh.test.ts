@@ -812,6 +812,46 @@ test('kill -9 of the worker mid-task: the task still completes, exactly once on 
     assert.equal(outcomesOf(mesh, id).length, 1, `task ${id} has exactly one outcome`);
 });
 
+test('a worker stopped while its agent call outlasts the drain hands the subtask over: the next one runs it at once, no retry spent', async (t) => {
+  const mesh = await startMesh(t, {
+    vars: { MESH_TEMPLATES_DIR: templates },
+    serviceVars: { worker: { MESH_AGENT_DELAY: '60s', MESH_SHUTDOWN_TIMEOUT: '1s' } },
+  });
+  const { body } = await postJson(`${mesh.url('orchestrator')}/v1/tasks`, {
+    template: 'sequential',
+    input: { topic: 'handover' },
+  });
+  const id = String(body.taskId);
+  // The first subtask's agent call is under way: its lease is held (30 s) and renewed.
+  await waitFor(
+    async () => {
+      const metrics = await (await fetch(`${mesh.url('worker')}/metrics`)).text();
+      return /^mesh_inflight\{[^}]*\} [1-9]/m.test(metrics);
+    },
+    { timeout: 30_000, message: () => `no subtask started\n${mesh.tails()}` },
+  );
+  await mesh.kill('worker', 'SIGTERM');
+  const restarted = Date.now();
+  await mesh.start('worker', { MESH_AGENT_DELAY: '0ms' });
+  const outcome = await waitFor(() => outcomesOf(mesh, id)[0], {
+    timeout: 60_000,
+    message: () => `task ${id} never finished\n${mesh.tails()}`,
+  });
+  const took = Date.now() - restarted;
+  assert.equal(outcome.type, 'io.mesh.task.completed');
+  assert.ok(took < 20_000, `the next worker did not wait for the old lease to lapse (${took} ms)`);
+  const retried = await Promise.all(
+    mesh.client.config.retryTiers.map(async (tier) =>
+      (await mesh.client.admin.endOffsets(mesh.client.topics.retry(tier.name))).reduce(
+        (sum, p) => sum + p.high,
+        0,
+      ),
+    ),
+  );
+  assert.deepEqual(retried, [0, 0], 'the stop put nothing on a retry tier');
+  assert.equal(mesh.probe.on(mesh.client.topics.dlq).length, 0, 'nothing dead-lettered');
+});
+
 test('a request published with the client library and an unknown template fails clearly', async (t) => {
   const mesh = await startMesh(t, { services: ['orchestrator'] });
   const event = newEvent({
