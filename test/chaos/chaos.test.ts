@@ -371,7 +371,8 @@ test('every service scaled out to two replicas and back in mid-load: every task 
   await requireLocalStack();
   // Subtasks take 300 ms, so some are running when their partition moves to or from a replica.
   const mesh = await chaosMesh(t, {}, { MESH_AGENT_DELAY: '300ms' });
-  const loading = load(mesh, 300, 30);
+  // 20 s of load, so that it outlasts a late join of the replicas on a slow machine.
+  const loading = load(mesh, 600, 30);
   loading.catch(() => undefined);
   const scaled = ['orchestrator', 'worker', 'aggregator'] as const;
   await sleep(2_000);
@@ -379,7 +380,18 @@ test('every service scaled out to two replicas and back in mid-load: every task 
   await Promise.all(
     scaled.map((name) => mesh.start(`${name}-2`, {}, `services/${name}/src/main.ts`)),
   );
-  await sleep(3_000);
+  // Until each replica has taken partitions over and consumed (a slow machine joins late), and a
+  // moment more, so that some of their work is in flight when they leave.
+  await Promise.all(
+    scaled.map((name) =>
+      waitFor(async () => (await consumedBy(mesh.url(`${name}-2`))) > 0, {
+        timeout: 30_000,
+        interval: 250,
+        message: () => `the ${name} replica consumed nothing\n${mesh.tails()}`,
+      }),
+    ),
+  );
+  await sleep(1_000);
   const replicaConsumed = await Promise.all(
     scaled.map((name) => consumedBy(mesh.url(`${name}-2`))),
   );
