@@ -18,6 +18,7 @@ import { readStackEnv, startComponent, stopComponent } from '@mesh/stack';
 import { redisSocketTimeoutMs } from '@mesh/redis';
 import { blackholingRelay, waitFor } from '@mesh/testkit';
 import {
+  metricTotal,
   outcomesOf,
   postJson,
   root,
@@ -358,13 +359,9 @@ test('kill -9 each service in turn mid-load: every task ends exactly once, no co
   );
 });
 
-/** Events a service consumed so far, from its `/metrics`: every topic and type. */
-async function consumedBy(url: string): Promise<number> {
-  const text = await (await fetch(`${url}/metrics`)).text();
-  let sum = 0;
-  for (const [, value] of text.matchAll(/^mesh_events_consumed_total\{[^}]*\} (\d+)$/gm))
-    sum += Number(value);
-  return sum;
+/** Events a service consumed so far: every topic and type. */
+function consumedBy(url: string): Promise<number> {
+  return metricTotal(url, 'mesh_events_consumed_total');
 }
 
 test('every service scaled out to two replicas and back in mid-load: every task ends exactly once, no subtask runs twice', async (t) => {

@@ -9,7 +9,15 @@ import { fileURLToPath } from 'node:url';
 import { newEvent } from '@mesh/envelope';
 import { topicSpecs } from '@mesh/runtime';
 import { freePort, onCleanup, pythonWith, waitFor } from '@mesh/testkit';
-import { getJson, kcat, outcomesOf, postJson, root, startMesh } from '../support/mesh.ts';
+import {
+  getJson,
+  kcat,
+  metricTotal,
+  outcomesOf,
+  postJson,
+  root,
+  startMesh,
+} from '../support/mesh.ts';
 
 const templates = fileURLToPath(new URL('./templates/', import.meta.url));
 
@@ -823,13 +831,10 @@ test('a worker stopped while its agent call outlasts the drain hands the subtask
   });
   const id = String(body.taskId);
   // The first subtask's agent call is under way: its lease is held (30 s) and renewed.
-  await waitFor(
-    async () => {
-      const metrics = await (await fetch(`${mesh.url('worker')}/metrics`)).text();
-      return /^mesh_inflight\{[^}]*\} [1-9]/m.test(metrics);
-    },
-    { timeout: 30_000, message: () => `no subtask started\n${mesh.tails()}` },
-  );
+  await waitFor(async () => (await metricTotal(mesh.url('worker'), 'mesh_inflight')) > 0, {
+    timeout: 30_000,
+    message: () => `no subtask started\n${mesh.tails()}`,
+  });
   await mesh.kill('worker', 'SIGTERM');
   const restarted = Date.now();
   await mesh.start('worker', { MESH_AGENT_DELAY: '0ms' });

@@ -227,6 +227,15 @@ function digestProblems(output: string[]): string {
     .join('\n');
 }
 
+/** The sum of a metric over all its label sets, read from a process's `/metrics` (0 when absent). */
+export async function metricTotal(url: string, name: string): Promise<number> {
+  const text = await (await fetch(`${url}/metrics`)).text();
+  let sum = 0;
+  for (const [, value] of text.matchAll(new RegExp(`^${name}(?:\\{[^}]*\\})? (\\S+)$`, 'gm')))
+    sum += Number(value);
+  return sum;
+}
+
 /** The task outcome events on mesh.outputs for a task id. */
 export function outcomesOf(
   mesh: Mesh,
